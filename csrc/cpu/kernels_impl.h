@@ -1,0 +1,506 @@
+// The CPU kernels, written once and compiled per instruction set by kernels_<isa>.cpp,
+// each of which defines AETK_ISA_NS before including this file.
+//
+// Layout of the random draws (philox.h): block b covers elements [64b, 64b + 64); its
+// 16 Philox counters give four 16-lane words, and word j covers elements 64b + 16j + lane.
+#pragma once
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "aetk/kernels.h"
+#include "aetk/noise_math.h"
+#include "simd.h"
+
+namespace aetk {
+namespace cpu {
+namespace AETK_ISA_NS {
+
+using F = f32x16;
+using I = i32x16;
+using U = u32x16;
+using L = VecLanes;
+
+// Below this many 64-element blocks a single thread is faster than waking the team.
+constexpr int64_t kParallelBlocks = 512;
+
+// The four 16-lane Philox words of block b.
+inline void block_words(uint64_t seed, uint64_t offset, uint64_t b, U w[4]) {
+  const uint64_t c = b * kStreamsPerBlock;
+  const U lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  U c0 = lane + static_cast<uint32_t>(c);  // 16b is a multiple of 16: no carry from the lane
+  U c1 = U{} + static_cast<uint32_t>(c >> 32);
+  U c2 = U{} + static_cast<uint32_t>(offset);
+  U c3 = U{} + static_cast<uint32_t>(offset >> 32);
+  philox10(c0, c1, c2, c3, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
+           VecMulHiLo{});
+  w[0] = c0;
+  w[1] = c1;
+  w[2] = c2;
+  w[3] = c3;
+}
+
+// Standard normals for the 64 elements of block b: Box-Muller on words (0, 1) and (2, 3).
+inline void block_normals(uint64_t seed, uint64_t offset, uint64_t b, F n[4]) {
+  U w[4];
+  block_words(seed, offset, b, w);
+  box_muller<L>(w[0], w[1], n[0], n[1]);
+  box_muller<L>(w[2], w[3], n[2], n[3]);
+}
+
+// ---------------------------------------------------------------------------------------
+// corrupt: y = keep ? x + add : repl. Additive kinds (gaussian, uniform) keep every
+// element and add noise; replacing kinds (masking, salt-and-pepper) add nothing.
+// ---------------------------------------------------------------------------------------
+
+struct BlockNoise {
+  F add[4];   // additive kinds
+  I keep[4];  // replacing kinds: -1 keep, 0 replace
+  F repl[4];
+};
+
+inline bool is_additive(CorruptKind k) {
+  return k == CorruptKind::kGaussian || k == CorruptKind::kUniform;
+}
+
+inline void corrupt_block_noise(const CorruptParams& p, uint64_t b, BlockNoise& o) {
+  U w[4];
+  block_words(p.seed, p.offset, b, w);
+  switch (p.kind) {
+    case CorruptKind::kGaussian: {
+      F n[4];
+      box_muller<L>(w[0], w[1], n[0], n[1]);
+      box_muller<L>(w[2], w[3], n[2], n[3]);
+      for (int j = 0; j < 4; ++j) o.add[j] = n[j] * p.level;
+      break;
+    }
+    case CorruptKind::kUniform:
+      for (int j = 0; j < 4; ++j) o.add[j] = (uniform01<L>(w[j]) * 2.0f - 1.0f) * p.level;
+      break;
+    case CorruptKind::kMasking:
+      for (int j = 0; j < 4; ++j) {
+        o.keep[j] = uniform01<L>(w[j]) >= p.level;
+        o.repl[j] = F{};
+      }
+      break;
+    case CorruptKind::kSaltPepper:
+      for (int j = 0; j < 4; ++j) {
+        o.keep[j] = uniform01<L>(w[j]) >= p.level;
+        o.repl[j] = L::sel((L::to_int(w[j]) & 1) != 0, L::splat(p.hi), L::splat(p.lo));
+      }
+      break;
+    case CorruptKind::kMaskingExact:
+      break;  // row-wise, see corrupt_masking_exact
+  }
+}
+
+// One block, all 64 elements present, float32: vector loads, selects and stores.
+inline void apply_block_f32(const float* x, float* y, uint8_t* mask, const BlockNoise& nz,
+                            bool additive, bool backward) {
+  for (int j = 0; j < 4; ++j) {
+    const F xv = load16(x + 16 * j);
+    F yv;
+    if (additive)
+      yv = backward ? xv : xv + nz.add[j];
+    else
+      yv = L::sel(nz.keep[j], xv, backward ? F{} : nz.repl[j]);
+    store16(y + 16 * j, yv);
+    if (mask) {
+      const u8x16 m = additive ? u8x16{} + 1 : __builtin_convertvector((nz.keep[j] == 0) & 1, u8x16);
+      std::memcpy(mask + 16 * j, &m, 16);
+    }
+  }
+}
+
+// Any block (partial, or float64), element by element from the noise laid out in memory.
+template <class T>
+inline void apply_block_generic(const T* x, T* y, uint8_t* mask, const BlockNoise& nz,
+                                int count, bool additive, bool backward) {
+  float add[64], repl[64];
+  int32_t keep[64];
+  std::memcpy(add, nz.add, sizeof add);
+  std::memcpy(repl, nz.repl, sizeof repl);
+  std::memcpy(keep, nz.keep, sizeof keep);
+  for (int e = 0; e < count; ++e) {
+    if (additive) {
+      y[e] = backward ? x[e] : x[e] + static_cast<T>(add[e]);
+      if (mask) mask[e] = 1;
+    } else {
+      y[e] = keep[e] ? x[e] : (backward ? T(0) : static_cast<T>(repl[e]));
+      if (mask) mask[e] = keep[e] ? 0 : 1;
+    }
+  }
+}
+
+// Words for the flat element range [start, start + count), in element order.
+inline void range_words(uint64_t seed, uint64_t offset, int64_t start, int64_t count,
+                        uint32_t* out) {
+  if (count <= 0) return;
+  const int64_t end = start + count;
+  for (int64_t b = start / kBlockElems; b * kBlockElems < end; ++b) {
+    U w[4];
+    block_words(seed, offset, static_cast<uint64_t>(b), w);
+    uint32_t flat[64];
+    std::memcpy(flat, w, sizeof flat);
+    const int64_t lo = std::max(start, b * kBlockElems), hi = std::min(end, (b + 1) * kBlockElems);
+    for (int64_t e = lo; e < hi; ++e) out[e - start] = flat[e - b * kBlockElems];
+  }
+}
+
+// masking_exact: in each row, zero the round(level * cols) elements with the smallest
+// keys (word << 32 | column). Keys are unique, so exactly that many are zeroed.
+template <class T>
+void corrupt_masking_exact(const T* x, T* y, uint8_t* mask, const CorruptParams& p,
+                           bool backward) {
+  const int64_t rows = p.rows, cols = p.cols;
+  const int64_t k = static_cast<int64_t>(std::floor(static_cast<double>(p.level) * cols + 0.5));
+#pragma omp parallel if (rows * cols >= kParallelBlocks * kBlockElems)
+  {
+    std::vector<uint32_t> words(cols);
+    std::vector<uint64_t> keys(cols);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t base = r * cols;
+      uint64_t threshold = 0;  // drop elements whose key <= threshold
+      bool drop_none = k <= 0, drop_all = k >= cols;
+      range_words(p.seed, p.offset, base, cols, words.data());
+      if (!drop_none && !drop_all) {
+        for (int64_t c = 0; c < cols; ++c)
+          keys[c] = (static_cast<uint64_t>(words[c]) << 32) | static_cast<uint64_t>(c);
+        std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end());
+        threshold = keys[k - 1];
+      }
+      for (int64_t c = 0; c < cols; ++c) {
+        const uint64_t key = (static_cast<uint64_t>(words[c]) << 32) | static_cast<uint64_t>(c);
+        const bool drop = drop_all || (!drop_none && key <= threshold);
+        y[base + c] = drop ? T(0) : x[base + c];
+        if (mask) mask[base + c] = drop ? 1 : 0;
+      }
+    }
+  }
+  (void)backward;  // the gradient is masked exactly like the input
+}
+
+template <class T>
+void corrupt_impl(const T* x, T* y, uint8_t* mask, const CorruptParams& p, bool backward) {
+  if (p.kind == CorruptKind::kMaskingExact) {
+    corrupt_masking_exact(x, y, mask, p, backward);
+    return;
+  }
+  const bool additive = is_additive(p.kind);
+  const int64_t n = p.rows * p.cols;
+  if (backward && additive) {  // d(x + noise)/dx = 1
+    if (x != y) std::memcpy(y, x, sizeof(T) * n);
+    return;
+  }
+  const int64_t nb = (n + kBlockElems - 1) / kBlockElems;
+#pragma omp parallel for schedule(static) if (nb >= kParallelBlocks)
+  for (int64_t b = 0; b < nb; ++b) {
+    BlockNoise nz;
+    corrupt_block_noise(p, static_cast<uint64_t>(b), nz);
+    const int64_t base = b * kBlockElems;
+    const int count = static_cast<int>(std::min<int64_t>(kBlockElems, n - base));
+    uint8_t* m = mask ? mask + base : nullptr;
+    if constexpr (std::is_same_v<T, float>) {
+      if (count == kBlockElems) {
+        apply_block_f32(x + base, y + base, m, nz, additive, backward);
+        continue;
+      }
+    }
+    apply_block_generic(x + base, y + base, m, nz, count, additive, backward);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// reparameterize: z = mu + exp(logvar/2) * eps, kl_r = -1/2 sum(1 + logvar - mu^2 - exp(logvar))
+// Work is split into chunks of whole rows so each row's KL is summed by one thread in a
+// fixed order (results do not depend on the thread count).
+// ---------------------------------------------------------------------------------------
+
+inline int64_t rows_per_chunk(int64_t cols) {
+  return std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1));
+}
+
+// Calls fn(block, lo, hi) for each block overlapping the flat range [begin, end), with
+// [lo, hi) the part of the block inside the range.
+template <class Fn>
+inline void for_blocks(int64_t begin, int64_t end, Fn&& fn) {
+  for (int64_t b = begin / kBlockElems; b * kBlockElems < end; ++b)
+    fn(b, std::max(begin, b * kBlockElems), std::min(end, (b + 1) * kBlockElems));
+}
+
+template <class T>
+void reparam_forward_impl(const T* mu, const T* lv, T* z, T* kl, int64_t rows, int64_t cols,
+                          uint64_t seed, uint64_t offset) {
+  const int64_t chunk = rows_per_chunk(cols);
+  const int64_t nchunks = (rows + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelBlocks * kBlockElems)
+  for (int64_t ci = 0; ci < nchunks; ++ci) {
+    const int64_t r0 = ci * chunk, r1 = std::min(rows, r0 + chunk);
+    std::vector<T> acc(r1 - r0, T(0));
+    for_blocks(r0 * cols, r1 * cols, [&](int64_t b, int64_t lo, int64_t hi) {
+      F n[4];
+      block_normals(seed, offset, static_cast<uint64_t>(b), n);
+      const int64_t base = b * kBlockElems;
+      if constexpr (std::is_same_v<T, float>) {
+        // Fast path: the whole block is present and lies in one row.
+        if (lo == base && hi == base + kBlockElems && lo / cols == (hi - 1) / cols) {
+          F t = F{};
+          for (int j = 0; j < 4; ++j) {
+            const F m = load16(mu + base + 16 * j), v = load16(lv + base + 16 * j);
+            const F sd = exp16(v * 0.5f);
+            store16(z + base + 16 * j, m + sd * n[j]);
+            t += 1.0f + v - m * m - sd * sd;
+          }
+          acc[lo / cols - r0] += hsum16(t);
+          return;
+        }
+      }
+      float eps[64];
+      std::memcpy(eps, n, sizeof eps);
+      for (int64_t e = lo; e < hi; ++e) {
+        const T m = mu[e], v = lv[e];
+        const T sd = std::exp(v * T(0.5));
+        z[e] = m + sd * static_cast<T>(eps[e - base]);
+        acc[e / cols - r0] += T(1) + v - m * m - sd * sd;
+      }
+    });
+    for (int64_t r = r0; r < r1; ++r) kl[r] = T(-0.5) * acc[r - r0];
+  }
+}
+
+template <class T>
+void reparam_backward_impl(const T* mu, const T* lv, const T* gz, const T* gkl, T* gmu, T* glv,
+                           int64_t rows, int64_t cols, uint64_t seed, uint64_t offset) {
+  const int64_t n = rows * cols;
+  const int64_t nb = (n + kBlockElems - 1) / kBlockElems;
+#pragma omp parallel for schedule(static) if (nb >= kParallelBlocks)
+  for (int64_t b = 0; b < nb; ++b) {
+    F nv[4];
+    if (gz) block_normals(seed, offset, static_cast<uint64_t>(b), nv);
+    const int64_t base = b * kBlockElems, hi = std::min(n, base + kBlockElems);
+    if constexpr (std::is_same_v<T, float>) {
+      if (hi == base + kBlockElems && base / cols == (hi - 1) / cols) {
+        const float gk = gkl ? gkl[base / cols] : 0.0f;
+        for (int j = 0; j < 4; ++j) {
+          const int64_t e = base + 16 * j;
+          const F m = load16(mu + e), v = load16(lv + e);
+          const F sd = exp16(v * 0.5f);
+          const F g = gz ? load16(gz + e) : F{};
+          store16(gmu + e, g + gk * m);
+          store16(glv + e, (gz ? g * 0.5f * sd * nv[j] : F{}) + gk * 0.5f * (sd * sd - 1.0f));
+        }
+        continue;
+      }
+    }
+    float eps[64];
+    std::memcpy(eps, nv, sizeof eps);
+    for (int64_t e = base; e < hi; ++e) {
+      const T m = mu[e], v = lv[e];
+      const T sd = std::exp(v * T(0.5));
+      const T gk = gkl ? gkl[e / cols] : T(0);
+      const T g = gz ? gz[e] : T(0);
+      gmu[e] = g + gk * m;
+      glv[e] = (gz ? g * T(0.5) * sd * static_cast<T>(eps[e - base]) : T(0)) +
+               gk * T(0.5) * (sd * sd - T(1));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// contractive penalty of a sigmoid layer: out_r = sum_j (h_rj (1 - h_rj))^2 * ||W_j||^2
+// Reductions run in 16 independent lanes summed in a fixed order, so every ISA build
+// (and every thread count) gives the same bits.
+// ---------------------------------------------------------------------------------------
+
+template <class T>
+inline T lanes_sum(const T (&acc)[16]) {
+  T a[16];
+  for (int l = 0; l < 16; ++l) a[l] = acc[l];
+  for (int w = 8; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) a[l] += a[l + w];
+  return a[0];
+}
+
+template <class T>
+void squared_row_norms(const T* w, T* w2, int64_t hidden, int64_t inputs) {
+#pragma omp parallel for schedule(static) if (hidden * inputs >= (1 << 16))
+  for (int64_t j = 0; j < hidden; ++j) {
+    const T* row = w + j * inputs;
+    T acc[16] = {};
+    int64_t i = 0;
+    for (; i + 16 <= inputs; i += 16)
+      for (int l = 0; l < 16; ++l) acc[l] += row[i + l] * row[i + l];
+    for (int l = 0; i + l < inputs; ++l) acc[l] += row[i + l] * row[i + l];
+    w2[j] = lanes_sum(acc);
+  }
+}
+
+template <class T>
+void contractive_forward_impl(const T* h, const T* w, T* out, int64_t rows, int64_t hidden,
+                              int64_t inputs) {
+  std::vector<T> w2(hidden);
+  squared_row_norms(w, w2.data(), hidden, inputs);
+#pragma omp parallel for schedule(static) if (rows * hidden >= (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* hr = h + r * hidden;
+    T acc[16] = {};
+    int64_t j = 0;
+    for (; j + 16 <= hidden; j += 16)
+      for (int l = 0; l < 16; ++l) {
+        const T s = hr[j + l] * (T(1) - hr[j + l]);
+        acc[l] += s * s * w2[j + l];
+      }
+    for (int l = 0; j + l < hidden; ++l) {
+      const T s = hr[j + l] * (T(1) - hr[j + l]);
+      acc[l] += s * s * w2[j + l];
+    }
+    out[r] = lanes_sum(acc);
+  }
+}
+
+template <class T>
+void contractive_backward_impl(const T* h, const T* w, const T* g, T* gh, T* gw, int64_t rows,
+                               int64_t hidden, int64_t inputs) {
+  if (gh) {
+    std::vector<T> w2(hidden);
+    squared_row_norms(w, w2.data(), hidden, inputs);
+    // d out_r / d h_rj = 2 s (1 - 2h) ||W_j||^2, with s = h (1 - h)
+#pragma omp parallel for schedule(static) if (rows * hidden >= (1 << 16))
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* hr = h + r * hidden;
+      T* ghr = gh + r * hidden;
+      const T gr = g[r] * T(2);
+      for (int64_t j = 0; j < hidden; ++j) {
+        const T s = hr[j] * (T(1) - hr[j]);
+        ghr[j] = gr * s * (T(1) - T(2) * hr[j]) * w2[j];
+      }
+    }
+  }
+  if (gw) {
+    // d sum_r g_r out_r / d W_ji = 2 W_ji c_j, with c_j = sum_r g_r s_rj^2.
+    // Columns of h are split between threads; each sums over all rows in order.
+    std::vector<T> c(hidden, T(0));
+    constexpr int64_t kCols = 64;
+    const int64_t nchunks = (hidden + kCols - 1) / kCols;
+#pragma omp parallel for schedule(static) if (rows * hidden >= (1 << 16))
+    for (int64_t ci = 0; ci < nchunks; ++ci) {
+      const int64_t j0 = ci * kCols, j1 = std::min(hidden, j0 + kCols);
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* hr = h + r * hidden;
+        const T gr = g[r];
+        for (int64_t j = j0; j < j1; ++j) {
+          const T s = hr[j] * (T(1) - hr[j]);
+          c[j] += gr * s * s;
+        }
+      }
+    }
+#pragma omp parallel for schedule(static) if (hidden * inputs >= (1 << 16))
+    for (int64_t j = 0; j < hidden; ++j) {
+      const T cj = T(2) * c[j];
+      const T* wr = w + j * inputs;
+      T* gwr = gw + j * inputs;
+      for (int64_t i = 0; i < inputs; ++i) gwr[i] = wr[i] * cj;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Entry points of this ISA build (dispatch.cpp picks one build at run time).
+// ---------------------------------------------------------------------------------------
+
+
+inline void corrupt(const void* x, void* y, uint8_t* mask, DType dt, const CorruptParams& p) {
+  if (dt == DType::kFloat64)
+    corrupt_impl(static_cast<const double*>(x), static_cast<double*>(y), mask, p, false);
+  else
+    corrupt_impl(static_cast<const float*>(x), static_cast<float*>(y), mask, p, false);
+}
+
+inline void corrupt_backward(const void* g, void* gx, DType dt, const CorruptParams& p) {
+  if (dt == DType::kFloat64)
+    corrupt_impl(static_cast<const double*>(g), static_cast<double*>(gx), nullptr, p, true);
+  else
+    corrupt_impl(static_cast<const float*>(g), static_cast<float*>(gx), nullptr, p, true);
+}
+
+inline void reparameterize_forward(const void* mu, const void* lv, void* z, void* kl,
+                                   int64_t rows, int64_t cols, DType dt, uint64_t seed,
+                                   uint64_t offset) {
+  if (dt == DType::kFloat64)
+    reparam_forward_impl(static_cast<const double*>(mu), static_cast<const double*>(lv),
+                         static_cast<double*>(z), static_cast<double*>(kl), rows, cols, seed,
+                         offset);
+  else
+    reparam_forward_impl(static_cast<const float*>(mu), static_cast<const float*>(lv),
+                         static_cast<float*>(z), static_cast<float*>(kl), rows, cols, seed, offset);
+}
+
+inline void reparameterize_backward(const void* mu, const void* lv, const void* gz,
+                                    const void* gkl, void* gmu, void* glv, int64_t rows,
+                                    int64_t cols, DType dt, uint64_t seed, uint64_t offset) {
+  if (dt == DType::kFloat64)
+    reparam_backward_impl(static_cast<const double*>(mu), static_cast<const double*>(lv),
+                          static_cast<const double*>(gz), static_cast<const double*>(gkl),
+                          static_cast<double*>(gmu), static_cast<double*>(glv), rows, cols, seed,
+                          offset);
+  else
+    reparam_backward_impl(static_cast<const float*>(mu), static_cast<const float*>(lv),
+                          static_cast<const float*>(gz), static_cast<const float*>(gkl),
+                          static_cast<float*>(gmu), static_cast<float*>(glv), rows, cols, seed,
+                          offset);
+}
+
+inline void contractive_forward(const void* h, const void* w, void* out, int64_t rows,
+                                int64_t hidden, int64_t inputs, DType dt) {
+  if (dt == DType::kFloat64)
+    contractive_forward_impl(static_cast<const double*>(h), static_cast<const double*>(w),
+                             static_cast<double*>(out), rows, hidden, inputs);
+  else
+    contractive_forward_impl(static_cast<const float*>(h), static_cast<const float*>(w),
+                             static_cast<float*>(out), rows, hidden, inputs);
+}
+
+inline void contractive_backward(const void* h, const void* w, const void* g, void* gh, void* gw,
+                                 int64_t rows, int64_t hidden, int64_t inputs, DType dt) {
+  if (dt == DType::kFloat64)
+    contractive_backward_impl(static_cast<const double*>(h), static_cast<const double*>(w),
+                              static_cast<const double*>(g), static_cast<double*>(gh),
+                              static_cast<double*>(gw), rows, hidden, inputs);
+  else
+    contractive_backward_impl(static_cast<const float*>(h), static_cast<const float*>(w),
+                              static_cast<const float*>(g), static_cast<float*>(gh),
+                              static_cast<float*>(gw), rows, hidden, inputs);
+}
+
+inline void random_words(uint32_t* out, int64_t n, uint64_t seed, uint64_t offset) {
+  const int64_t nb = (n + kBlockElems - 1) / kBlockElems;
+#pragma omp parallel for schedule(static) if (nb >= kParallelBlocks)
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t base = b * kBlockElems;
+    range_words(seed, offset, base, std::min<int64_t>(kBlockElems, n - base), out + base);
+  }
+}
+
+inline void normal_noise(float* out, int64_t n, uint64_t seed, uint64_t offset) {
+  const int64_t nb = (n + kBlockElems - 1) / kBlockElems;
+#pragma omp parallel for schedule(static) if (nb >= kParallelBlocks)
+  for (int64_t b = 0; b < nb; ++b) {
+    F nv[4];
+    block_normals(seed, offset, static_cast<uint64_t>(b), nv);
+    float flat[64];
+    std::memcpy(flat, nv, sizeof flat);
+    const int64_t base = b * kBlockElems;
+    const int64_t count = std::min<int64_t>(kBlockElems, n - base);
+    std::memcpy(out + base, flat, sizeof(float) * count);
+  }
+}
+
+}  // namespace AETK_ISA_NS
+}  // namespace cpu
+}  // namespace aetk
