@@ -1,0 +1,31 @@
+# make test  — create .venv if missing, install aetk with its test extras (building the
+#              native extension, with CUDA kernels when nvcc is present), run pytest.
+# make demo  — the main job end to end (for now: the fused-kernel benchmark).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The constraints pin torch to the CPU wheel on CPU machines (no CUDA wheels pulled).
+CONSTRAINTS := .ci/constraints.txt
+BUILD_DEPS := scikit-build-core pybind11 cmake ninja
+
+.PHONY: install test demo bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+install: $(PY)
+	$(PIP) install -q -c $(CONSTRAINTS) $(BUILD_DEPS)
+	$(PIP) install -q -c $(CONSTRAINTS) --no-build-isolation ".[test]"
+
+test: install
+	$(VENV)/bin/pytest tests
+
+demo: install
+	$(PY) benchmarks/bench_ops.py --quick
+
+bench: install
+	$(PY) benchmarks/bench_ops.py
+
+clean:
+	rm -rf build dist

@@ -1,0 +1,24 @@
+"""The ``aetk`` Typer application: one console command, subcommands registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from .info import info_cli
+
+app = typer.Typer(
+    name="aetk",
+    help="aetk, the autoencoder toolkit: train, export, denoise and compress.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.command("info", help="Show the version, the native kernels built, and the runtimes.")(info_cli)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
