@@ -15,7 +15,7 @@ bool cpu_supports(const Kernels* k) {
   if (k == &kernels_avx512)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  if (k == &kernels_avx2) return __builtin_cpu_supports("avx2");
+  if (k == &kernels_avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
   return k == &kernels_baseline;
 }

@@ -1,5 +1,6 @@
 // The CPU kernels compiled for the avx512 instruction set (flags in CMakeLists.txt).
 #define AETK_ISA_NS avx512
+#define AETK_LANES 16
 #include "kernels_impl.h"
 #include "dispatch.h"
 

@@ -2,7 +2,9 @@
 // each of which defines AETK_ISA_NS before including this file.
 //
 // Layout of the random draws (philox.h): block b covers elements [64b, 64b + 64); its
-// 16 Philox counters give four 16-lane words, and word j covers elements 64b + 16j + lane.
+// 16 Philox counters (streams) give four words each, and word j of stream s belongs to
+// element 64b + 16j + s. A vector of kLanes consecutive streams therefore maps each word
+// onto kLanes consecutive elements: loads and stores stay contiguous.
 #pragma once
 #include <omp.h>
 
@@ -21,36 +23,61 @@ namespace aetk {
 namespace cpu {
 namespace AETK_ISA_NS {
 
-using F = f32x16;
-using I = i32x16;
-using U = u32x16;
+using F = fvec;
+using I = ivec;
+using U = uvec;
 using L = VecLanes;
 
 // Below this many 64-element blocks a single thread is faster than waking the team.
 constexpr int64_t kParallelBlocks = 512;
+// A block's 16 streams are processed kSub vectors at a time ("sub-blocks" of kLanes).
+constexpr int kSub = kStreamsPerBlock / kLanes;
 
-// The four 16-lane Philox words of block b.
-inline void block_words(uint64_t seed, uint64_t offset, uint64_t b, U w[4]) {
-  const uint64_t c = b * kStreamsPerBlock;
-  const U lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-  U c0 = lane + static_cast<uint32_t>(c);  // 16b is a multiple of 16: no carry from the lane
+// The four Philox words of streams [h*kLanes, (h+1)*kLanes) of block b. Word j lane l
+// belongs to element 64b + 16j + h*kLanes + l.
+inline void block_words(const VecKeys& keys, uint64_t offset, uint64_t b, int h, U w[4]) {
+  const uint64_t c = b * kStreamsPerBlock + static_cast<uint64_t>(h * kLanes);
+  U lane;
+  for (int l = 0; l < kLanes; ++l) lane[l] = static_cast<uint32_t>(l);
+  U c0 = lane + static_cast<uint32_t>(c);  // c is a multiple of kLanes: no carry from the lane
   U c1 = U{} + static_cast<uint32_t>(c >> 32);
   U c2 = U{} + static_cast<uint32_t>(offset);
   U c3 = U{} + static_cast<uint32_t>(offset >> 32);
-  philox10(c0, c1, c2, c3, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32),
-           VecMulHiLo{});
+  philox10(c0, c1, c2, c3, keys, VecMulHiLo{});
   w[0] = c0;
   w[1] = c1;
   w[2] = c2;
   w[3] = c3;
 }
 
-// Standard normals for the 64 elements of block b: Box-Muller on words (0, 1) and (2, 3).
-inline void block_normals(uint64_t seed, uint64_t offset, uint64_t b, F n[4]) {
+// Standard normals of sub-block (b, h): Box-Muller on words (0, 1) and (2, 3).
+inline void block_normals(const VecKeys& keys, uint64_t offset, uint64_t b, int h, F n[4]) {
   U w[4];
-  block_words(seed, offset, b, w);
+  block_words(keys, offset, b, h, w);
   box_muller<L>(w[0], w[1], n[0], n[1]);
   box_muller<L>(w[2], w[3], n[2], n[3]);
+}
+
+// Copies word j of sub-block h into a 64-entry array in element order.
+template <class V, class T>
+inline void scatter_sub(const V (&v)[4], int h, T* flat64) {
+  for (int j = 0; j < 4; ++j) std::memcpy(flat64 + 16 * j + h * kLanes, &v[j], sizeof(V));
+}
+
+inline void block_words_flat(const VecKeys& keys, uint64_t offset, uint64_t b, uint32_t out[64]) {
+  for (int h = 0; h < kSub; ++h) {
+    U w[4];
+    block_words(keys, offset, b, h, w);
+    scatter_sub(w, h, out);
+  }
+}
+
+inline void block_normals_flat(const VecKeys& keys, uint64_t offset, uint64_t b, float out[64]) {
+  for (int h = 0; h < kSub; ++h) {
+    F n[4];
+    block_normals(keys, offset, b, h, n);
+    scatter_sub(n, h, out);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -58,7 +85,7 @@ inline void block_normals(uint64_t seed, uint64_t offset, uint64_t b, F n[4]) {
 // element and add noise; replacing kinds (masking, salt-and-pepper) add nothing.
 // ---------------------------------------------------------------------------------------
 
-struct BlockNoise {
+struct SubNoise {
   F add[4];   // additive kinds
   I keep[4];  // replacing kinds: -1 keep, 0 replace
   F repl[4];
@@ -68,9 +95,10 @@ inline bool is_additive(CorruptKind k) {
   return k == CorruptKind::kGaussian || k == CorruptKind::kUniform;
 }
 
-inline void corrupt_block_noise(const CorruptParams& p, uint64_t b, BlockNoise& o) {
+inline void corrupt_sub_noise(const CorruptParams& p, const VecKeys& keys, uint64_t b, int h,
+                              SubNoise& o) {
   U w[4];
-  block_words(p.seed, p.offset, b, w);
+  block_words(keys, p.offset, b, h, w);
   switch (p.kind) {
     case CorruptKind::kGaussian: {
       F n[4];
@@ -99,33 +127,45 @@ inline void corrupt_block_noise(const CorruptParams& p, uint64_t b, BlockNoise& 
   }
 }
 
-// One block, all 64 elements present, float32: vector loads, selects and stores.
-inline void apply_block_f32(const float* x, float* y, uint8_t* mask, const BlockNoise& nz,
-                            bool additive, bool backward) {
-  for (int j = 0; j < 4; ++j) {
-    const F xv = load16(x + 16 * j);
-    F yv;
-    if (additive)
-      yv = backward ? xv : xv + nz.add[j];
-    else
-      yv = L::sel(nz.keep[j], xv, backward ? F{} : nz.repl[j]);
-    store16(y + 16 * j, yv);
-    if (mask) {
-      const u8x16 m = additive ? u8x16{} + 1 : __builtin_convertvector((nz.keep[j] == 0) & 1, u8x16);
-      std::memcpy(mask + 16 * j, &m, 16);
+// A whole float32 block present: vector loads, selects and stores, sub-block by sub-block.
+inline void apply_block_f32(const CorruptParams& p, const VecKeys& keys, uint64_t b, const float* x, float* y,
+                            uint8_t* mask, bool additive, bool backward) {
+  for (int h = 0; h < kSub; ++h) {
+    SubNoise nz;
+    corrupt_sub_noise(p, keys, b, h, nz);
+    for (int j = 0; j < 4; ++j) {
+      const int e = 16 * j + h * kLanes;
+      const F xv = loadv(x + e);
+      F yv;
+      if (additive)
+        yv = backward ? xv : xv + nz.add[j];
+      else
+        yv = L::sel(nz.keep[j], xv, backward ? F{} : nz.repl[j]);
+      storev(y + e, yv);
+      if (mask) {
+        const u8vec m = additive ? u8vec{} + 1 : __builtin_convertvector((nz.keep[j] == 0) & 1, u8vec);
+        std::memcpy(mask + e, &m, sizeof m);
+      }
     }
   }
 }
 
 // Any block (partial, or float64), element by element from the noise laid out in memory.
 template <class T>
-inline void apply_block_generic(const T* x, T* y, uint8_t* mask, const BlockNoise& nz,
-                                int count, bool additive, bool backward) {
+inline void apply_block_generic(const CorruptParams& p, const VecKeys& keys, uint64_t b, const T* x, T* y,
+                                uint8_t* mask, int count, bool additive, bool backward) {
   float add[64], repl[64];
   int32_t keep[64];
-  std::memcpy(add, nz.add, sizeof add);
-  std::memcpy(repl, nz.repl, sizeof repl);
-  std::memcpy(keep, nz.keep, sizeof keep);
+  for (int h = 0; h < kSub; ++h) {
+    SubNoise nz;
+    corrupt_sub_noise(p, keys, b, h, nz);
+    if (additive) {
+      scatter_sub(nz.add, h, add);
+    } else {
+      scatter_sub(nz.keep, h, keep);
+      scatter_sub(nz.repl, h, repl);
+    }
+  }
   for (int e = 0; e < count; ++e) {
     if (additive) {
       y[e] = backward ? x[e] : x[e] + static_cast<T>(add[e]);
@@ -138,15 +178,13 @@ inline void apply_block_generic(const T* x, T* y, uint8_t* mask, const BlockNois
 }
 
 // Words for the flat element range [start, start + count), in element order.
-inline void range_words(uint64_t seed, uint64_t offset, int64_t start, int64_t count,
+inline void range_words(const VecKeys& keys, uint64_t offset, int64_t start, int64_t count,
                         uint32_t* out) {
   if (count <= 0) return;
   const int64_t end = start + count;
   for (int64_t b = start / kBlockElems; b * kBlockElems < end; ++b) {
-    U w[4];
-    block_words(seed, offset, static_cast<uint64_t>(b), w);
     uint32_t flat[64];
-    std::memcpy(flat, w, sizeof flat);
+    block_words_flat(keys, offset, static_cast<uint64_t>(b), flat);
     const int64_t lo = std::max(start, b * kBlockElems), hi = std::min(end, (b + 1) * kBlockElems);
     for (int64_t e = lo; e < hi; ++e) out[e - start] = flat[e - b * kBlockElems];
   }
@@ -157,23 +195,24 @@ inline void range_words(uint64_t seed, uint64_t offset, int64_t start, int64_t c
 template <class T>
 void corrupt_masking_exact(const T* x, T* y, uint8_t* mask, const CorruptParams& p,
                            bool backward) {
+  const VecKeys keys(p.seed);
   const int64_t rows = p.rows, cols = p.cols;
   const int64_t k = static_cast<int64_t>(std::floor(static_cast<double>(p.level) * cols + 0.5));
 #pragma omp parallel if (rows * cols >= kParallelBlocks * kBlockElems)
   {
     std::vector<uint32_t> words(cols);
-    std::vector<uint64_t> keys(cols);
+    std::vector<uint64_t> sort_keys(cols);
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t base = r * cols;
       uint64_t threshold = 0;  // drop elements whose key <= threshold
       bool drop_none = k <= 0, drop_all = k >= cols;
-      range_words(p.seed, p.offset, base, cols, words.data());
+      range_words(keys, p.offset, base, cols, words.data());
       if (!drop_none && !drop_all) {
         for (int64_t c = 0; c < cols; ++c)
-          keys[c] = (static_cast<uint64_t>(words[c]) << 32) | static_cast<uint64_t>(c);
-        std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end());
-        threshold = keys[k - 1];
+          sort_keys[c] = (static_cast<uint64_t>(words[c]) << 32) | static_cast<uint64_t>(c);
+        std::nth_element(sort_keys.begin(), sort_keys.begin() + (k - 1), sort_keys.end());
+        threshold = sort_keys[k - 1];
       }
       for (int64_t c = 0; c < cols; ++c) {
         const uint64_t key = (static_cast<uint64_t>(words[c]) << 32) | static_cast<uint64_t>(c);
@@ -188,6 +227,7 @@ void corrupt_masking_exact(const T* x, T* y, uint8_t* mask, const CorruptParams&
 
 template <class T>
 void corrupt_impl(const T* x, T* y, uint8_t* mask, const CorruptParams& p, bool backward) {
+  const VecKeys keys(p.seed);
   if (p.kind == CorruptKind::kMaskingExact) {
     corrupt_masking_exact(x, y, mask, p, backward);
     return;
@@ -201,18 +241,17 @@ void corrupt_impl(const T* x, T* y, uint8_t* mask, const CorruptParams& p, bool 
   const int64_t nb = (n + kBlockElems - 1) / kBlockElems;
 #pragma omp parallel for schedule(static) if (nb >= kParallelBlocks)
   for (int64_t b = 0; b < nb; ++b) {
-    BlockNoise nz;
-    corrupt_block_noise(p, static_cast<uint64_t>(b), nz);
     const int64_t base = b * kBlockElems;
     const int count = static_cast<int>(std::min<int64_t>(kBlockElems, n - base));
     uint8_t* m = mask ? mask + base : nullptr;
     if constexpr (std::is_same_v<T, float>) {
       if (count == kBlockElems) {
-        apply_block_f32(x + base, y + base, m, nz, additive, backward);
+        apply_block_f32(p, keys, static_cast<uint64_t>(b), x + base, y + base, m, additive, backward);
         continue;
       }
     }
-    apply_block_generic(x + base, y + base, m, nz, count, additive, backward);
+    apply_block_generic(p, keys, static_cast<uint64_t>(b), x + base, y + base, m, count, additive,
+                        backward);
   }
 }
 
@@ -237,6 +276,7 @@ inline void for_blocks(int64_t begin, int64_t end, Fn&& fn) {
 template <class T>
 void reparam_forward_impl(const T* mu, const T* lv, T* z, T* kl, int64_t rows, int64_t cols,
                           uint64_t seed, uint64_t offset) {
+  const VecKeys keys(seed);
   const int64_t chunk = rows_per_chunk(cols);
   const int64_t nchunks = (rows + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelBlocks * kBlockElems)
@@ -244,25 +284,31 @@ void reparam_forward_impl(const T* mu, const T* lv, T* z, T* kl, int64_t rows, i
     const int64_t r0 = ci * chunk, r1 = std::min(rows, r0 + chunk);
     std::vector<T> acc(r1 - r0, T(0));
     for_blocks(r0 * cols, r1 * cols, [&](int64_t b, int64_t lo, int64_t hi) {
-      F n[4];
-      block_normals(seed, offset, static_cast<uint64_t>(b), n);
       const int64_t base = b * kBlockElems;
       if constexpr (std::is_same_v<T, float>) {
-        // Fast path: the whole block is present and lies in one row.
+        // Fast path: the whole block is present and lies in one row. The KL terms of each
+        // of the 16 streams are summed over the 4 words, then the 16 in a fixed order.
         if (lo == base && hi == base + kBlockElems && lo / cols == (hi - 1) / cols) {
-          F t = F{};
-          for (int j = 0; j < 4; ++j) {
-            const F m = load16(mu + base + 16 * j), v = load16(lv + base + 16 * j);
-            const F sd = exp16(v * 0.5f);
-            store16(z + base + 16 * j, m + sd * n[j]);
-            t += 1.0f + v - m * m - sd * sd;
+          float t16[16];
+          for (int h = 0; h < kSub; ++h) {
+            F n[4];
+            block_normals(keys, offset, static_cast<uint64_t>(b), h, n);
+            F t = F{};
+            for (int j = 0; j < 4; ++j) {
+              const int64_t e = base + 16 * j + h * kLanes;
+              const F m = loadv(mu + e), v = loadv(lv + e);
+              const F sd = expv(v * 0.5f);
+              storev(z + e, m + sd * n[j]);
+              t += 1.0f + v - m * m - sd * sd;
+            }
+            std::memcpy(t16 + h * kLanes, &t, sizeof t);
           }
-          acc[lo / cols - r0] += hsum16(t);
+          acc[lo / cols - r0] += hsum16(t16);
           return;
         }
       }
       float eps[64];
-      std::memcpy(eps, n, sizeof eps);
+      block_normals_flat(keys, offset, static_cast<uint64_t>(b), eps);
       for (int64_t e = lo; e < hi; ++e) {
         const T m = mu[e], v = lv[e];
         const T sd = std::exp(v * T(0.5));
@@ -277,29 +323,32 @@ void reparam_forward_impl(const T* mu, const T* lv, T* z, T* kl, int64_t rows, i
 template <class T>
 void reparam_backward_impl(const T* mu, const T* lv, const T* gz, const T* gkl, T* gmu, T* glv,
                            int64_t rows, int64_t cols, uint64_t seed, uint64_t offset) {
+  const VecKeys keys(seed);
   const int64_t n = rows * cols;
   const int64_t nb = (n + kBlockElems - 1) / kBlockElems;
 #pragma omp parallel for schedule(static) if (nb >= kParallelBlocks)
   for (int64_t b = 0; b < nb; ++b) {
-    F nv[4];
-    if (gz) block_normals(seed, offset, static_cast<uint64_t>(b), nv);
     const int64_t base = b * kBlockElems, hi = std::min(n, base + kBlockElems);
     if constexpr (std::is_same_v<T, float>) {
       if (hi == base + kBlockElems && base / cols == (hi - 1) / cols) {
         const float gk = gkl ? gkl[base / cols] : 0.0f;
-        for (int j = 0; j < 4; ++j) {
-          const int64_t e = base + 16 * j;
-          const F m = load16(mu + e), v = load16(lv + e);
-          const F sd = exp16(v * 0.5f);
-          const F g = gz ? load16(gz + e) : F{};
-          store16(gmu + e, g + gk * m);
-          store16(glv + e, (gz ? g * 0.5f * sd * nv[j] : F{}) + gk * 0.5f * (sd * sd - 1.0f));
+        for (int h = 0; h < kSub; ++h) {
+          F nv[4];
+          if (gz) block_normals(keys, offset, static_cast<uint64_t>(b), h, nv);
+          for (int j = 0; j < 4; ++j) {
+            const int64_t e = base + 16 * j + h * kLanes;
+            const F m = loadv(mu + e), v = loadv(lv + e);
+            const F sd = expv(v * 0.5f);
+            const F g = gz ? loadv(gz + e) : F{};
+            storev(gmu + e, g + gk * m);
+            storev(glv + e, (gz ? g * 0.5f * sd * nv[j] : F{}) + gk * 0.5f * (sd * sd - 1.0f));
+          }
         }
         continue;
       }
     }
     float eps[64];
-    std::memcpy(eps, nv, sizeof eps);
+    if (gz) block_normals_flat(keys, offset, static_cast<uint64_t>(b), eps);
     for (int64_t e = base; e < hi; ++e) {
       const T m = mu[e], v = lv[e];
       const T sd = std::exp(v * T(0.5));
@@ -479,22 +528,22 @@ inline void contractive_backward(const void* h, const void* w, const void* g, vo
 }
 
 inline void random_words(uint32_t* out, int64_t n, uint64_t seed, uint64_t offset) {
+  const VecKeys keys(seed);
   const int64_t nb = (n + kBlockElems - 1) / kBlockElems;
 #pragma omp parallel for schedule(static) if (nb >= kParallelBlocks)
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t base = b * kBlockElems;
-    range_words(seed, offset, base, std::min<int64_t>(kBlockElems, n - base), out + base);
+    range_words(keys, offset, base, std::min<int64_t>(kBlockElems, n - base), out + base);
   }
 }
 
 inline void normal_noise(float* out, int64_t n, uint64_t seed, uint64_t offset) {
+  const VecKeys keys(seed);
   const int64_t nb = (n + kBlockElems - 1) / kBlockElems;
 #pragma omp parallel for schedule(static) if (nb >= kParallelBlocks)
   for (int64_t b = 0; b < nb; ++b) {
-    F nv[4];
-    block_normals(seed, offset, static_cast<uint64_t>(b), nv);
     float flat[64];
-    std::memcpy(flat, nv, sizeof flat);
+    block_normals_flat(keys, offset, static_cast<uint64_t>(b), flat);
     const int64_t base = b * kBlockElems;
     const int64_t count = std::min<int64_t>(kBlockElems, n - base);
     std::memcpy(out + base, flat, sizeof(float) * count);

@@ -1,16 +1,16 @@
 // Turning Philox words into uniform and Gaussian draws, identically on CPU and GPU.
 //
 // The same templates run on plain floats (CUDA threads, scalar CPU code) and on the CPU's
-// SIMD vectors. Only IEEE-exact operations are used (+, -, *, /, sqrt, integer ops) in a
-// fixed order, with FMA contraction disabled in the build (-ffp-contract=off, nvcc
-// -fmad=false), so every back end rounds identically: Gaussian draws agree bit for bit,
-// which is stronger than the 1e-6 the API promises. log and sin/cos are our own
+// SIMD vectors. Only correctly rounded operations are used (+, -, *, sqrt, explicit fused
+// multiply-add, integer ops) in a fixed order, with implicit FMA contraction disabled in
+// the build (-ffp-contract=off, nvcc -fmad=false), so every back end rounds identically:
+// Gaussian draws agree bit for bit, which is stronger than the 1e-6 the API promises. log and sin/cos are our own
 // Cephes-style minimax polynomials rather than libm/CUDA intrinsics for the same reason.
 //
 // A "Lanes" policy L supplies the types and the few operations that differ between
 // scalars and vectors:  F (float lanes), I (int32 lanes), U (uint32 lanes),
 // L::to_float(I), L::as_int(F), L::as_float(I), L::sel(mask, a, b), L::sel_i(mask, a, b),
-// L::sqrt(F), L::to_int(U), L::splat(float).
+// L::sqrt(F), L::fma(a, b, c) = a * b + c rounded once, L::to_int(U), L::splat(float).
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -58,6 +58,13 @@ struct ScalarLanes {
     return __builtin_sqrtf(v);
 #endif
   }
+  AETK_HD static F fma(F a, F b, F c) {
+#if defined(__CUDA_ARCH__)
+    return __fmaf_rn(a, b, c);
+#else
+    return __builtin_fmaf(a, b, c);
+#endif
+  }
 };
 
 // Uniform in [0, 1) from the top 24 bits: exact, so thresholds compare identically.
@@ -80,20 +87,20 @@ AETK_HD typename L::F log_unit(typename L::F x) {
   const F f = m - 1.0f;
   const F z = f * f;
   F y = L::splat(7.0376836292e-2f);
-  y = y * f + -1.1514610310e-1f;
-  y = y * f + 1.1676998740e-1f;
-  y = y * f + -1.2420140846e-1f;
-  y = y * f + 1.4249322787e-1f;
-  y = y * f + -1.6668057665e-1f;
-  y = y * f + 2.0000714765e-1f;
-  y = y * f + -2.4999993993e-1f;
-  y = y * f + 3.3333331174e-1f;
+  y = L::fma(y, f, L::splat(-1.1514610310e-1f));
+  y = L::fma(y, f, L::splat(1.1676998740e-1f));
+  y = L::fma(y, f, L::splat(-1.2420140846e-1f));
+  y = L::fma(y, f, L::splat(1.4249322787e-1f));
+  y = L::fma(y, f, L::splat(-1.6668057665e-1f));
+  y = L::fma(y, f, L::splat(2.0000714765e-1f));
+  y = L::fma(y, f, L::splat(-2.4999993993e-1f));
+  y = L::fma(y, f, L::splat(3.3333331174e-1f));
   y = y * f * z;
   const F fe = L::to_float(e);
-  y = y + -2.12194440e-4f * fe;
-  y = y + -0.5f * z;
+  y = L::fma(fe, L::splat(-2.12194440e-4f), y);
+  y = L::fma(z, L::splat(-0.5f), y);
   F r = f + y;
-  r = r + 0.693359375f * fe;
+  r = L::fma(fe, L::splat(0.693359375f), r);
   return r;
 }
 
@@ -109,13 +116,13 @@ AETK_HD void sincos_turn(typename L::U w, typename L::F& s, typename L::F& c) {
   const F a = L::to_float(rem) * kTwoPiTwoPowM24;
   const F z = a * a;
   F sp = L::splat(-1.9515295891e-4f);
-  sp = sp * z + 8.3321608736e-3f;
-  sp = sp * z + -1.6666654611e-1f;
-  const F sin_a = sp * z * a + a;
+  sp = L::fma(sp, z, L::splat(8.3321608736e-3f));
+  sp = L::fma(sp, z, L::splat(-1.6666654611e-1f));
+  const F sin_a = L::fma(sp * z, a, a);
   F cp = L::splat(2.443315711809948e-5f);
-  cp = cp * z + -1.388731625493765e-3f;
-  cp = cp * z + 4.166664568298827e-2f;
-  const F cos_a = cp * z * z - 0.5f * z + 1.0f;
+  cp = L::fma(cp, z, L::splat(-1.388731625493765e-3f));
+  cp = L::fma(cp, z, L::splat(4.166664568298827e-2f));
+  const F cos_a = L::fma(cp * z, z, L::fma(z, L::splat(-0.5f), L::splat(1.0f)));
   // Rotate by q quarter turns: swap on odd q, then fix the signs.
   const auto odd = (q & 1) != 0;
   const F s0 = L::sel(odd, cos_a, sin_a);

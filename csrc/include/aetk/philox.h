@@ -43,25 +43,30 @@ AETK_HD void mulhilo32(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
 #endif
 }
 
-// Ten rounds over a counter (c0..c3) with key (k0, k1). U is uint32_t or, on the CPU,
-// a SIMD vector of uint32 lanes together with a matching MulHiLo functor.
-template <class U, class MulHiLo>
-AETK_HD void philox10(U& c0, U& c1, U& c2, U& c3, uint32_t key0, uint32_t key1,
-                      MulHiLo mulhilo) {
-  uint32_t k0 = key0, k1 = key1;
+// Round keys: round r uses (key0 + r * W0, key1 + r * W1) mod 2^32, the same as bumping
+// the key by (W0, W1) between rounds.
+struct ScalarKeys {
+  uint32_t key0, key1;
+  AETK_HD uint32_t k0(int r) const { return key0 + static_cast<uint32_t>(r) * kPhiloxW0; }
+  AETK_HD uint32_t k1(int r) const { return key1 + static_cast<uint32_t>(r) * kPhiloxW1; }
+};
+
+// Ten rounds over a counter (c0..c3). U is uint32_t or, on the CPU, a SIMD vector of
+// uint32 lanes; Keys gives round keys (ScalarKeys, or precomputed broadcast vectors);
+// MulHiLo computes the 32x32 -> 64 products for U.
+template <class U, class Keys, class MulHiLo>
+AETK_HD void philox10(U& c0, U& c1, U& c2, U& c3, const Keys& keys, MulHiLo mulhilo) {
 #if defined(__CUDACC__)
 #pragma unroll
+#elif defined(__GNUC__)
+#pragma GCC unroll 10
 #endif
   for (int r = 0; r < 10; ++r) {
-    if (r > 0) {
-      k0 += kPhiloxW0;
-      k1 += kPhiloxW1;
-    }
     U hi0, lo0, hi1, lo1;
     mulhilo(kPhiloxM0, c0, hi0, lo0);
     mulhilo(kPhiloxM1, c2, hi1, lo1);
-    const U n0 = hi1 ^ c1 ^ k0;
-    const U n2 = hi0 ^ c3 ^ k1;
+    const U n0 = hi1 ^ c1 ^ keys.k0(r);
+    const U n2 = hi0 ^ c3 ^ keys.k1(r);
     c0 = n0;
     c1 = lo1;
     c2 = n2;
@@ -78,7 +83,7 @@ struct ScalarMulHiLo {
 // One Philox4x32-10 call: 128-bit counter, 64-bit key, four 32-bit words out.
 AETK_HD void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {
   uint32_t c0 = ctr[0], c1 = ctr[1], c2 = ctr[2], c3 = ctr[3];
-  philox10(c0, c1, c2, c3, key[0], key[1], ScalarMulHiLo{});
+  philox10(c0, c1, c2, c3, ScalarKeys{key[0], key[1]}, ScalarMulHiLo{});
   out[0] = c0;
   out[1] = c1;
   out[2] = c2;
