@@ -13,6 +13,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _root() -> None:
+    """aetk, the autoencoder toolkit: train, export, denoise and compress."""
+    # A callback keeps `aetk` a command group even while it has a single subcommand.
+
+
 app.command("info", help="Show the version, the native kernels built, and the runtimes.")(info_cli)
 
 

@@ -45,7 +45,11 @@ def check_tensor(op: str, name: str, t, *, min_dim: int = 0) -> None:
 
 
 def check_same(op: str, a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor) -> None:
-    """Two operands on the same device with the same dtype."""
+    """Two operands on the same device with the same dtype (checked before either one's
+    own checks, so a mismatch is reported as such)."""
+    for name, t in ((a_name, a), (b_name, b)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if a.device != b.device:
         raise ValueError(
             f"{op}: {a_name} and {b_name} must be on the same device, "

@@ -19,9 +19,9 @@ _REDUCTIONS = ("none", "sum", "mean")
 
 
 def _check(h, W) -> None:
+    check_same(OP, "h", h, "W", W)
     check_tensor(OP, "h", h)
     check_tensor(OP, "W", W)
-    check_same(OP, "h", h, "W", W)
     if h.dim() != 2:
         raise ValueError(f"{OP}: h must be (batch, hidden), got shape {tuple(h.shape)}")
     if W.dim() != 2:

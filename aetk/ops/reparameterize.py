@@ -18,9 +18,9 @@ OP = "reparameterize"
 
 
 def _check(mu, logvar) -> None:
+    check_same(OP, "mu", mu, "logvar", logvar)
     check_tensor(OP, "mu", mu, min_dim=1)
     check_tensor(OP, "logvar", logvar, min_dim=1)
-    check_same(OP, "mu", mu, "logvar", logvar)
     if mu.shape != logvar.shape:
         raise ValueError(
             f"{OP}: mu and logvar must have the same shape, "
