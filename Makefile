@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 CONSTRAINTS := .ci/constraints.txt
 BUILD_DEPS := scikit-build-core pybind11 cmake ninja
 
-.PHONY: install test demo bench clean
+.PHONY: install dev test demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(PY):
 install: $(PY)
 	$(PIP) install -q -c $(CONSTRAINTS) $(BUILD_DEPS)
 	$(PIP) install -q -c $(CONSTRAINTS) --no-build-isolation ".[test]"
+
+# Work on the Python code without reinstalling: link the built extension and cli/ into the
+# source tree, then run `.venv/bin/python -m pytest tests` from the repository root.
+dev: install
+	cp $$($(PY) -c "import glob, sysconfig; print(glob.glob(sysconfig.get_paths()['platlib'] + '/aetk/_C*.so')[0])") aetk/
+	ln -sfn ../cli aetk/cli
 
 test: install
 	$(VENV)/bin/pytest tests
