@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .info import info_cli
+from .train import train_cli
 
 app = typer.Typer(
     name="aetk",
@@ -22,6 +23,8 @@ def _root() -> None:
 
 
 app.command("info", help="Show the version, the native kernels built, and the runtimes.")(info_cli)
+app.command("train", help="Train an autoencoder (config.toml plus section.key=value overrides).")(
+    train_cli)
 
 
 def main() -> None:

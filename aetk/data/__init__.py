@@ -7,8 +7,9 @@ CSV, the normalization stored with a model, and named built-in datasets.
 See aetk/data/config.py for the options.
 """
 
+from aetk.data.base import DataError
 from aetk.data.config import DataConfig
 from aetk.data.loading import LoadedData, load_data
 from aetk.data.normalization import Normalization
 
-__all__ = ["DataConfig", "LoadedData", "Normalization", "load_data"]
+__all__ = ["DataConfig", "DataError", "LoadedData", "Normalization", "load_data"]

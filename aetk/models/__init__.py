@@ -1,9 +1,27 @@
 """Autoencoder models: one registry of kinds (registry.py), one base class (base.py).
 
-Importing this package registers every built-in kind.
+Importing this package registers every built-in kind:
+
+| kind          | module          | model                                                     |
+|---------------|-----------------|-----------------------------------------------------------|
+| `ae`          | mlp.py          | one hidden layer, under/overcomplete, optional tied weights |
+| `deep`        | mlp.py          | deep MLP autoencoder (Hinton & Salakhutdinov, 2006)       |
+| `sparse`      | mlp.py          | KL (target rho) or L1 sparsity penalty on the code        |
+| `conv`        | conv.py         | strided conv encoder / transposed-conv decoder, any H x W |
+| `denoising`   | denoising.py    | any kind trained on inputs corrupted by `ops.corrupt`     |
+| `contractive` | contractive.py  | sigmoid encoder + `ops.contractive_penalty`               |
+| `vae`         | vae.py          | MLP or conv VAE with `ops.reparameterize`                 |
+| `stacked`     | stacked.py      | stacked denoising AE with greedy layer-wise pretraining   |
+| `lstm`        | lstm.py         | sequence autoencoder for (T, F) time series               |
+
+`Classifier` (classifier.py) puts a linear head on any model's codes.
 """
 
 from aetk.models.base import Autoencoder
 from aetk.models.registry import MODELS, create_model, model_names, register_model
 
-__all__ = ["MODELS", "Autoencoder", "create_model", "model_names", "register_model"]
+# Kind modules, imported for their @register_model side effect.
+from aetk.models import mlp, conv, denoising, contractive, vae, stacked, lstm  # noqa: E402,F401,I001
+from aetk.models.classifier import Classifier  # noqa: E402
+
+__all__ = ["MODELS", "Autoencoder", "Classifier", "create_model", "model_names", "register_model"]

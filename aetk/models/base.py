@@ -60,9 +60,10 @@ class Autoencoder(nn.Module):
     @property
     def needs_unit_range(self) -> bool:
         """True when the decoder models data in [0, 1] (sigmoid output / Bernoulli)."""
-        return getattr(self.config, "loss", "mse") == "bce" or getattr(
-            self.config, "likelihood", "gaussian"
-        ) == "bernoulli"
+        c = self.config
+        return (getattr(c, "loss", "mse") == "bce"
+                or getattr(c, "likelihood", "gaussian") == "bernoulli"
+                or getattr(c, "output", "linear") == "sigmoid")
 
     def device_of(self) -> torch.device:
         for p in self.parameters():

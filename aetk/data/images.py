@@ -1,0 +1,239 @@
+"""Folders of images (PNG, JPEG, TIFF, BMP, WebP), searched recursively and streamed:
+the source keeps only the list of paths and decodes one image per ``get``.
+
+The initial scan opens each file's header with Pillow (size and mode, no pixel data):
+unreadable or non-image files are skipped and reported, differing sizes without
+``data.image_size`` are an error. Images in first-level subfolders are labelled by the
+folder's name (sorted names -> ids 0, 1, ...).
+
+Raw values keep the folder's bit depth: 0..255, or 0..65535 when any image is 16-bit
+(8-bit images in such a folder are scaled by 257 to match). Pillow decodes 16-bit colour
+images as 8-bit, so 16 bits are kept for grayscale images only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aetk.data.base import DataError, Source
+from aetk.data.config import DataConfig
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"}
+SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+# ITU-R 601-2 luma, the weights Pillow's convert("L") uses.
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError as exc:  # Pillow is not a hard dependency of aetk
+        raise DataError("reading images needs Pillow: install it with `pip install pillow`") from exc
+    return Image
+
+
+def _size_arg(image_size: Any) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    return (int(image_size[0]), int(image_size[1]))
+
+
+class ImageTransform:
+    """Channel conversion (gray <-> RGB) then resize or center crop of a (C, H, W) float
+    array of raw values; used for images held in arrays (IDX, .npy, built-ins)."""
+
+    def __init__(self, channels: int | None, size: tuple[int, int] | None, resize: str):
+        self.channels, self.size, self.resize = channels, size, resize
+
+    @classmethod
+    def make(cls, shape: tuple[int, ...], channels: int | None, image_size: Any, resize: str,
+             name: str) -> ImageTransform | None:
+        size = _size_arg(image_size)
+        if size == tuple(shape[1:]):
+            size = None
+        if channels == shape[0]:
+            channels = None
+        if size and resize == "crop" and (size[0] > shape[1] or size[1] > shape[2]):
+            raise DataError(f"{name}: images are {shape[1]}x{shape[2]} (HxW), smaller than "
+                            f"data.image_size={list(size)}, so they cannot be cropped to it; "
+                            f"use data.resize='resize'")
+        return cls(channels, size, resize) if (size or channels) else None
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.channels or shape[0], *(self.size or shape[1:]))
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        if self.channels == 3 and a.shape[0] == 1:
+            a = np.repeat(a, 3, axis=0)
+        elif self.channels == 1 and a.shape[0] == 3:
+            a = np.tensordot(LUMA, a, axes=1)[None]
+        if self.size:
+            a = resize_or_crop(a, self.size, self.resize)
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def resize_or_crop(a: np.ndarray, size: tuple[int, int], resize: str) -> np.ndarray:
+    """(C, H, W) float -> (C, *size): center crop, or Pillow's antialiased bilinear resize
+    per channel (a triangle filter: no overshoot, so values stay within their range)."""
+    h, w = a.shape[1:]
+    if (h, w) == tuple(size):
+        return a
+    if resize == "crop":
+        top, left = (h - size[0]) // 2, (w - size[1]) // 2
+        return a[:, top:top + size[0], left:left + size[1]]
+    Image = _pil()
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(c, dtype=np.float32))
+                                .resize((size[1], size[0]), Image.Resampling.BILINEAR))
+                     for c in a])
+
+
+def decode_image(path: str, channels: int, depth_max: float, size: tuple[int, int] | None,
+                 resize: str) -> np.ndarray:
+    """One image file -> float32 (channels, H, W) raw values in 0..depth_max."""
+    Image = _pil()
+    try:
+        with Image.open(path) as im:
+            if im.mode in SIXTEEN_BIT_MODES:
+                a = np.clip(np.asarray(im, dtype=np.float32), 0, 65535)[None]
+                a = np.repeat(a, 3, axis=0) if channels == 3 else a
+                src_max = 65535.0
+                if size:
+                    a = resize_or_crop(a, size, resize)
+            else:
+                target = "L" if channels == 1 else "RGB"
+                if size and resize == "resize" and im.format == "JPEG":
+                    # Let the JPEG decoder downscale by 1/2, 1/4 or 1/8 while staying at
+                    # least as large as the target: much faster for big photos.
+                    im.draft(target, (size[1], size[0]))
+                im = im.convert(target)
+                if size:
+                    w, h = im.size
+                    if resize == "crop":
+                        top, left = (h - size[0]) // 2, (w - size[1]) // 2
+                        im = im.crop((left, top, left + size[1], top + size[0]))
+                    elif (h, w) != tuple(size):
+                        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                a = np.asarray(im, dtype=np.float32)
+                a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+                src_max = 255.0
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"could not decode image {path}: {exc} (it passed the initial scan, so "
+                        f"it is truncated or changed since; remove or replace it)") from exc
+    if src_max != depth_max:
+        a = a * np.float32(depth_max / src_max)
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+class ImageFolderSource(Source):
+    """Images under a folder; holds paths only and decodes in ``get``."""
+
+    auto_norm = "unit"
+    nominal_scale = True
+    raw_min = 0.0
+
+    def __init__(self, root: str, paths: list[str], labels: np.ndarray, classes: list[str] | None,
+                 channels: int, depth_max: float, size: tuple[int, int] | None, resize: str,
+                 input_shape: tuple[int, int, int], skipped: list[tuple[str, str]]):
+        self.name = root
+        self.paths = paths
+        self.labels = labels
+        self.classes = classes
+        self.num_classes = len(classes) if classes else None
+        self.channels, self.depth_max, self.size, self.resize = channels, depth_max, size, resize
+        self.input_shape = input_shape
+        self.unit_scale = depth_max
+        self.skipped = skipped
+
+    def get(self, i: int) -> np.ndarray:
+        return decode_image(self.paths[i], self.channels, self.depth_max, self.size, self.resize)
+
+
+def _walk(root: Path):
+    """Files under root in a deterministic order, hidden files and folders left out."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if not f.startswith("."):
+                yield Path(dirpath) / f
+
+
+def read_image_folder(path: Path, cfg: DataConfig, like: Source | None) -> tuple[Source, None]:
+    Image = _pil()
+    root = path
+    size = _size_arg(cfg.image_size)
+    skipped: list[tuple[str, str]] = []
+    found: list[tuple[str, str | None, str]] = []  # (path, class folder or None, mode)
+    first: tuple[str, tuple[int, int]] | None = None  # a file and its (H, W), to compare against
+    expected = None
+    if like is not None and size is None:
+        expected = (str(like.name), tuple(like.input_shape[1:]))  # test images: training size
+    for f in _walk(root):
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append((str(f), f"not an image file (suffix {f.suffix!r}; reading "
+                                    f"{', '.join(IMAGE_SUFFIXES)})"))
+            continue
+        try:
+            with Image.open(f) as im:  # reads the header only
+                w, h = im.size
+                mode = im.mode
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            skipped.append((str(f), f"unreadable image: {exc}"))
+            continue
+        if w <= 0 or h <= 0:
+            skipped.append((str(f), f"empty image ({w}x{h})"))
+            continue
+        if mode not in GRAY_MODES and mode not in {"P", "PA", "RGB", "RGBA", "RGBX", "RGBa",
+                                                   "CMYK", "YCbCr", "HSV"}:
+            skipped.append((str(f), f"unsupported pixel format {mode!r} (e.g. 32-bit float, Lab)"))
+            continue
+        if size is not None:
+            if cfg.resize == "crop" and (h < size[0] or w < size[1]):
+                raise DataError(f"image {f} is {h}x{w} (HxW), smaller than data.image_size="
+                                f"{list(size)}, so it cannot be center-cropped; use "
+                                f"data.resize='resize' or a smaller data.image_size")
+        elif expected is not None:
+            if (h, w) != expected[1]:
+                raise DataError(f"test image {f} is {h}x{w} (HxW) but the training images in "
+                                f"{expected[0]} are {expected[1][0]}x{expected[1][1]}; set "
+                                f"data.image_size to bring both to one size")
+        elif first is None:
+            first = (str(f), (h, w))
+        elif (h, w) != first[1]:
+            raise DataError(f"images in {root} differ in size: {first[0]} is {first[1][0]}x"
+                            f"{first[1][1]} (HxW) but {f} is {h}x{w}; set data.image_size = [H, W] "
+                            f"to resize (or data.resize='crop' to center-crop) them to one size")
+        rel = f.relative_to(root).parts
+        found.append((str(f), rel[0] if len(rel) > 1 else None, mode))
+    if not found:
+        if skipped:
+            raise DataError(f"no readable images in {root}: {len(skipped)} files skipped (first: "
+                            f"{skipped[0][0]}: {skipped[0][1]})")
+        raise DataError(f"no examples found in {root} (looked recursively for "
+                        f"{', '.join(IMAGE_SUFFIXES)} files)")
+
+    paths = [p for p, _, _ in found]
+    if like is not None:
+        channels, depth_max = like.input_shape[0], float(like.unit_scale)
+    else:
+        channels = cfg.channels or (1 if all(m in GRAY_MODES for _, _, m in found) else 3)
+        depth_max = 65535.0 if any(m in SIXTEEN_BIT_MODES for _, _, m in found) else 255.0
+    # Class subfolders label the images only when every image lies in one.
+    folders = [c for _, c, _ in found]
+    if all(c is not None for c in folders) and (like is None or like.classes is not None):
+        classes = like.classes if like is not None else sorted(set(folders))
+        lookup = {c: k for k, c in enumerate(classes)}
+        unknown = sorted(set(folders) - set(lookup))
+        if unknown:
+            raise DataError(f"class folders {unknown} in {root} are not among the training "
+                            f"classes {classes}")
+        labels = np.array([lookup[c] for c in folders], np.int64)
+    else:
+        classes, labels = None, np.full(len(paths), -1, np.int64)
+    hw = size if size is not None else (expected[1] if expected else first[1])
+    return ImageFolderSource(str(root), paths, labels, classes, channels, depth_max, size,
+                             cfg.resize, (channels, *hw), skipped), None

@@ -1,0 +1,57 @@
+"""Multi-process data parallel training through PyTorch's own launcher.
+
+`aetk train --nproc-per-node N` re-runs the same training job under
+``python -m torch.distributed.run --nproc-per-node N -m aetk.train.worker ...``; each
+process calls :func:`aetk.train.trainer.train`, which sees WORLD_SIZE/RANK in its
+environment and joins the group (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device: torch.device) -> DistInfo:
+    """Join the process group when launched by torch.distributed.run, else a no-op."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def teardown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def launch(nproc_per_node: int, worker_args: list[str]) -> int:
+    """Run ``aetk.train.worker`` in N processes on this machine; returns the exit code."""
+    if nproc_per_node < 1:
+        raise ValueError(f"--nproc-per-node must be >= 1, got {nproc_per_node}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc_per_node}", "-m", "aetk.train.worker", *worker_args]
+    return subprocess.call(cmd)

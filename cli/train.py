@@ -1,0 +1,89 @@
+"""``aetk train``: train any registered autoencoder from a TOML config and dotted overrides.
+
+    aetk train run.toml train.epochs=5 model.widths=[256,64] --run-dir runs/deep
+    aetk train --model conv --data fashion-mnist --run-dir runs/conv
+    aetk train --run-dir runs/conv --resume
+    aetk train run.toml --nproc-per-node 2 --run-dir runs/ddp
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
+    config = None
+    overrides = []
+    for a in args:
+        if a.endswith(".toml") and "=" not in a and config is None:
+            config = a
+        else:
+            overrides.append(a)
+    return config, overrides
+
+
+def train_cli(
+    args: Optional[List[str]] = typer.Argument(
+        None, help="An optional config.toml, then section.key=value overrides."),
+    run_dir: Path = typer.Option(..., "--run-dir", "-o", help="Folder for the run's files."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model kind (model.kind)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset path or name (data.path)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (train.epochs)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir."),
+    nproc_per_node: int = typer.Option(
+        1, "--nproc-per-node", help="Data-parallel processes (torch.distributed.run)."),
+) -> None:
+    from aetk.models.registry import model_names
+
+    config, overrides = _split_args(list(args or []))
+    if model is not None:
+        if model not in model_names():
+            raise typer.BadParameter(
+                f"unknown model {model!r}; valid models: {', '.join(model_names())}",
+                param_hint="--model")
+        overrides.insert(0, f"model.kind={model}")
+    if data is not None:
+        overrides.insert(0, f"data.path={data!r}".replace("'", '"'))
+    if epochs is not None:
+        overrides.append(f"train.epochs={epochs}")
+    if resume and config is None and not overrides:
+        saved = run_dir / "config.toml"
+        if not saved.is_file():
+            raise typer.BadParameter(f"{saved} does not exist; nothing to resume", param_hint="--run-dir")
+        config = str(saved)
+    run_training(config, overrides, run_dir, resume=resume, nproc_per_node=nproc_per_node)
+
+
+def run_training(config: str | None, overrides: list[str], run_dir: Path, *, resume: bool = False,
+                 nproc_per_node: int = 1) -> None:
+    """The work behind ``aetk train`` (callable from Python)."""
+    from aetk.config import load_config
+    from aetk.train.trainer import TrainingError, train
+
+    try:
+        cfg = load_config(config, overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if nproc_per_node > 1:
+        from aetk.train.distributed import launch
+
+        worker_args = ["--run-dir", str(run_dir)] + (["--config", config] if config else [])
+        for o in overrides:
+            worker_args += ["--set", o]
+        if resume:
+            worker_args.append("--resume")
+        code = launch(nproc_per_node, worker_args)
+        if code:
+            raise typer.Exit(code)
+        return
+    try:
+        result = train(cfg, run_dir, resume=resume)
+    except TrainingError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    last = result.history[-1] if result.history else {}
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.endswith("loss"))
+    typer.echo(f"trained {result.epochs} epoch(s), {result.steps} steps into {run_dir} ({summary})")

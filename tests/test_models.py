@@ -1,0 +1,432 @@
+"""Model kinds: the forward contract for every registered kind, plus each kind's own
+promises (tied weights, odd image sizes, corruption only in training, the contractive
+penalty vs the true Jacobian, VAE mean/sampling, sparsity, layer-wise pretraining, the
+classifier head, a short training run, config errors, export-ready encode/decode)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from aetk import ops
+from aetk.models import Classifier, create_model, model_names
+from aetk.models.layers import derive_seed
+from aetk.models.registry import config_fields, make_config
+
+# kind -> (natural input shape, small hyperparameters)
+KIND_CASES = {
+    "ae": ((20,), dict(code_size=6)),
+    "deep": ((20,), dict(widths=[16, 8, 4], batchnorm=True, dropout=0.1)),
+    "conv": ((1, 12, 10), dict(channels=[4, 8], code_size=5)),
+    "sparse": ((20,), dict(code_size=24, hidden=[12])),
+    "denoising": ((20,), dict(base="ae", base_params=dict(code_size=6), corruption="masking", level=0.3)),
+    "contractive": ((20,), dict(code_size=6, lam=0.5)),
+    "vae": ((20,), dict(latent_dim=3, hidden=[12])),
+    "stacked": ((20,), dict(widths=[12, 6], level=0.2)),
+    "lstm": ((7, 3), dict(hidden_size=8, code_size=4)),
+}
+# Other variants run through the same contract.
+VARIANTS = {
+    "ae-bce-tied": ("ae", (2, 3, 4), dict(code_size=5, loss="bce", tied=True)),
+    "ae-gaussian": ("ae", (20,), dict(code_size=5, loss="gaussian_nll", activation="tanh")),
+    "deep-tied-relu": ("deep", (20,), dict(widths=[10, 3], tied=True, output="sigmoid")),
+    "conv-rgb-odd-fullyconv": ("conv", (3, 9, 11), dict(channels=[4, 6], code_size=0, loss="bce")),
+    "conv-gaussian-k4": ("conv", (1, 11, 13), dict(channels=[4], kernel_size=4, loss="gaussian_nll")),
+    "sparse-l1": ("sparse", (20,), dict(code_size=24, penalty="l1", activation="relu", l1=0.01)),
+    "denoising-conv-gaussian": ("denoising", (1, 9, 9),
+                                dict(base="conv", base_params=dict(channels=[4], code_size=3),
+                                     corruption="gaussian", level=0.1)),
+    "denoising-vae-saltpepper": ("denoising", (20,),
+                                 dict(base="vae", base_params=dict(latent_dim=2, hidden=[8]),
+                                      corruption="salt_pepper", level=0.2)),
+    "vae-conv-gaussian": ("vae", (3, 10, 9), dict(arch="conv", latent_dim=3, hidden=[4, 6],
+                                                  likelihood="gaussian", batchnorm=True)),
+    "stacked-bce-untied": ("stacked", (20,), dict(widths=[10, 5], loss="bce", tied=False,
+                                                  finetune_corruption=True)),
+    "lstm-1d-gaussian": ("lstm", (9,), dict(hidden_size=6, code_size=2, num_layers=2,
+                                            loss="gaussian_nll")),
+}
+CASES = {k: (k, *v) for k, v in KIND_CASES.items()} | VARIANTS
+B = 5
+
+
+def build(kind, shape, params, seed=0):
+    torch.manual_seed(seed)
+    return create_model(kind, shape, **params)
+
+
+def test_every_registered_kind_is_in_the_table():
+    missing = sorted(set(model_names()) - set(KIND_CASES))
+    extra = sorted(set(KIND_CASES) - set(model_names()))
+    assert not missing, f"add these kinds to KIND_CASES in tests/test_models.py: {missing}"
+    assert not extra, f"KIND_CASES names unregistered kinds: {extra}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_forward_contract(case):
+    kind, shape, params = CASES[case]
+    model = build(kind, shape, params)
+    assert model.kind == kind
+    x = torch.rand(B, *shape)
+    model.train()
+    out = model(x, step=3)
+    for key in ("x_hat", "z", "loss", "recon"):
+        assert key in out, key
+    assert out["x_hat"].shape == x.shape
+    assert out["z"].shape == (B, *model.code_shape)
+    for k, v in out.items():
+        if k not in ("x_hat", "z"):
+            assert v.dim() == 0, f"term {k} is not a scalar"
+            assert torch.isfinite(v), f"term {k} = {v}"
+    out["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{case}: no gradient for {name}"
+        assert torch.isfinite(p.grad).all(), name
+
+    model.eval()
+    with torch.no_grad():
+        z = model.encode(x)
+        assert z.shape == (B, *model.code_shape)
+        x_dec = model.decode(z)
+        assert x_dec.shape == x.shape
+        if model.needs_unit_range:
+            assert 0 <= x_dec.min() and x_dec.max() <= 1
+        again = model(x, step=3)
+        torch.testing.assert_close(again["loss"], model(x, step=3)["loss"])  # reproducible
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rebuilds_from_hyperparameters_and_saves_as_safetensors(case):
+    from safetensors.torch import load, save
+
+    kind, shape, params = CASES[case]
+    model = build(kind, shape, params)
+    hp = model.hyperparameters()
+    assert set(hp) == set(config_fields(kind))
+    twin = create_model(kind, shape, **hp)
+    twin.load_state_dict(load(save(model.state_dict())))  # no shared tensors (tied weights)
+    model.eval(), twin.eval()
+    x = torch.rand(3, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(twin.decode(twin.encode(x)), model.decode(model.encode(x)))
+
+
+class _RecordOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_encode_decode_use_plain_deterministic_torch_ops(case):
+    """Export readiness: no aetk custom ops and no random ops in encode/decode."""
+    kind, shape, params = CASES[case]
+    model = build(kind, shape, params).eval()
+    x = torch.rand(2, *shape)
+    with torch.no_grad(), _RecordOps() as rec:
+        model.decode(model.encode(x))
+    assert rec.names
+    bad = [n for n in rec.names if n.startswith("aetk.") or any(
+        r in n for r in ("rand", "normal", "bernoulli", "dropout", "multinomial"))]
+    assert not bad, bad
+
+
+def test_needs_unit_range():
+    assert create_model("ae", (4,), loss="bce").needs_unit_range
+    assert not create_model("ae", (4,)).needs_unit_range
+    assert create_model("ae", (4,), output="sigmoid").needs_unit_range
+    assert create_model("vae", (4,)).needs_unit_range  # bernoulli by default
+    assert not create_model("vae", (4,), likelihood="gaussian").needs_unit_range
+    assert create_model("denoising", (4,), base="ae", base_params={"loss": "bce"}).needs_unit_range
+    assert not create_model("denoising", (4,), base="deep", base_params={"widths": [2]}).needs_unit_range
+
+
+# -- tied weights ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind,params", [("ae", dict(code_size=4)), ("deep", dict(widths=[6, 3])),
+                                         ("stacked", dict(widths=[6, 3])), ("contractive", dict(code_size=4))])
+def test_tied_weights_share_the_parameter(kind, params):
+    tied = build(kind, (10,), dict(params, tied=True))
+    untied = build(kind, (10,), dict(params, tied=False))
+    net = tied.net
+    assert not hasattr(net, "dec")
+    widths = [10, *params.get("widths", [params.get("code_size")])]
+    enc_params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    assert sum(p.numel() for p in tied.parameters()) == enc_params + sum(widths[:-1])
+    assert sum(p.numel() for p in untied.parameters()) == 2 * enc_params - sum(widths[1:]) + sum(widths[:-1])
+    # The decoder really is W^T: its last layer computes F.linear(h, W0^T, c0).
+    tied.eval()
+    x = torch.rand(3, 10)
+    z = tied.encode(x)
+    h = z
+    for i in reversed(range(net.depth)):
+        h = h @ net.enc[i].weight + net.dec_bias[i]
+        if i:
+            h = net.dec_act[i](h)
+    torch.testing.assert_close(tied.decode(z), tied.head.data(h))
+    # One parameter gets the gradient of both uses.
+    tied.train()
+    tied(x)["loss"].backward()
+    g_both = net.enc[0].weight.grad.clone()
+    tied.zero_grad()
+    tied.head.loss(net.decode(z.detach()), x).backward()
+    assert not torch.allclose(g_both, net.enc[0].weight.grad)
+    with torch.no_grad():
+        net.enc[0].weight.mul_(2)
+    assert not torch.allclose(tied.decode(z.detach()), tied.head.data(h.detach()))
+
+
+# -- conv -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,code_size", [((1, 28, 28), 30), ((3, 33, 47), 8), ((28, 28), 0),
+                                             ((3, 33, 47), 0), ((1, 5, 3), 2)])
+def test_conv_handles_any_image_size(shape, code_size):
+    model = build("conv", shape, dict(channels=[4, 8, 8], code_size=code_size))
+    x = torch.rand(2, *shape)
+    out = model(x)
+    assert out["x_hat"].shape == x.shape
+    if code_size:
+        assert model.code_shape == (code_size,)
+    else:
+        h, w = shape[-2:]
+        for _ in range(3):
+            h, w = (h + 1) // 2, (w + 1) // 2
+        assert model.code_shape == (8, h, w)
+
+
+def test_conv_too_small_input_says_so():
+    with pytest.raises(ValueError, match="too small"):
+        create_model("conv", (1, 2, 2), channels=[4, 4, 4], kernel_size=4)
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        create_model("conv", (784,))
+
+
+# -- denoising ------------------------------------------------------------------------------
+def test_denoising_corrupts_in_training_only():
+    kind, shape, params = CASES["denoising"]
+    model = build(kind, shape, params)
+    model.seed = 11
+    assert model.base_model.seed == 11
+    x = torch.rand(B, *shape)
+    model.eval()
+    ev = model(x, step=4)
+    clean = model.base_model(x, step=4)
+    torch.testing.assert_close(ev["loss"], clean["loss"])
+    torch.testing.assert_close(ev["x_hat"], clean["x_hat"])
+    model.train()
+    tr = model(x, step=4)
+    noisy = model.corrupt_input(x, 4)
+    expect = ops.corrupt(x, "masking", 0.3, derive_seed(11, 1), 4)
+    torch.testing.assert_close(noisy, expect)
+    assert (noisy == 0).float().mean() > 0.1 and not torch.equal(noisy, x)
+    # The training loss scores the reconstruction of the corrupted input against clean x.
+    torch.testing.assert_close(tr["loss"], model.base_model(noisy, target=x, step=4)["loss"])
+    torch.testing.assert_close(model.encode(x), model.base_model.encode(x))
+    assert not torch.equal(model.corrupt_input(x, 5), noisy)  # a new step, new noise
+
+
+def test_denoising_delegates_kind_extras():
+    model = create_model("denoising", (6,), base="vae", base_params=dict(latent_dim=2, hidden=[4]))
+    assert model.sample(3).shape == (3, 6)
+    assert not hasattr(model, "pretraining_stages")
+
+
+# -- contractive ----------------------------------------------------------------------------
+def test_contractive_penalty_is_the_squared_jacobian_norm():
+    model = build("contractive", (7,), dict(code_size=5, lam=0.3)).double()
+    x = torch.rand(4, 7, dtype=torch.float64)
+    truth = torch.stack([(torch.func.jacrev(lambda v: model.encode(v[None])[0])(xi) ** 2).sum()
+                         for xi in x])
+    torch.testing.assert_close(model.jacobian_norm(x), truth)
+    out = model(x)
+    torch.testing.assert_close(out["contractive"], truth.mean())
+    torch.testing.assert_close(out["loss"], out["recon"] + 0.3 * truth.mean())
+
+
+# -- vae ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch,shape", [("mlp", (12,)), ("conv", (1, 8, 8))])
+def test_vae_encode_mean_sample_and_elbo(arch, shape):
+    model = build("vae", shape, dict(arch=arch, latent_dim=3, hidden=[6] if arch == "mlp" else [4, 4]))
+    x = torch.rand(B, *shape)
+    mu, logvar = model.encode_stats(x)
+    for mode in (True, False):
+        model.train(mode)
+        torch.testing.assert_close(model.encode(x), mu)
+        torch.testing.assert_close(model.encode(x), model.encode(x))
+    z = model.encode(x, sample=True, step=2)
+    assert z.shape == mu.shape and not torch.allclose(z, mu)
+    s = model.sample(7, seed=1)
+    assert s.shape == (7, *shape) and 0 <= s.min() and s.max() <= 1
+    torch.testing.assert_close(model.sample(7, seed=1), s)
+    assert not torch.allclose(model.sample(7, seed=2), s)
+    out = model(x, step=1)
+    torch.testing.assert_close(out["elbo"], -(out["recon"] + out["kl"]))
+    _, kl = ops.reparameterize(mu.contiguous(), logvar.contiguous(), 0, 1)
+    torch.testing.assert_close(out["kl"], kl.mean())
+    assert out["kl"] >= 0
+
+
+def test_vae_beta_weights_the_kl():
+    x = torch.rand(B, 12)
+    a = build("vae", (12,), dict(latent_dim=3, hidden=[6], beta=1.0))(x)
+    b = build("vae", (12,), dict(latent_dim=3, hidden=[6], beta=4.0))(x)
+    torch.testing.assert_close(b["loss"], a["recon"] + 4.0 * a["kl"])
+
+
+# -- sparse ---------------------------------------------------------------------------------
+def test_sparse_kl_penalty_is_zero_at_the_target_rate():
+    model = create_model("sparse", (10,), code_size=16, rho=0.1)
+    z = torch.full((8, 16), 0.1)
+    assert float(model.sparsity_penalty(z)) == pytest.approx(0.0, abs=1e-6)
+    z2 = torch.rand(8, 16)
+    z2 = z2 / z2.mean(0) * 0.1  # per-unit mean exactly rho, varying examples
+    assert float(model.sparsity_penalty(z2)) == pytest.approx(0.0, abs=1e-5)
+    assert float(model.sparsity_penalty(torch.full((8, 16), 0.5))) > 1.0
+
+
+def test_sparse_terms():
+    model = build("sparse", (10,), dict(code_size=16, penalty="l1", activation="relu", l1=0.5))
+    x = torch.rand(4, 10)
+    out = model(x)
+    z = model.encode(x)
+    torch.testing.assert_close(out["sparsity"], z.abs().sum(1).mean())
+    torch.testing.assert_close(out["mean_activation"], z.abs().mean())
+    torch.testing.assert_close(out["loss"], out["recon"] + 0.5 * out["sparsity"])
+    with pytest.raises(ValueError, match="sigmoid"):
+        create_model("sparse", (10,), activation="relu")
+
+
+# -- stacked --------------------------------------------------------------------------------
+@pytest.mark.parametrize("tied", [True, False])
+def test_stacked_pretraining_trains_one_layer_per_stage(tied):
+    model = build("stacked", (20,), dict(widths=[12, 8, 4], tied=tied))
+    model.seed = 3
+    stages = model.pretraining_stages()
+    assert [name for name, _, _ in stages] == ["layer1", "layer2", "layer3"]
+    x = torch.rand(16, 20)
+    dims = [20, 12, 8, 4]
+    for i, (name, stage, input_fn) in enumerate(stages):
+        own = {id(p) for p in model.net.enc[i].parameters()} | {id(p) for p in model.net.decoder_parameters(i)}
+        trainable = {id(p) for p in stage.parameters() if p.requires_grad}
+        assert trainable == own, name
+        inp = input_fn(x)
+        assert inp.shape == (16, dims[i]) and not inp.requires_grad
+        torch.testing.assert_close(inp, model.net.encode(x, upto=i))
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt = torch.optim.SGD(stage.parameters(), lr=0.5)
+        for step in range(3):
+            out = stage(input_fn(x), step=step)
+            assert out["z"].shape == (16, dims[i + 1]) and out["x_hat"].shape == inp.shape
+            opt.zero_grad()
+            out["loss"].backward()
+            opt.step()
+        changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+        expected = {n for n, p in model.named_parameters() if id(p) in own}
+        assert changed == expected, name
+    # Stage noise: its own stream, and only in training mode.
+    _, stage, input_fn = stages[1]
+    h = input_fn(x)
+    stage.eval()
+    torch.testing.assert_close(stage(h)["x_hat"], stage.decode(stage.encode(h)))
+    torch.testing.assert_close(model.corrupt_input(h, 0, 1),
+                               ops.corrupt(h, "masking", 0.25, derive_seed(3, 2), 0))
+
+
+def test_stacked_finetunes_end_to_end():
+    model = build("stacked", (20,), dict(widths=[12, 4]))
+    model(torch.rand(6, 20))["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+# -- classifier -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.data[:400], dtype=torch.float32) / 16
+    y = torch.tensor(d.target[:400])
+    return x, y
+
+
+@pytest.mark.parametrize("fine_tune", [True, False])
+def test_classifier_head_trains(digits, fine_tune):
+    x, y = digits
+    model = build("ae", (64,), dict(code_size=32, activation="relu"))
+    clf = Classifier(model, 10, fine_tune=fine_tune)
+    enc_before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.Adam([p for p in clf.parameters() if p.requires_grad], lr=5e-2)
+    first = None
+    for _ in range(40):
+        out = clf(x, y)
+        assert out["logits"].shape == (len(x), 10)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = float(out["loss"].detach()) if first is None else first
+    out = clf(x, y)
+    assert float(out["loss"].detach()) < 0.6 * first
+    assert float(out["accuracy"]) > 0.7
+    assert "loss" not in clf(x) and clf.predict(x).shape == (len(x),)
+    same = all(torch.equal(a, b) for a, b in zip(enc_before, model.parameters()))
+    assert same == (not fine_tune)
+    assert all(p.requires_grad == fine_tune for p in model.parameters())
+
+
+@pytest.mark.parametrize("case", ["stacked", "conv", "vae", "denoising"])
+def test_classifier_on_any_kind(case):
+    kind, shape, params = CASES[case]
+    clf = Classifier(build(kind, shape, params), 3)
+    out = clf(torch.rand(4, *shape), torch.tensor([0, 1, 2, 1]))
+    out["loss"].backward()
+    assert out["logits"].shape == (4, 3)
+    assert all(p.grad is not None for p in clf.head.parameters())
+    assert any(p.grad is not None for p in clf.encoder_model.parameters())
+
+
+# -- a short training run -------------------------------------------------------------------
+def test_deep_learns_digits(digits):
+    x, _ = digits
+    model = build("deep", (64,), dict(widths=[48, 24, 8], output="sigmoid"))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(60):
+        out = model(x, step=step)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["loss"].detach()))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+# -- configuration errors -------------------------------------------------------------------
+def test_bad_configs_list_the_valid_choices():
+    with pytest.raises(ValueError, match="valid kinds: .*ae.*conv.*vae"):
+        create_model("transformer", (4,))
+    with pytest.raises(ValueError, match="valid options: .*code_size"):
+        create_model("ae", (4,), code_sise=3)
+    with pytest.raises(ValueError, match="valid: sigmoid, relu, tanh, linear"):
+        create_model("ae", (4,), activation="swish")
+    with pytest.raises(ValueError, match="valid losses: mse, bce, gaussian_nll"):
+        create_model("deep", (4,), loss="l2")
+    with pytest.raises(ValueError, match="valid: mlp, conv"):
+        make_config("vae", {"arch": "rnn"})
+    with pytest.raises(ValueError, match="valid: bernoulli, gaussian"):
+        make_config("vae", {"likelihood": "poisson"})
+    with pytest.raises(ValueError, match="valid: gaussian, masking"):
+        make_config("denoising", {"corruption": "blur"})
+    with pytest.raises(ValueError, match="valid kinds"):
+        make_config("denoising", {"base": "nope"})
+    with pytest.raises(ValueError, match="valid options: .*widths"):
+        make_config("denoising", {"base": "deep", "base_params": {"width": [3]}})
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        make_config("stacked", {"level": 1.5})
+    with pytest.raises(ValueError, match="positive integers"):
+        make_config("deep", {"widths": [8, 0]})
+    with pytest.raises(ValueError, match="valid: kl, l1"):
+        make_config("sparse", {"penalty": "l2"})

@@ -1,0 +1,179 @@
+"""The trainer: run folder, exact resume, divergence, atomic checkpoints, config errors,
+two-process data parallel training."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aetk.config import apply_overrides, from_dict, load_config, parse_value
+from aetk.train import checkpoint as ckpt
+from aetk.train.trainer import TrainingError, TrainingInterrupted, train
+
+BASE = [
+    'data.path="digits"',
+    'model.kind="denoising"',  # stochastic: exercises (seed, step) noise on resume
+    'model.base="deep"',
+    "model.base_params={widths = [32, 8], dropout = 0.1}",  # dropout: torch RNG on resume
+    'model.corruption="masking"',
+    "model.level=0.3",
+    "train.epochs=3",
+    "train.batch_size=64",
+    "train.checkpoint_every=5",
+    "train.progress=false",
+    'train.schedule="cosine"',
+]
+
+
+def _metrics(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k != "samples_per_s"} for row in csv.DictReader(f)]
+
+
+def test_run_folder_and_exact_resume(tmp_path):
+    cfg = load_config(None, BASE)
+    straight = tmp_path / "straight"
+    result = train(cfg, straight)
+    assert result.epochs == 3 and result.steps > 40
+    for name in ("config.toml", "model.safetensors", "model.json", "metrics.csv",
+                 "checkpoints/last.safetensors", "checkpoints/last.json"):
+        assert (straight / name).is_file(), name
+    assert any((straight / "tb").iterdir()), "no TensorBoard events"
+    assert len(_metrics(straight)) == 3
+    # the saved config reproduces the run's config
+    assert load_config(straight / "config.toml").to_dict() == cfg.to_dict()
+
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, interrupted, stop_at_step=27)  # mid-epoch 2 (21 steps per epoch)
+    torch.manual_seed(1234)  # the resumed run must not depend on the process's RNG
+    train(load_config(interrupted / "config.toml"), interrupted, resume=True)
+
+    a = load_file(straight / "model.safetensors")
+    b = load_file(interrupted / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _metrics(straight) == _metrics(interrupted)
+
+
+def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path):
+    cfg = load_config(None, BASE + ["train.epochs=1"])
+    train(cfg, tmp_path / "r")
+    with pytest.raises(TrainingError, match="already holds a training run; pass --resume"):
+        train(cfg, tmp_path / "r")
+    with pytest.raises(TrainingError, match="cannot resume"):
+        train(cfg, tmp_path / "empty", resume=True)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from aetk.models.denoising import DenoisingAutoencoder
+
+    cfg = load_config(None, BASE + ["train.epochs=3", "train.checkpoint_every=0"])
+    real_forward = DenoisingAutoencoder.forward
+
+    def forward(self, x, *, target=None, step=0):
+        out = real_forward(self, x, target=target, step=step)
+        if step >= 30:  # epoch 2
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(DenoisingAutoencoder, "forward", forward)
+    run = tmp_path / "nan"
+    with pytest.raises(TrainingError, match=r"loss became nan at step 30 \(epoch 2\)"):
+        train(cfg, run)
+    tensors, info = ckpt.load_pair(run / ckpt.LAST)
+    assert info["state"]["step"] == 21 and info["state"]["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    cfg = load_config(None, BASE + ["train.epochs=1"])
+    run = tmp_path / "r"
+    train(cfg, run)
+    before = (run / "checkpoints/last.safetensors").read_bytes()
+
+    def broken_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_file", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_pair(run / ckpt.LAST, {"w": torch.zeros(3)}, {"x": 1})
+    assert (run / "checkpoints/last.safetensors").read_bytes() == before
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+    ckpt.load_pair(run / ckpt.LAST)  # still loads
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    cfg = load_config(None, BASE + ["train.epochs=1"])
+    run = tmp_path / "r"
+    train(cfg, run)
+    (run / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ckpt.CheckpointError, match="unreadable or corrupt"):
+        ckpt.load_model(run)
+    with pytest.raises(ckpt.CheckpointError, match="does not exist"):
+        ckpt.load_model(tmp_path / "nope")
+
+
+def test_bernoulli_model_refuses_standardized_data(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n" + "\n".join(f"{i},{-i * 3}" for i in range(50)))
+    cfg = load_config(None, [f'data.path="{path}"', 'model.kind="ae"', "model.code_size=2",
+                             'model.loss="bce"', "train.progress=false"])
+    with pytest.raises(TrainingError, match=r"needs data in \[0, 1\]"):
+        train(cfg, tmp_path / "r")
+
+
+def test_config_errors_list_valid_choices():
+    with pytest.raises(ValueError, match="unknown model kind 'nope'; valid kinds: ae, contractive"):
+        from_dict({"model": {"kind": "nope"}})
+    with pytest.raises(ValueError, match="unknown option.*widthz.*valid options:.*widths"):
+        from_dict({"model": {"kind": "deep", "widthz": [3]}})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) train.epoch; valid \[train\] keys:.*epochs"):
+        from_dict({"train": {"epoch": 3}})
+    with pytest.raises(ValueError, match="unknown config section"):
+        from_dict({"trian": {}})
+    with pytest.raises(ValueError, match="section.key=value"):
+        apply_overrides({}, ["epochs"])
+
+
+def test_overrides_parse_toml_values():
+    assert parse_value("3e-4") == 3e-4
+    assert parse_value("[1, 2]") == [1, 2]
+    assert parse_value("true") is True
+    assert parse_value("fashion-mnist") == "fashion-mnist"
+    d = apply_overrides({"train": {"lr": 1.0}}, ["train.lr=0.5", "model.kind=vae"])
+    assert d == {"train": {"lr": 0.5}, "model": {"kind": "vae"}}
+
+
+def test_two_process_data_parallel_matches_one_process(tmp_path):
+    """`aetk train --nproc-per-node 2` (gloo on CPU): with the same global batch, two
+    processes follow the single-process run up to float rounding."""
+    overrides = ['data.path="digits"', 'model.kind="deep"', "model.widths=[16, 4]",
+                 "train.epochs=2", "train.batch_size=32", "train.progress=false",
+                 "train.val_fraction=0", "data.limit=1280"]  # 20 global batches of 64
+    single = tmp_path / "single"
+    train(load_config(None, overrides + ["train.batch_size=64"]), single)
+
+    import aetk
+
+    # the workers must import this same aetk (installed, or the source tree under make dev)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(aetk.__file__).parents[1])}
+    ddp = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, "-m", "aetk.cli.main", "train", *overrides,
+                           "--nproc-per-node", "2",
+                           "--run-dir", str(ddp)], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = load_file(single / "model.safetensors"), load_file(ddp / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
