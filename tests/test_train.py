@@ -177,3 +177,45 @@ def test_two_process_data_parallel_matches_one_process(tmp_path):
     a, b = load_file(single / "model.safetensors"), load_file(ddp / "model.safetensors")
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+
+
+def test_early_stopping_keeps_the_best_model(tmp_path, monkeypatch):
+    from aetk.train import trainer
+
+    cfg = load_config(None, BASE + ["train.epochs=10", "train.early_stopping=2",
+                                    "train.checkpoint_every=0"])
+    losses = iter([5.0, 3.0, 4.0, 4.5, 1.0, 1.0])  # best at epoch 2, then two worse epochs
+    real = trainer.evaluate_loss
+    monkeypatch.setattr(trainer, "evaluate_loss",
+                        lambda *a, **k: {**real(*a, **k), "loss": next(losses)})
+    result = train(cfg, tmp_path / "r")
+    assert result.epochs == 4 and result.best_val == 3.0
+    meta = ckpt.load_pair(tmp_path / "r" / "model")[1]
+    assert meta["epoch"] == 2  # the saved model is the best one, not the last
+
+
+def test_cli_train_and_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from aetk.cli.main import app
+
+    runner = CliRunner()
+
+    def text(result) -> str:  # rich draws errors in a box; compare the words
+        return " ".join(result.output.replace("│", " ").split())
+
+    result = runner.invoke(app, ["train", "--model", "nope", "--run-dir", str(tmp_path / "x")])
+    assert result.exit_code != 0
+    assert "unknown model 'nope'; valid models: ae, contractive" in text(result)
+    result = runner.invoke(app, ["train", "train.epochz=1", "--run-dir", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "valid [train] keys" in text(result)
+    run = tmp_path / "ok"
+    result = runner.invoke(app, ["train", "--model", "ae", "--data", "digits", "--epochs", "1",
+                                 "model.code_size=4", "train.progress=false", "--run-dir", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "trained 1 epoch(s)" in result.output and (run / "model.safetensors").is_file()
+    result = runner.invoke(app, ["train", "--run-dir", str(run), "--resume", "train.epochs=2",
+                                 "--model", "ae", "--data", "digits", "model.code_size=4",
+                                 "train.progress=false"])
+    assert result.exit_code == 0, result.output
+    assert "trained 2 epoch(s)" in result.output

@@ -231,6 +231,10 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
     seed_everything(tc.seed, tc.deterministic)
 
     data = load_data(cfg.data)
+    if main and data.skipped:
+        shown = "; ".join(f"{f}: {why}" for f, why in data.skipped[:5])
+        more = f" (and {len(data.skipped) - 5} more)" if len(data.skipped) > 5 else ""
+        print(f"skipped {len(data.skipped)} unreadable item(s): {shown}{more}")
     train_set, val_set = split_train_val(data.train, tc.val_fraction, tc.seed)
     if len(train_set) == 0:
         raise TrainingError(f"no training examples in {cfg.data.path}")
