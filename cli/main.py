@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from .classify import classify_cli
+from .evaluate import eval_cli, sample_cli
 from .info import info_cli
 from .train import train_cli
 
@@ -25,6 +27,10 @@ def _root() -> None:
 app.command("info", help="Show the version, the native kernels built, and the runtimes.")(info_cli)
 app.command("train", help="Train an autoencoder (config.toml plus section.key=value overrides).")(
     train_cli)
+app.command("eval", help="Evaluate a trained run: metrics next to PCA, pictures in RUN/eval.")(eval_cli)
+app.command("sample", help="Draw a grid of generated examples from a trained run.")(sample_cli)
+app.command("classify", help="Fine-tune a classifier on a few labels from a trained encoder.")(
+    classify_cli)
 
 
 def main() -> None:

@@ -34,7 +34,8 @@ VARIANTS = {
     "ae-gaussian": ("ae", (20,), dict(code_size=5, loss="gaussian_nll", activation="tanh")),
     "deep-tied-relu": ("deep", (20,), dict(widths=[10, 3], tied=True, output="sigmoid")),
     "conv-rgb-odd-fullyconv": ("conv", (3, 9, 11), dict(channels=[4, 6], code_size=0, loss="bce")),
-    "conv-gaussian-k4": ("conv", (1, 11, 13), dict(channels=[4], kernel_size=4, loss="gaussian_nll")),
+    "conv-gaussian-k4": ("conv", (1, 11, 13), dict(channels=[4], kernel_size=4, convs_per_stage=2,
+                                                          loss="gaussian_nll")),
     "sparse-l1": ("sparse", (20,), dict(code_size=24, penalty="l1", activation="relu", l1=0.01)),
     "denoising-conv-gaussian": ("denoising", (1, 9, 9),
                                 dict(base="conv", base_params=dict(channels=[4], code_size=3),
@@ -184,9 +185,11 @@ def test_tied_weights_share_the_parameter(kind, params):
 
 # -- conv -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape,code_size", [((1, 28, 28), 30), ((3, 33, 47), 8), ((28, 28), 0),
-                                             ((3, 33, 47), 0), ((1, 5, 3), 2)])
-def test_conv_handles_any_image_size(shape, code_size):
-    model = build("conv", shape, dict(channels=[4, 8, 8], code_size=code_size))
+                                             ((3, 33, 47), 0), ((1, 9, 8), 2)])
+@pytest.mark.parametrize("kernel,convs", [(3, 1), (4, 2)])
+def test_conv_handles_any_image_size(shape, code_size, kernel, convs):
+    model = build("conv", shape, dict(channels=[4, 8, 8], code_size=code_size, kernel_size=kernel,
+                                      convs_per_stage=convs))
     x = torch.rand(2, *shape)
     out = model(x)
     assert out["x_hat"].shape == x.shape
@@ -194,8 +197,8 @@ def test_conv_handles_any_image_size(shape, code_size):
         assert model.code_shape == (code_size,)
     else:
         h, w = shape[-2:]
-        for _ in range(3):
-            h, w = (h + 1) // 2, (w + 1) // 2
+        for _ in range(3):  # (s + 2 * pad - k) // 2 + 1 with pad = (k - 1) // 2
+            h, w = (h + 2 * ((kernel - 1) // 2) - kernel) // 2 + 1, (w + 2 * ((kernel - 1) // 2) - kernel) // 2 + 1
         assert model.code_shape == (8, h, w)
 
 

@@ -219,3 +219,28 @@ def test_cli_train_and_errors(tmp_path):
                                  "train.progress=false"])
     assert result.exit_code == 0, result.output
     assert "trained 2 epoch(s)" in result.output
+
+
+def test_semi_supervised_classifier_from_a_pretrained_stack(tmp_path):
+    """Greedy layer-wise pretraining of a stacked DAE, then a classifier fine-tuned on 100
+    labels: it must beat chance clearly, and the CLI reports both accuracies."""
+    from typer.testing import CliRunner
+
+    from aetk.cli.main import app
+    from aetk.train.classify import finetune_classifier
+
+    cfg = load_config(None, ['data.path="digits"', 'model.kind="stacked"', "model.widths=[48, 16]",
+                             'model.activation="relu"', "train.epochs=5", "train.pretrain_epochs=3",
+                             "train.lr=3e-3", "train.progress=false", "train.tensorboard=false"])
+    run = tmp_path / "sdae"
+    train(cfg, run)
+    r = finetune_classifier(run, labelled=100, epochs=30, lr=3e-3)
+    assert r["labelled"] == 100
+    assert r["accuracy"] > 0.5  # chance is 0.1
+    assert 0 <= r["scratch_accuracy"] <= 1
+    assert (run / "classifier.safetensors").is_file()
+    result = CliRunner().invoke(app, ["classify", str(run), "-n", "50", "--epochs", "5"])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy with 50 labels" in result.output
+    result = CliRunner().invoke(app, ["classify", str(tmp_path / "missing")])
+    assert result.exit_code == 1

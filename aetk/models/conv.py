@@ -43,6 +43,7 @@ class ConvAutoencoder(Autoencoder):
         channels: list[int] = field(default_factory=lambda: [32, 64, 128])
         code_size: int = 30  # 0: fully convolutional, the code is the last feature map
         kernel_size: int = 3
+        convs_per_stage: int = 1  # 1 strided conv per stage, plus this many - 1 stride-1 convs
         activation: str = "relu"
         batchnorm: bool = True
         loss: str = "mse"
@@ -52,6 +53,7 @@ class ConvAutoencoder(Autoencoder):
             check_widths("channels", self.channels)
             check_positive_int("code_size", self.code_size, allow_zero=True)
             check_positive_int("kernel_size", self.kernel_size)
+            check_positive_int("convs_per_stage", self.convs_per_stage)
             check_activation(self.activation)
             check_loss(self.loss)
             check_output(self.output)
@@ -61,7 +63,8 @@ class ConvAutoencoder(Autoencoder):
         c = config
         self.image_shape = image_shape(self.input_shape, "conv")
         ch, h, w = self.image_shape
-        self.net = ConvNet(ch, (h, w), list(c.channels), c.kernel_size, c.activation, c.batchnorm)
+        self.net = ConvNet(ch, (h, w), list(c.channels), c.kernel_size, c.activation, c.batchnorm,
+                           c.convs_per_stage)
         feat = self.net.feature_shape
         if c.code_size > 0:
             n = feat[0] * feat[1] * feat[2]

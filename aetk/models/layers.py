@@ -238,35 +238,48 @@ def conv_sizes(size: tuple[int, int], depth: int, kernel: int) -> list[tuple[int
 class ConvNet(nn.Module):
     """Stride-2 conv encoder and transposed-conv mirror decoder for any H x W.
 
-    Encoder stage i: Conv2d(c_i, c_{i+1}, k, stride 2, padding (k-1)//2) [+ BatchNorm] + act.
-    Decoder stage i: ConvTranspose2d back to the exact size the encoder saw, with
-    ``output_padding`` (0 or 1) computed from the input size, so odd sizes need no padding
-    or cropping; its last stage has no BatchNorm or activation (raw head output).
+    Encoder stage i: Conv2d(c_i, c_{i+1}, k, stride 2, padding (k-1)//2) [+ BatchNorm] + act,
+    then ``convs_per_stage - 1`` stride-1 convs of c_{i+1} channels (same padding).
+    Decoder stage i mirrors it: the stride-1 convs, then ConvTranspose2d back to the exact
+    size the encoder saw, with ``output_padding`` (0 or 1) computed from the input size, so
+    odd sizes need no padding or cropping; the last stage's transposed conv has no BatchNorm
+    or activation (raw head output).
     """
 
     def __init__(self, in_channels: int, size: tuple[int, int], channels: Sequence[int], kernel: int,
-                 activation_name: str, batchnorm: bool):
+                 activation_name: str, batchnorm: bool, convs_per_stage: int = 1):
         super().__init__()
         self.sizes = conv_sizes(size, len(channels), kernel)
         pad = (kernel - 1) // 2
         chans = [in_channels, *channels]
+
+        def block(conv: nn.Module, c: int) -> list[nn.Module]:
+            return [conv, *([nn.BatchNorm2d(c)] if batchnorm else []), activation(activation_name)]
+
+        def same(c: int) -> nn.Module:  # stride 1, "same" padding for odd and even kernels
+            if kernel % 2:
+                return nn.Conv2d(c, c, kernel, padding=pad, bias=not batchnorm)
+            return nn.Sequential(nn.ZeroPad2d((pad, pad + 1, pad, pad + 1)),
+                                 nn.Conv2d(c, c, kernel, bias=not batchnorm))
+
         enc: list[nn.Module] = []
         for i in range(len(channels)):
-            enc += [nn.Conv2d(chans[i], chans[i + 1], kernel, stride=2, padding=pad, bias=not batchnorm)]
-            enc += [nn.BatchNorm2d(chans[i + 1])] if batchnorm else []
-            enc += [activation(activation_name)]
+            enc += block(nn.Conv2d(chans[i], chans[i + 1], kernel, stride=2, padding=pad,
+                                   bias=not batchnorm), chans[i + 1])
+            for _ in range(convs_per_stage - 1):
+                enc += block(same(chans[i + 1]), chans[i + 1])
         self.encoder = nn.Sequential(*enc)
         dec: list[nn.Module] = []
         for i in reversed(range(len(channels))):
+            for _ in range(convs_per_stage - 1):
+                dec += block(same(chans[i + 1]), chans[i + 1])
             (th, tw), (ih, iw) = self.sizes[i], self.sizes[i + 1]
             op = (th - ((ih - 1) * 2 - 2 * pad + kernel), tw - ((iw - 1) * 2 - 2 * pad + kernel))
             assert all(0 <= o < 2 for o in op), (self.sizes, op)
             last = i == 0
-            dec += [nn.ConvTranspose2d(chans[i + 1], chans[i], kernel, stride=2, padding=pad,
-                                       output_padding=op, bias=last or not batchnorm)]
-            if not last:
-                dec += [nn.BatchNorm2d(chans[i])] if batchnorm else []
-                dec += [activation(activation_name)]
+            up = nn.ConvTranspose2d(chans[i + 1], chans[i], kernel, stride=2, padding=pad,
+                                    output_padding=op, bias=last or not batchnorm)
+            dec += [up] if last else block(up, chans[i])
         self.decoder = nn.Sequential(*dec)
         self.feature_shape = (chans[-1], *self.sizes[-1])
 

@@ -463,7 +463,7 @@ def _pretrain(model, train_set, tc: TrainConfig, device, dist_info, main) -> Non
                 out["loss"].backward()
                 opt.step()
                 step += 1
-                total += float(out["loss"]) * x.shape[0]
+                total += float(out["loss"].detach()) * x.shape[0]
                 n += x.shape[0]
             if main and tc.progress:
                 print(f"pretraining {name}: epoch {epoch + 1}/{tc.pretrain_epochs} "

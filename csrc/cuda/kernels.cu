@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 
@@ -122,6 +123,49 @@ class Scratch {
  private:
   float* ptr_ = nullptr;
   cudaStream_t stream_;
+};
+
+// Makes the device that owns an entry point's tensors current for the call, and restores
+// the previous device afterwards. The Python layer passes the current stream *of the
+// tensors' device* but does not make that device current (torch.library custom ops get no
+// device guard), so with tensors on cuda:1 while cuda:0 is current, launches, scratch
+// memory and the launch-size query would otherwise go to the wrong device (stream 0 means
+// the legacy stream of the *current* device) or fail with an invalid-handle error.
+// The first non-null pointer decides; pointers CUDA does not know as device memory
+// (host, managed, null) leave the current device alone.
+class DeviceGuard {
+ public:
+  DeviceGuard(std::initializer_list<const void*> ptrs, const char* op) {
+    const void* p = nullptr;
+    for (const void* q : ptrs) {
+      if (q) {
+        p = q;
+        break;
+      }
+    }
+    if (!p) return;
+    cudaPointerAttributes attr{};
+    if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
+      // Not a pointer this runtime can classify: clear the (non-sticky) error it set and
+      // keep the current device; a real problem resurfaces at the launch check.
+      (void)cudaGetLastError();
+      return;
+    }
+    if (attr.type != cudaMemoryTypeDevice) return;
+    int current = 0;
+    check(cudaGetDevice(&current), op, "cudaGetDevice");
+    if (attr.device == current) return;
+    check(cudaSetDevice(attr.device), op, "cudaSetDevice");
+    previous_ = current;
+  }
+  ~DeviceGuard() {
+    if (previous_ >= 0) cudaSetDevice(previous_);  // a destructor cannot throw
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -286,6 +330,7 @@ void launch_corrupt(const void* x, void* y, uint8_t* mask, const CorruptParams& 
 // ---------------------------------------------------------------------------------------
 
 constexpr int64_t kMaxCachedCols = 8192;  // 32 KiB of words: leaves room for several blocks/SM
+constexpr int kSelectMaxThreads = 512;    // largest block masking_exact_kernel is launched with
 constexpr int kRadixBits = 8;
 constexpr int kRadixBins = 1 << kRadixBits;
 
@@ -382,8 +427,9 @@ __device__ __forceinline__ void visit_row_philox(uint64_t seed, uint64_t offset,
 }
 
 template <class T, bool kCached>
-__global__ void masking_exact_kernel(const T* x, T* y, uint8_t* mask, int64_t rows,
-                                     int64_t cols, int64_t k, uint64_t seed, uint64_t offset) {
+__global__ void __launch_bounds__(kSelectMaxThreads)
+    masking_exact_kernel(const T* x, T* y, uint8_t* mask, int64_t rows, int64_t cols, int64_t k,
+                         uint64_t seed, uint64_t offset) {
   extern __shared__ uint32_t s_words[];  // cols words when kCached
   __shared__ unsigned s_hist[kRadixBins];
   __shared__ SelectState s_state;
@@ -433,7 +479,8 @@ void launch_masking_exact(const void* x, void* y, uint8_t* mask, const CorruptPa
   // Same expression as the CPU kernel, so both round level * cols identically.
   const int64_t k = static_cast<int64_t>(std::floor(static_cast<double>(p.level) * cols + 0.5));
   // About 8 columns per thread, between 2 and 16 warps.
-  const int threads = static_cast<int>(std::clamp<int64_t>(ceil_div(cols, 8 * 32) * 32, 64, 512));
+  const int threads = static_cast<int>(
+      std::clamp<int64_t>(ceil_div(cols, 8 * 32) * 32, 64, kSelectMaxThreads));
   const unsigned blocks = grid_for(rows, 1, max_blocks(op));
   const T* xt = static_cast<const T*>(x);
   T* yt = static_cast<T*>(y);
@@ -769,6 +816,7 @@ void corrupt(const void* x, void* y, uint8_t* mask, DType dtype, const CorruptPa
   const char* op = "corrupt";
   require_supported(dtype, op);
   if (p.rows <= 0 || p.cols <= 0) return;
+  const DeviceGuard guard({x, y}, op);
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch(dtype, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -793,6 +841,7 @@ void corrupt_backward(const void* grad_y, void* grad_x, DType dtype, const Corru
   const char* op = "corrupt_backward";
   require_supported(dtype, op);
   if (p.rows <= 0 || p.cols <= 0) return;
+  const DeviceGuard guard({grad_y, grad_x}, op);
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch(dtype, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -821,6 +870,7 @@ void reparameterize_forward(const void* mu, const void* logvar, void* z, void* k
   require_supported(dtype, op);
   // cols == 0 with rows > 0 still writes kl (= -0, like the CPU).
   if (rows <= 0 || cols < 0) return;
+  const DeviceGuard guard({kl, mu}, op);
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch(dtype, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -847,6 +897,7 @@ void reparameterize_backward(const void* mu, const void* logvar, const void* gra
   const char* op = "reparameterize_backward";
   require_supported(dtype, op);
   if (rows <= 0 || cols <= 0) return;
+  const DeviceGuard guard({mu, grad_mu}, op);
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch(dtype, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -866,6 +917,7 @@ void contractive_forward(const void* h, const void* w, void* out, int64_t rows, 
   const char* op = "contractive_forward";
   require_supported(dtype, op);
   if (rows <= 0) return;
+  const DeviceGuard guard({out, h}, op);
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch(dtype, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -887,6 +939,7 @@ void contractive_backward(const void* h, const void* w, const void* grad_out, vo
   const char* op = "contractive_backward";
   require_supported(dtype, op);
   if (hidden <= 0) return;  // grad_h and grad_w are both empty
+  const DeviceGuard guard({w, h, grad_h, grad_w}, op);
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   dispatch(dtype, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -927,6 +980,7 @@ void contractive_backward(const void* h, const void* w, const void* grad_out, vo
 void random_words(uint32_t* out, int64_t n, uint64_t seed, uint64_t offset, void* stream) {
   const char* op = "random_words";
   if (n <= 0) return;
+  const DeviceGuard guard({out}, op);
   draws_kernel<false><<<grid_for(counters_for(n), kThreads, max_blocks(op)), kThreads, 0,
                         static_cast<cudaStream_t>(stream)>>>(out, n, seed, offset);
   check_launch(op, "draws_kernel");
@@ -935,6 +989,7 @@ void random_words(uint32_t* out, int64_t n, uint64_t seed, uint64_t offset, void
 void normal_noise(float* out, int64_t n, uint64_t seed, uint64_t offset, void* stream) {
   const char* op = "normal_noise";
   if (n <= 0) return;
+  const DeviceGuard guard({out}, op);
   draws_kernel<true><<<grid_for(counters_for(n), kThreads, max_blocks(op)), kThreads, 0,
                        static_cast<cudaStream_t>(stream)>>>(out, n, seed, offset);
   check_launch(op, "draws_kernel");
