@@ -6,8 +6,9 @@ code size, and draw the pictures a person would rather look at than read.
 
 The returned dict (the content of eval/metrics.json; non-finite numbers become null):
 
-    run, kind, split, examples, train_examples, input_shape, code_shape, code_dim,
-    pca_components, normalization, data_range, pixel_range, warnings, notes
+    run, kind, base, corruption, data, split, examples, train_examples, pca_fit_examples,
+    input_shape, code_shape, code_dim, pca_components, pca_explained_variance_ratio,
+    normalization, data_range, data_range_from, pixel_range, warnings, notes
     model: {metric: value}   the autoencoder (see METRIC_LABELS for every key)
     pca:   {metric: value}   PCA with the same code size, fitted on the training data
     terms: {term: value}     the model's own loss terms on this split (eval mode)
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
 from aetk.evaluate.loading import (
     EvaluationError,
@@ -190,11 +192,12 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
     x, labels = collect(ds, limit)
     if len(x) == 0:
         raise EvaluationError(f"no {used} examples to evaluate in {data.source}")
-    x_train, _ = collect(data.train)
-    if len(x_train) > PCA_FIT_MAX:
-        keep = np.sort(np.random.default_rng(0).permutation(len(x_train))[:PCA_FIT_MAX])
-        x_train = x_train[torch.from_numpy(keep)]
+    train_ds = data.train
+    if len(train_ds) > PCA_FIT_MAX:
+        keep = np.sort(np.random.default_rng(0).permutation(len(train_ds))[:PCA_FIT_MAX])
+        train_ds = Subset(train_ds, keep.tolist())
         notes.append(f"PCA fitted on a seeded subset of {PCA_FIT_MAX} training examples")
+    x_train, _ = collect(train_ds)
     n, d = len(x), int(np.prod(run.input_shape))
     code_dim = run.code_dim
     k = min(code_dim, len(x_train), d)
@@ -269,6 +272,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
         "split": used,
         "examples": n,
         "train_examples": len(data.train),
+        "pca_fit_examples": len(x_train),
         "input_shape": list(run.input_shape),
         "code_shape": list(run.code_shape),
         "code_dim": code_dim,

@@ -69,7 +69,7 @@ class PCA:
             comps, var = self._fit_gram(x, mean, k)
         else:
             comps, var = self._fit_randomized(x, mean, k)
-        total = float(((x - mean) ** 2).sum()) / max(n - 1, 1) if n * d <= 5e7 else \
+        total = float(((x - mean) ** 2).sum()) / max(n - 1, 1) if n * d <= 1e7 else \
             self._total_variance(x, mean)
         self.mean_, self.components_ = mean, comps
         self.explained_variance_ = var

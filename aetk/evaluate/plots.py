@@ -188,8 +188,10 @@ def latent_grid_figure(decoded: np.ndarray, values: np.ndarray, display: Display
         fig = examples_figure(decoded, display, title, ncol=g)
         return fig
     h, w = display.shape[1:]
-    pad = 0  # a seamless manifold, as in Kingma & Welling's figures
-    grid = mosaic(display.to_unit(decoded), ncol=g, pad=pad)
+    # Seamless, as in Kingma & Welling's figures, when images have margins of their own;
+    # tiny ones (8 x 8 digits fill their frame) need a separating line.
+    pad = 1 if max(h, w) < 20 else 0
+    grid = mosaic(display.to_unit(decoded), ncol=g, pad=pad, pad_value=0.3)
     size = min(11.0, max(6.0, 0.45 * g * max(h, w) / 8))
     fig = _figure(size + 0.8, size + 0.8)
     ax = fig.subplots()
