@@ -27,8 +27,14 @@ dev: install
 test: install
 	$(VENV)/bin/pytest tests
 
+DEMO_RUN ?= runs/demo-conv
 demo: install
 	$(PY) benchmarks/bench_ops.py --quick
+	rm -rf $(DEMO_RUN)
+	$(VENV)/bin/aetk train --model conv --data digits --epochs 15 --run-dir $(DEMO_RUN) \
+		model.channels=[16,32] model.code_size=16 train.progress=false
+	$(VENV)/bin/aetk eval $(DEMO_RUN)
+	$(VENV)/bin/aetk sample $(DEMO_RUN)
 
 bench: install
 	$(PY) benchmarks/bench_ops.py
