@@ -172,7 +172,7 @@ def test_two_process_data_parallel_matches_one_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "aetk.cli.main", "train", *overrides,
                            "--nproc-per-node", "2",
                            "--run-dir", str(ddp)], capture_output=True, text=True, env=env,
-                          timeout=600)
+                          cwd=tmp_path, timeout=600)  # cwd: not the source tree
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = load_file(single / "model.safetensors"), load_file(ddp / "model.safetensors")
     for k in a:
@@ -244,3 +244,12 @@ def test_semi_supervised_classifier_from_a_pretrained_stack(tmp_path):
     assert "test accuracy with 50 labels" in result.output
     result = CliRunner().invoke(app, ["classify", str(tmp_path / "missing")])
     assert result.exit_code == 1
+
+
+def test_deterministic_mode_repeats_exactly_and_is_restored(tmp_path):
+    cfg = load_config(None, BASE + ["train.epochs=1", "train.deterministic=true"])
+    train(cfg, tmp_path / "a")
+    train(cfg, tmp_path / "b")
+    a, b = load_file(tmp_path / "a/model.safetensors"), load_file(tmp_path / "b/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -218,9 +218,11 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
     run_dir = Path(run_dir)
     device = pick_device(tc.device)
     dist_info = distributed.setup(device)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         return _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step)
     finally:
+        torch.use_deterministic_algorithms(was_deterministic)  # process-wide: put it back
         distributed.teardown(dist_info)
 
 
@@ -239,7 +241,8 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
     if len(train_set) == 0:
         raise TrainingError(f"no training examples in {cfg.data.path}")
     model = create_model(cfg.model.kind, data.input_shape, **cfg.model.params)
-    model.seed = tc.seed
+    # Each process draws its own noise (rank 0 draws what a single process would).
+    model.seed = tc.seed + 1_000_003 * dist_info.rank
     check_data_range(model, data)
     model.to(device)
 
