@@ -311,38 +311,76 @@ inline void for_blocks(int64_t begin, int64_t end, Fn&& fn) {
     fn(b, std::max(begin, b * kBlockElems), std::min(end, (b + 1) * kBlockElems));
 }
 
+// One whole float32 block inside one row: z for its 64 elements, returns the sum of the
+// KL terms (each stream summed over its 4 words, then the 16 streams in a fixed order).
+inline float reparam_block_forward_f32(const VecKeys& keys, uint64_t offset, int64_t b,
+                                       const float* mu, const float* lv, float* z) {
+  const int64_t base = b * kBlockElems;
+  float t16[16];
+  F nn[kSub][4];
+  block_normals_all(keys, offset, static_cast<uint64_t>(b), nn);
+  for (int h = 0; h < kSub; ++h) {
+    F t = F{};
+    for (int j = 0; j < 4; ++j) {
+      const int64_t e = base + 16 * j + h * kLanes;
+      const F m = loadv(mu + e), v = loadv(lv + e);
+      const F sd = expv(v * 0.5f);
+      storev(z + e, m + sd * nn[h][j]);
+      t += 1.0f + v - m * m - sd * sd;
+    }
+    std::memcpy(t16 + h * kLanes, &t, sizeof t);
+  }
+  return hsum16(t16);
+}
+
+// One whole float32 block inside one row whose KL gradient is gk.
+inline void reparam_block_backward_f32(const VecKeys& keys, uint64_t offset, int64_t b,
+                                       const float* mu, const float* lv, const float* gz,
+                                       float gk, float* gmu, float* glv) {
+  const int64_t base = b * kBlockElems;
+  F nn[kSub][4];
+  if (gz) block_normals_all(keys, offset, static_cast<uint64_t>(b), nn);
+  for (int h = 0; h < kSub; ++h) {
+    for (int j = 0; j < 4; ++j) {
+      const int64_t e = base + 16 * j + h * kLanes;
+      const F m = loadv(mu + e), v = loadv(lv + e);
+      const F sd = expv(v * 0.5f);
+      const F g = gz ? loadv(gz + e) : F{};
+      storev(gmu + e, g + gk * m);
+      storev(glv + e, (gz ? g * 0.5f * sd * nn[h][j] : F{}) + gk * 0.5f * (sd * sd - 1.0f));
+    }
+  }
+}
+
 template <class T>
 void reparam_forward_impl(const T* mu, const T* lv, T* z, T* kl, int64_t rows, int64_t cols,
                           uint64_t seed, uint64_t offset) {
   const VecKeys keys(seed);
+  const bool parallel = rows * cols >= kParallelBlocks * kBlockElems;
+  if constexpr (std::is_same_v<T, float>) {
+    if (cols % kBlockElems == 0) {  // every block lies in one row: no index arithmetic
+      const int64_t per_row = cols / kBlockElems;
+#pragma omp parallel for schedule(static) if (parallel)
+      for (int64_t r = 0; r < rows; ++r) {
+        float acc = 0.0f;
+        for (int64_t b = r * per_row; b < (r + 1) * per_row; ++b)
+          acc += reparam_block_forward_f32(keys, offset, b, mu, lv, z);
+        kl[r] = -0.5f * acc;
+      }
+      return;
+    }
+  }
   const int64_t chunk = rows_per_chunk(cols);
   const int64_t nchunks = (rows + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelBlocks * kBlockElems)
+#pragma omp parallel for schedule(static) if (parallel)
   for (int64_t ci = 0; ci < nchunks; ++ci) {
     const int64_t r0 = ci * chunk, r1 = std::min(rows, r0 + chunk);
     std::vector<T> acc(r1 - r0, T(0));
     for_blocks(r0 * cols, r1 * cols, [&](int64_t b, int64_t lo, int64_t hi) {
       const int64_t base = b * kBlockElems;
       if constexpr (std::is_same_v<T, float>) {
-        // Fast path: the whole block is present and lies in one row. The KL terms of each
-        // of the 16 streams are summed over the 4 words, then the 16 in a fixed order.
         if (lo == base && hi == base + kBlockElems && lo / cols == (hi - 1) / cols) {
-          float t16[16];
-          F nn[kSub][4];
-          block_normals_all(keys, offset, static_cast<uint64_t>(b), nn);
-          for (int h = 0; h < kSub; ++h) {
-            const F* n = nn[h];
-            F t = F{};
-            for (int j = 0; j < 4; ++j) {
-              const int64_t e = base + 16 * j + h * kLanes;
-              const F m = loadv(mu + e), v = loadv(lv + e);
-              const F sd = expv(v * 0.5f);
-              storev(z + e, m + sd * n[j]);
-              t += 1.0f + v - m * m - sd * sd;
-            }
-            std::memcpy(t16 + h * kLanes, &t, sizeof t);
-          }
-          acc[lo / cols - r0] += hsum16(t16);
+          acc[lo / cols - r0] += reparam_block_forward_f32(keys, offset, b, mu, lv, z);
           return;
         }
       }
@@ -365,25 +403,25 @@ void reparam_backward_impl(const T* mu, const T* lv, const T* gz, const T* gkl, 
   const VecKeys keys(seed);
   const int64_t n = rows * cols;
   const int64_t nb = (n + kBlockElems - 1) / kBlockElems;
+  if constexpr (std::is_same_v<T, float>) {
+    if (cols % kBlockElems == 0) {
+      const int64_t per_row = cols / kBlockElems;
+#pragma omp parallel for schedule(static) if (nb >= kParallelBlocks)
+      for (int64_t r = 0; r < rows; ++r) {
+        const float gk = gkl ? gkl[r] : 0.0f;
+        for (int64_t b = r * per_row; b < (r + 1) * per_row; ++b)
+          reparam_block_backward_f32(keys, offset, b, mu, lv, gz, gk, gmu, glv);
+      }
+      return;
+    }
+  }
 #pragma omp parallel for schedule(static) if (nb >= kParallelBlocks)
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t base = b * kBlockElems, hi = std::min(n, base + kBlockElems);
     if constexpr (std::is_same_v<T, float>) {
       if (hi == base + kBlockElems && base / cols == (hi - 1) / cols) {
-        const float gk = gkl ? gkl[base / cols] : 0.0f;
-        F nn[kSub][4];
-        if (gz) block_normals_all(keys, offset, static_cast<uint64_t>(b), nn);
-        for (int h = 0; h < kSub; ++h) {
-          const F* nv = nn[h];
-          for (int j = 0; j < 4; ++j) {
-            const int64_t e = base + 16 * j + h * kLanes;
-            const F m = loadv(mu + e), v = loadv(lv + e);
-            const F sd = expv(v * 0.5f);
-            const F g = gz ? loadv(gz + e) : F{};
-            storev(gmu + e, g + gk * m);
-            storev(glv + e, (gz ? g * 0.5f * sd * nv[j] : F{}) + gk * 0.5f * (sd * sd - 1.0f));
-          }
-        }
+        reparam_block_backward_f32(keys, offset, b, mu, lv, gz, gkl ? gkl[base / cols] : 0.0f,
+                                   gmu, glv);
         continue;
       }
     }
