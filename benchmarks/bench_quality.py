@@ -45,10 +45,10 @@ RUNS = {
     "vae20": (['model.kind="vae"', "model.latent_dim=20", 'model.likelihood="bernoulli"'], 10),
     "dae_masking": (['model.kind="denoising"', 'model.base="conv"',
                      'model.base_params={code_size = 64, loss = "bce"}',
-                     'model.corruption="masking"', "model.level=0.25"], 5),
+                     'model.corruption="masking"', "model.level=0.25"], 3),
     "dae_gaussian": (['model.kind="denoising"', 'model.base="conv"',
                       'model.base_params={code_size = 64, loss = "bce"}',
-                      'model.corruption="gaussian"', "model.level=0.3"], 5),
+                      'model.corruption="gaussian"', "model.level=0.3"], 3),
     "sparse": (['model.kind="sparse"', "model.code_size=196", 'model.penalty="kl"',
                 "model.rho=0.05", "model.beta=3.0", 'model.loss="bce"'], 5),
     "contractive": (['model.kind="contractive"', "model.code_size=256", "model.lam=0.1",
@@ -135,15 +135,16 @@ def throughput_vs_hand_loop(workdir: Path, common: list[str], steps: int) -> dic
     aetk_rate = result.history[-1]["samples_per_s"]
     wall = time.perf_counter() - t0
 
+    # The loop a PyTorch user writes: tensors in memory, a shuffling DataLoader, Adam.
     torch.manual_seed(0)
     x = torch.stack([data.train[i][0] for i in range(n)])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=128,
+                                         shuffle=True)
     model = create_model("conv", data.input_shape, code_size=30, loss="bce")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    perm = torch.randperm(n)
     t0 = time.perf_counter()
-    for i in range(0, n, 128):
-        xb = x[perm[i:i + 128]]
+    for (xb,) in loader:
         loss = model(xb)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
