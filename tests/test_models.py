@@ -33,7 +33,8 @@ VARIANTS = {
     "ae-bce-tied": ("ae", (2, 3, 4), dict(code_size=5, loss="bce", tied=True)),
     "ae-gaussian": ("ae", (20,), dict(code_size=5, loss="gaussian_nll", activation="tanh")),
     "deep-tied-relu": ("deep", (20,), dict(widths=[10, 3], tied=True, output="sigmoid")),
-    "conv-rgb-odd-fullyconv": ("conv", (3, 9, 11), dict(channels=[4, 6], code_size=0, loss="bce")),
+    "conv-rgb-odd-fullyconv": ("conv", (3, 9, 11), dict(channels=[4, 6], code_size=0, loss="bce",
+                                                                refine=False)),
     "conv-gaussian-k4": ("conv", (1, 11, 13), dict(channels=[4], kernel_size=4, convs_per_stage=2,
                                                           loss="gaussian_nll")),
     "sparse-l1": ("sparse", (20,), dict(code_size=24, penalty="l1", activation="relu", l1=0.01)),
@@ -186,10 +187,10 @@ def test_tied_weights_share_the_parameter(kind, params):
 # -- conv -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape,code_size", [((1, 28, 28), 30), ((3, 33, 47), 8), ((28, 28), 0),
                                              ((3, 33, 47), 0), ((1, 9, 8), 2)])
-@pytest.mark.parametrize("kernel,convs", [(3, 1), (4, 2)])
-def test_conv_handles_any_image_size(shape, code_size, kernel, convs):
+@pytest.mark.parametrize("kernel,convs,refine", [(3, 1, True), (4, 2, False), (4, 1, True)])
+def test_conv_handles_any_image_size(shape, code_size, kernel, convs, refine):
     model = build("conv", shape, dict(channels=[4, 8, 8], code_size=code_size, kernel_size=kernel,
-                                      convs_per_stage=convs))
+                                      convs_per_stage=convs, refine=refine))
     x = torch.rand(2, *shape)
     out = model(x)
     assert out["x_hat"].shape == x.shape

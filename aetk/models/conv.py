@@ -44,6 +44,7 @@ class ConvAutoencoder(Autoencoder):
         code_size: int = 30  # 0: fully convolutional, the code is the last feature map
         kernel_size: int = 3
         convs_per_stage: int = 1  # 1 strided conv per stage, plus this many - 1 stride-1 convs
+        refine: bool = True  # output layer: a stride-1 conv at full resolution
         activation: str = "relu"
         batchnorm: bool = True
         loss: str = "mse"
@@ -64,7 +65,7 @@ class ConvAutoencoder(Autoencoder):
         self.image_shape = image_shape(self.input_shape, "conv")
         ch, h, w = self.image_shape
         self.net = ConvNet(ch, (h, w), list(c.channels), c.kernel_size, c.activation, c.batchnorm,
-                           c.convs_per_stage)
+                           c.convs_per_stage, c.refine)
         feat = self.net.feature_shape
         if c.code_size > 0:
             n = feat[0] * feat[1] * feat[2]

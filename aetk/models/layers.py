@@ -242,12 +242,13 @@ class ConvNet(nn.Module):
     then ``convs_per_stage - 1`` stride-1 convs of c_{i+1} channels (same padding).
     Decoder stage i mirrors it: the stride-1 convs, then ConvTranspose2d back to the exact
     size the encoder saw, with ``output_padding`` (0 or 1) computed from the input size, so
-    odd sizes need no padding or cropping; the last stage's transposed conv has no BatchNorm
-    or activation (raw head output).
+    odd sizes need no padding or cropping. The output layer (raw head output, no BatchNorm or
+    activation) is the last transposed conv itself, or with ``refine`` a stride-1 conv at full
+    resolution after a last transposed conv that keeps c_1 channels (+ BatchNorm + act).
     """
 
     def __init__(self, in_channels: int, size: tuple[int, int], channels: Sequence[int], kernel: int,
-                 activation_name: str, batchnorm: bool, convs_per_stage: int = 1):
+                 activation_name: str, batchnorm: bool, convs_per_stage: int = 1, refine: bool = False):
         super().__init__()
         self.sizes = conv_sizes(size, len(channels), kernel)
         pad = (kernel - 1) // 2
@@ -256,30 +257,36 @@ class ConvNet(nn.Module):
         def block(conv: nn.Module, c: int) -> list[nn.Module]:
             return [conv, *([nn.BatchNorm2d(c)] if batchnorm else []), activation(activation_name)]
 
-        def same(c: int) -> nn.Module:  # stride 1, "same" padding for odd and even kernels
+        def same(c_in: int, c_out: int, bias: bool) -> nn.Module:  # stride 1, "same" padding
             if kernel % 2:
-                return nn.Conv2d(c, c, kernel, padding=pad, bias=not batchnorm)
+                return nn.Conv2d(c_in, c_out, kernel, padding=pad, bias=bias)
             return nn.Sequential(nn.ZeroPad2d((pad, pad + 1, pad, pad + 1)),
-                                 nn.Conv2d(c, c, kernel, bias=not batchnorm))
+                                 nn.Conv2d(c_in, c_out, kernel, bias=bias))
 
         enc: list[nn.Module] = []
         for i in range(len(channels)):
             enc += block(nn.Conv2d(chans[i], chans[i + 1], kernel, stride=2, padding=pad,
                                    bias=not batchnorm), chans[i + 1])
             for _ in range(convs_per_stage - 1):
-                enc += block(same(chans[i + 1]), chans[i + 1])
+                enc += block(same(chans[i + 1], chans[i + 1], not batchnorm), chans[i + 1])
         self.encoder = nn.Sequential(*enc)
         dec: list[nn.Module] = []
         for i in reversed(range(len(channels))):
             for _ in range(convs_per_stage - 1):
-                dec += block(same(chans[i + 1]), chans[i + 1])
+                dec += block(same(chans[i + 1], chans[i + 1], not batchnorm), chans[i + 1])
             (th, tw), (ih, iw) = self.sizes[i], self.sizes[i + 1]
             op = (th - ((ih - 1) * 2 - 2 * pad + kernel), tw - ((iw - 1) * 2 - 2 * pad + kernel))
             assert all(0 <= o < 2 for o in op), (self.sizes, op)
-            last = i == 0
-            up = nn.ConvTranspose2d(chans[i + 1], chans[i], kernel, stride=2, padding=pad,
-                                    output_padding=op, bias=last or not batchnorm)
-            dec += [up] if last else block(up, chans[i])
+            if i > 0:
+                dec += block(nn.ConvTranspose2d(chans[i + 1], chans[i], kernel, stride=2, padding=pad,
+                                                output_padding=op, bias=not batchnorm), chans[i])
+            elif refine:
+                dec += block(nn.ConvTranspose2d(chans[1], chans[1], kernel, stride=2, padding=pad,
+                                                output_padding=op, bias=not batchnorm), chans[1])
+                dec += [same(chans[1], in_channels, True)]
+            else:
+                dec += [nn.ConvTranspose2d(chans[1], in_channels, kernel, stride=2, padding=pad,
+                                           output_padding=op)]
         self.decoder = nn.Sequential(*dec)
         self.feature_shape = (chans[-1], *self.sizes[-1])
 
