@@ -31,8 +31,8 @@ DEMO_RUN ?= runs/demo-conv
 demo: install
 	$(PY) benchmarks/bench_ops.py --quick
 	rm -rf $(DEMO_RUN)
-	$(VENV)/bin/aetk train --model conv --data digits --epochs 15 --run-dir $(DEMO_RUN) \
-		model.channels=[16,32] model.code_size=16 train.progress=false
+	$(VENV)/bin/aetk train --model conv --data digits --epochs 30 --run-dir $(DEMO_RUN) \
+		model.channels=[16,32] model.code_size=16 train.lr=3e-3 train.progress=false
 	$(VENV)/bin/aetk eval $(DEMO_RUN)
 	$(VENV)/bin/aetk sample $(DEMO_RUN)
 

@@ -5,8 +5,6 @@ classifier head, a short training run, config errors, export-ready encode/decode
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -33,10 +31,10 @@ VARIANTS = {
     "ae-bce-tied": ("ae", (2, 3, 4), dict(code_size=5, loss="bce", tied=True)),
     "ae-gaussian": ("ae", (20,), dict(code_size=5, loss="gaussian_nll", activation="tanh")),
     "deep-tied-relu": ("deep", (20,), dict(widths=[10, 3], tied=True, output="sigmoid")),
-    "conv-rgb-odd-fullyconv": ("conv", (3, 9, 11), dict(channels=[4, 6], code_size=0, loss="bce",
-                                                                refine=False)),
-    "conv-gaussian-k4": ("conv", (1, 11, 13), dict(channels=[4], kernel_size=4, convs_per_stage=2,
-                                                          loss="gaussian_nll")),
+    "conv-rgb-odd-fullyconv": ("conv", (3, 9, 11),
+                               dict(channels=[4, 6], code_size=0, loss="bce", refine=False)),
+    "conv-gaussian-k4": ("conv", (1, 11, 13),
+                         dict(channels=[4], kernel_size=4, convs_per_stage=2, loss="gaussian_nll")),
     "sparse-l1": ("sparse", (20,), dict(code_size=24, penalty="l1", activation="relu", l1=0.01)),
     "denoising-conv-gaussian": ("denoising", (1, 9, 9),
                                 dict(base="conv", base_params=dict(channels=[4], code_size=3),
