@@ -195,9 +195,10 @@ def test_conv_handles_any_image_size(shape, code_size, kernel, convs, refine):
     if code_size:
         assert model.code_shape == (code_size,)
     else:
+        pad = (kernel - 1) // 2
         h, w = shape[-2:]
-        for _ in range(3):  # (s + 2 * pad - k) // 2 + 1 with pad = (k - 1) // 2
-            h, w = (h + 2 * ((kernel - 1) // 2) - kernel) // 2 + 1, (w + 2 * ((kernel - 1) // 2) - kernel) // 2 + 1
+        for _ in range(3):
+            h, w = (h + 2 * pad - kernel) // 2 + 1, (w + 2 * pad - kernel) // 2 + 1
         assert model.code_shape == (8, h, w)
 
 
