@@ -10,6 +10,6 @@ See aetk/data/config.py for the options.
 from aetk.data.base import DataError
 from aetk.data.config import DataConfig
 from aetk.data.loading import LoadedData, load_data
-from aetk.data.normalization import Normalization
+from aetk.normalization import Normalization
 
 __all__ = ["DataConfig", "DataError", "LoadedData", "Normalization", "load_data"]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from aetk.data.normalization import Normalization
+from aetk.normalization import Normalization
 
 # Seed of the held-out split and of the `limit` subset: the same data and options always
 # give the same examples, on every machine.

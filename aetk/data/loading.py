@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from aetk.data.base import CHUNK_BYTES, DataError, Source, SourceDataset
 from aetk.data.builtin import BUILTINS, builtin_name
 from aetk.data.config import DataConfig
-from aetk.data.normalization import Moments, Normalization
+from aetk.normalization import Moments, Normalization
 
 FORMATS = ("auto", "idx", "images", "npy", "npz", "csv", "builtin")
 NORMALIZE = ("auto", "unit", "standardize", "none")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from aetk.data.normalization import Normalization
+from aetk.normalization import Normalization
 from aetk.train.checkpoint import MODEL_FILE, CheckpointError
 
 EVAL_DIR = "eval"

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from aetk.data.normalization import Normalization
+from aetk.normalization import Normalization
 
 MAX_LINE_FEATURES = 4  # features of a (T, F) sequence drawn per panel
 LINE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")

@@ -58,6 +58,13 @@ class Autoencoder(nn.Module):
         return tuple(z.shape[1:])
 
     @property
+    def spatial_multiple(self) -> int | None:
+        """For fully convolutional image models, m such that any input whose height and width
+        are multiples of m gives an output of the same size (exported graphs then take any
+        such H x W); None for models tied to one input size."""
+        return None
+
+    @property
     def needs_unit_range(self) -> bool:
         """True when the decoder models data in [0, 1] (sigmoid output / Bernoulli)."""
         c = self.config

@@ -77,11 +77,24 @@ class ConvAutoencoder(Autoencoder):
             self.from_code = nn.Identity()
         self.head = ReconstructionHead(c.loss, c.output, self.input_shape)
 
+    @property
+    def spatial_multiple(self) -> int | None:
+        # Without a linear bottleneck only the output paddings tie the model to one size, and
+        # they are the same for every size that halves evenly at each stage.
+        m = 2 ** len(self.config.channels)
+        _, h, w = self.image_shape
+        return m if self.config.code_size == 0 and h % m == 0 and w % m == 0 else None
+
     def encode(self, x: Tensor) -> Tensor:
+        if self.spatial_multiple is not None:  # any H x W: no reshape to the training size
+            return self.net.encoder(x.unsqueeze(1) if len(self.input_shape) == 2 else x)
         x = x.reshape(x.shape[0], *self.image_shape)
         return self.to_code(self.net.encoder(x))
 
     def decode_raw(self, z: Tensor) -> Tensor:
+        if self.spatial_multiple is not None:
+            out = self.net.decoder(z)
+            return out.squeeze(1) if len(self.input_shape) == 2 else out
         return self.net.decoder(self.from_code(z)).reshape(z.shape[0], *self.input_shape)
 
     def decode(self, z: Tensor) -> Tensor:

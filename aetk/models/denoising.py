@@ -70,6 +70,10 @@ class DenoisingAutoencoder(Autoencoder):
     def needs_unit_range(self) -> bool:
         return self.base_model.needs_unit_range
 
+    @property
+    def spatial_multiple(self) -> int | None:
+        return self.base_model.spatial_multiple
+
     def corrupt_input(self, x: Tensor, step: int = 0) -> Tensor:
         """The corrupted input x~ the model trains on at ``step`` (in any mode)."""
         c = self.config

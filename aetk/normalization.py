@@ -1,4 +1,5 @@
-"""How raw data values map to model inputs and back, stored with every model as JSON.
+"""How raw data values map to model inputs and back, stored with every model as JSON and
+in every exported ONNX file's metadata. Needs only numpy: ``aetk.runtime`` uses it without torch.
 
     norm = Normalization.unit(255.0)                  # x / 255, values in [0, 1]
     norm = Normalization.standardize(mean, std, shape=(1, F))
@@ -13,6 +14,7 @@ so ``apply`` works on one example or on a batch alike.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -130,10 +132,8 @@ class Normalization:
 
 def _as_float(x: Any):
     """x as a floating array/tensor, and a function returning results in that type."""
-    try:
-        import torch
-    except ImportError:  # numpy-only use
-        torch = None
+    # A tensor can only exist if torch was imported already: never import it here.
+    torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
         if not x.is_floating_point():
             x = x.float()
@@ -149,7 +149,7 @@ def _as_float(x: Any):
 def _stat(a: np.ndarray, like: Any) -> Any:
     if isinstance(like, np.ndarray):
         return a.astype(like.dtype, copy=False)
-    import torch
+    torch = sys.modules["torch"]
     return torch.as_tensor(a, dtype=like.dtype, device=like.device)
 
 

@@ -1,0 +1,42 @@
+"""Errors of ``aetk export``: each names the graph, the output and what did not match."""
+
+from __future__ import annotations
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be done as asked (bad run, unwritable folder, bad option)."""
+
+
+class ExportValidationError(ExportError):
+    """An exported graph that fails validation; ``graph`` and ``output`` say where."""
+
+    def __init__(self, message: str, graph: str = "", output: str = ""):
+        super().__init__(message)
+        self.graph = graph
+        self.output = output
+
+
+class OnnxCheckError(ExportValidationError):
+    """onnx.checker or strict shape inference rejected the graph."""
+
+
+class OutputNameMismatch(ExportValidationError):
+    """ONNX Runtime's outputs are not the ones PyTorch's graph has."""
+
+
+class OutputShapeMismatch(ExportValidationError):
+    """An output of ONNX Runtime has another shape than PyTorch's."""
+
+
+class OutputValueMismatch(ExportValidationError):
+    """An output differs from PyTorch's by more than the tolerance."""
+
+    def __init__(self, message: str, graph: str = "", output: str = "", max_abs_diff: float = 0.0,
+                 atol: float = 0.0):
+        super().__init__(message, graph, output)
+        self.max_abs_diff = max_abs_diff
+        self.atol = atol
+
+
+__all__ = ["ExportError", "ExportValidationError", "OnnxCheckError", "OutputNameMismatch",
+           "OutputShapeMismatch", "OutputValueMismatch"]

@@ -1,0 +1,387 @@
+"""Export a trained model as validated, self-describing ONNX files.
+
+    result = export_run("runs/conv", "out/", int8=True)   # out/encoder.onnx, decoder.onnx, ...
+    result = export_model(model, "out/", normalization=norm.to_dict(), real_batch=x)
+
+Every graph is exported with PyTorch's ONNX exporter (torch.export based), with a dynamic
+batch axis (and dynamic height and width for fully convolutional models), then checked
+(onnx.checker full check, strict shape inference) and run in ONNX Runtime against PyTorch
+on a random batch and a real one. Files are staged in a hidden folder inside OUT and moved
+into place only when every graph has validated, so a failed export leaves no half-written
+model behind; ``export.json``, written last, records what was validated and measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+import torch
+
+import aetk
+from aetk.export.errors import ExportError
+from aetk.export.graphs import GraphSpec, graph_specs, is_variational
+from aetk.export.validate import check_model, validate_graph
+from aetk.export.variants import accuracy_change, to_float16, to_int8
+from aetk.runtime.metadata import ModelMetadata
+
+DEFAULT_OPSET = 18
+MIN_OPSET = 18
+# Larger models keep their weights in a side file (protobuf cannot hold 2 GiB).
+EXTERNAL_DATA_THRESHOLD = 1 << 30
+REPORT_FILE = "export.json"
+VALIDATION_ROWS = 64
+CALIBRATION_ROWS = 512
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    files: dict[str, str] = field(default_factory=dict)  # "encoder", "encoder.int8", ... -> file name
+    validation: dict[str, Any] = field(default_factory=dict)  # graph -> batch -> output -> stats
+    variants: dict[str, Any] = field(default_factory=dict)  # "encoder.int8" -> accuracy change
+    metadata: dict[str, str] = field(default_factory=dict)  # the encoder's metadata_props
+    warnings: list[str] = field(default_factory=list)
+    triton: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+
+# -- facts about the model ---------------------------------------------------------------------------
+def weights_sha256(model: torch.nn.Module) -> str:
+    """A hash of the trained weights: every tensor's name, dtype, shape and bytes, by name."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _inner(model: Any) -> Any:
+    return getattr(model, "base_model", model)  # a denoising model wraps another kind
+
+
+def layout_of(model: Any) -> str:
+    shape = tuple(model.input_shape)
+    if _inner(model).kind == "lstm":
+        return "NTF" if len(shape) == 2 else "NF"
+    return {1: "NF", 2: "NHW", 3: "NCHW"}.get(len(shape), "NF")
+
+
+def model_metadata(model: Any, normalization: dict[str, Any] | None, graph: str) -> ModelMetadata:
+    inner = _inner(model)
+    head = getattr(inner, "head", None)
+    out_act = getattr(head, "output_name", "linear") if head is not None else "linear"
+    norm = normalization or {"kind": "none", "scale": 1.0, "mean": None, "std": None, "shape": None,
+                             "value_range": None}
+    value_range = [0.0, 1.0] if out_act == "sigmoid" else ([-1.0, 1.0] if out_act == "tanh"
+                                                            else norm.get("value_range"))
+    multiple = model.spatial_multiple
+    return ModelMetadata(
+        kind=model.kind, base_kind=inner.kind if inner is not model else "", graph=graph,
+        input_shape=[int(s) for s in model.input_shape], layout=layout_of(model),
+        code_shape=[int(s) for s in model.code_shape], normalization=norm,
+        weights_sha256=weights_sha256(model), aetk_version=aetk.__version__,
+        dynamic_spatial=multiple is not None, spatial_multiple=int(multiple or 0),
+        value_range=None if value_range is None else [float(v) for v in value_range],
+        output_activation=out_act, variational=is_variational(model),
+    )
+
+
+def _set_metadata(proto: onnx.ModelProto, meta: ModelMetadata) -> None:
+    del proto.metadata_props[:]
+    for k, v in meta.to_props().items():
+        proto.metadata_props.add(key=k, value=v)
+    proto.producer_name = "aetk"
+    proto.producer_version = aetk.__version__
+    proto.doc_string = (f"aetk {meta.kind} model, {meta.graph} graph ({meta.precision}); "
+                        f"input shape {meta.input_shape}, code shape {meta.code_shape}")
+
+
+# -- PyTorch -> ONNX ----------------------------------------------------------------------------------
+def to_onnx(spec: GraphSpec, opset: int, multiple: int | None) -> onnx.ModelProto:
+    """Export one graph with torch.export; dynamic axes get readable names."""
+    from torch.export import Dim
+
+    batch = Dim("batch")
+    code_h, code_w = Dim("h"), Dim("w")
+    dynamic: dict[str, dict[int, Any]] = {}
+    for name, axes in spec.dynamic.items():
+        data_space = name == "x"  # the image itself; other inputs are codes at 1/multiple size
+        dims: dict[int, Any] = {}
+        for axis, label in axes.items():
+            if label == "batch":
+                dims[axis] = batch
+            else:
+                d = code_h if label == "height" else code_w
+                dims[axis] = multiple * d if data_space else d
+        dynamic[name] = dims
+    log = io.StringIO()
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                spec.module.eval(), tuple(spec.inputs.values()), dynamo=True, opset_version=opset,
+                input_names=list(spec.inputs), output_names=spec.outputs, dynamic_shapes=dynamic,
+                optimize=True, verbose=False)
+    except Exception as exc:  # the exporter raises many types; all mean the same thing here
+        raise ExportError(f"PyTorch could not export the {spec.name} graph: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+    proto = program.model_proto
+    names = {"batch": "batch", "h": "code_height", "w": "code_width"}
+    if multiple:
+        names.update({f"{multiple}*h": "height", f"{multiple}*w": "width"})
+    for value in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in names:
+                dim.dim_param = names[dim.dim_param]
+    return proto
+
+
+def opset_of(proto: onnx.ModelProto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+# -- files ---------------------------------------------------------------------------------------------
+def prepare_out_dir(out_dir: Path) -> None:
+    """OUT exists (or is made) and can be written to; else an error naming it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"output folder {out_dir} exists and is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".aetk-write-test-"):
+            pass
+    except OSError as exc:
+        raise ExportError(f"output folder {out_dir} is not writable: {exc.strerror or exc}") from exc
+
+
+def write_onnx(proto: onnx.ModelProto, path: Path, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
+               ) -> list[Path]:
+    """Write a model (self-contained when small, else with ``<name>.data`` beside it)."""
+    if proto.ByteSize() < external_data_threshold:
+        path.write_bytes(proto.SerializeToString())
+        return [path]
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    onnx.save_model(copy, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+    return [path, path.with_name(path.name + ".data")]
+
+
+def _publish(stage: Path, out_dir: Path, names: list[str]) -> None:
+    """Move staged files into OUT: fsync each, then rename (atomic per file)."""
+    for name in names:
+        src = stage / name
+        with open(src, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(src, out_dir / name)
+
+
+# -- the export -------------------------------------------------------------------------------------------
+def _batches(spec: GraphSpec, model: Any, real: torch.Tensor | None, multiple: int | None
+             ) -> dict[str, dict[str, torch.Tensor]]:
+    """Validation inputs for a graph: random ones, real ones, and for fully convolutional
+    models random ones at another size (the dynamic height and width at work)."""
+    gen = torch.Generator().manual_seed(0)
+
+    def rand_like(t: torch.Tensor, rows: int = 8, grow: int = 0) -> torch.Tensor:
+        shape = list(t.shape)
+        shape[0] = rows
+        if grow:
+            shape[-2] += grow
+            shape[-1] += 2 * grow
+        return torch.rand(shape, generator=gen) if spec.name != "decoder" and "eps" not in spec.inputs \
+            else torch.randn(shape, generator=gen)
+
+    out = {"random": {k: rand_like(v) for k, v in spec.inputs.items()}}
+    if spec.name == "sample":
+        out["random"]["logvar"] = out["random"]["logvar"] * 0.2 - 0.1
+    if multiple and spec.name != "sample":
+        out["random_resized"] = {k: rand_like(v, 3, multiple if k == "x" else 1) for k, v in spec.inputs.items()}
+    if real is not None and len(real):
+        with torch.no_grad():
+            if spec.name in ("encoder", "autoencoder"):
+                out["real"] = {"x": real}
+            elif spec.name == "decoder":
+                z = model.encode_stats(real)[0] if is_variational(model) else model.encode(real)
+                out["real"] = {"z": z}
+            else:
+                mean, logvar = model.encode_stats(real)
+                out["real"] = {"mean": mean, "logvar": logvar, "eps": torch.randn(mean.shape, generator=gen)}
+    return out
+
+
+def _feeds(inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().float().cpu().numpy() for k, v in inputs.items()}
+
+
+def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, Any] | None = None,
+                 real_batch: torch.Tensor | None = None, calibration: torch.Tensor | None = None,
+                 opset: int = DEFAULT_OPSET, fp16: bool = False, int8: bool = False,
+                 atol: float = 1e-5, rtol: float = 1e-5,
+                 external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+                 progress: Callable[[str], None] | None = None) -> ExportResult:
+    """Export ``model`` (an aetk Autoencoder) to ``out_dir``; see the module docstring.
+
+    ``normalization`` is the data normalization (``Normalization.to_dict()``) stored in the
+    metadata; ``real_batch`` real examples in model space for validation; ``calibration``
+    training examples for static int8 quantization of convolutional models.
+    """
+    out = Path(out_dir)
+    result = ExportResult(out)
+    opset = int(opset)
+    if opset < MIN_OPSET:
+        msg = f"opset {opset} is below {MIN_OPSET}, the oldest aetk validates against; use --opset {MIN_OPSET} or newer"
+        warnings.warn(msg, stacklevel=2)
+        result.warnings.append(msg)
+    prepare_out_dir(out)
+    step = progress or (lambda _msg: None)
+
+    model = model.cpu().eval()
+    multiple = model.spatial_multiple
+    convolutional = any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)) for m in model.modules())
+    # ONNX Runtime (1.31) crashes creating sessions for some float16 LSTM graphs.
+    recurrent = any(isinstance(m, torch.nn.LSTM) for m in model.modules())
+    if fp16 and recurrent:
+        result.warnings.append("--fp16 skipped: ONNX Runtime cannot run float16 LSTM graphs reliably")
+    real = None if real_batch is None else real_batch[:VALIDATION_ROWS].float().cpu()
+    if real is None:
+        result.warnings.append("no real data: validated on random inputs only")
+    if int8 and convolutional and (calibration is None or not len(calibration)):
+        raise ExportError("--int8 on a convolutional model needs calibration data from the run's "
+                          "training set, and none could be loaded")
+
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".aetk-export-"))
+    try:
+        staged: list[str] = []
+        specs = graph_specs(model, multiple)
+        for spec in specs:
+            meta = model_metadata(model, normalization, spec.name)
+            step(f"export {spec.name}")
+            proto = to_onnx(spec, opset, multiple)
+            if opset_of(proto) < opset:
+                raise ExportError(f"the exporter wrote opset {opset_of(proto)} for the {spec.name} graph, "
+                                  f"not the {opset} asked for")
+            _set_metadata(proto, meta)
+            path = stage / f"{spec.name}.onnx"
+            files = write_onnx(proto, path, external_data_threshold)
+            staged += [f.name for f in files]
+            check_model(proto if len(files) == 1 else str(path), spec.name)
+            step(f"validate {spec.name}")
+            batches = _batches(spec, model, real, multiple)
+            model_bytes = proto.SerializeToString() if len(files) == 1 else str(path)
+            result.validation[spec.name] = validate_graph(model_bytes, spec.module, spec.name, spec.outputs,
+                                                          batches, atol, rtol)
+            result.files[spec.name] = path.name
+            if spec.name == "encoder":
+                result.metadata = meta.to_props()
+            if spec.name == "sample":
+                continue  # no weights: nothing to gain from lower precision
+            feeds = _feeds(batches.get("real", batches["random"]))
+            data_range = None
+            if meta.value_range is not None:
+                data_range = float(meta.value_range[1] - meta.value_range[0]) or None
+            for precision in [p for p, on in (("float16", fp16 and not recurrent), ("int8", int8)) if on]:
+                step(f"{precision} {spec.name}")
+                tag = "fp16" if precision == "float16" else "int8"
+                if precision == "float16":
+                    variant = to_float16(proto)
+                else:
+                    calib = None
+                    if convolutional:
+                        calib_in = _batches(spec, model, calibration.float().cpu(), None)["real"]
+                        calib = [{k: v[i:i + 64] for k, v in _feeds(calib_in).items()}
+                                 for i in range(0, len(calibration), 64)]
+                    variant = to_int8(proto, static=convolutional, calibration=calib)
+                vmeta = model_metadata(model, normalization, spec.name)
+                vmeta.precision = precision
+                _set_metadata(variant, vmeta)
+                check_model(variant, f"{spec.name}.{tag}")
+                vpath = stage / f"{spec.name}.{tag}.onnx"
+                staged += [f.name for f in write_onnx(variant, vpath, external_data_threshold)]
+                key = f"{spec.name}.{tag}"
+                result.files[key] = vpath.name
+                try:
+                    result.variants[key] = accuracy_change(variant.SerializeToString(), proto.SerializeToString(),
+                                                           feeds, spec.name, data_range)
+                except Exception as exc:  # e.g. no float16 kernel for an op on the CPU
+                    result.variants[key] = {"not_measured": f"ONNX Runtime on the CPU cannot run it: "
+                                                            f"{str(exc).splitlines()[0][:200]}"}
+        _publish(stage, out, staged)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    write_report(result)
+    return result
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = DEFAULT_OPSET, fp16: bool = False,
+               int8: bool = False, triton: str | Path | None = None, triton_name: str | None = None,
+               triton_max_batch: int = 1024, triton_kind: str = "auto",
+               progress: Callable[[str], None] | None = None) -> ExportResult:
+    """Export a run folder written by ``aetk train``: the model with its data's normalization,
+    validated on real examples of the run's test split (training split for calibration)."""
+    from aetk.evaluate.loading import EvaluationError, collect, load_run
+    from aetk.train.checkpoint import CheckpointError, load_model
+
+    run_dir = Path(run_dir)
+    prepare_out_dir(Path(out_dir))  # before any slow work: an unwritable OUT fails at once
+    real = calibration = None
+    notes: list[str] = []
+    try:
+        run = load_run(run_dir)
+        model, normalization = run.model, run.normalization.to_dict()
+        real, _ = collect(run.data.test if run.data.test is not None else run.data.train, VALIDATION_ROWS)
+        if int8:
+            calibration, _ = collect(run.data.train, CALIBRATION_ROWS)
+        notes += run.warnings
+    except EvaluationError as exc:  # the model is fine but its data cannot be read
+        model, meta = load_model(run_dir)
+        normalization = meta.get("normalization")
+        notes.append(f"the run's data could not be loaded ({exc})")
+    except CheckpointError as exc:
+        raise ExportError(f"cannot export {run_dir}: {exc}") from exc
+    result = export_model(model, out_dir, normalization=normalization, real_batch=real,
+                          calibration=calibration, opset=opset, fp16=fp16, int8=int8, progress=progress)
+    result.warnings = notes + result.warnings
+    if triton is not None:
+        from aetk.export.triton import write_triton_repo
+
+        result.triton = str(write_triton_repo(Path(out_dir), Path(triton), triton_name or run_dir.resolve().name,
+                                              max_batch_size=triton_max_batch, kind=triton_kind))
+    write_report(result)
+    return result
+
+
+def write_report(result: ExportResult) -> Path:
+    from aetk.train.checkpoint import atomic_write_text
+
+    path = result.out_dir / REPORT_FILE
+    atomic_write_text(path, json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))
+    return path
+
+
+__all__ = ["DEFAULT_OPSET", "EXTERNAL_DATA_THRESHOLD", "ExportResult", "export_model", "export_run",
+           "model_metadata", "prepare_out_dir", "to_onnx", "weights_sha256", "write_onnx", "write_report"]

@@ -1,0 +1,109 @@
+"""Reduced-precision variants of an exported float32 graph, each with its accuracy change.
+
+- float16 (for GPUs): weights and activations in half precision; the inputs and outputs stay
+  float32 so callers need not change (``keep_io_types``).
+- int8 (ONNX Runtime quantization): static QDQ with per-channel weights for convolutional
+  models, calibrated on training data; dynamic (weights int8, activations quantized on the
+  fly) for MLPs and LSTMs, where static activation ranges buy little.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import onnx
+
+from aetk.export.errors import ExportError
+from aetk.export.validate import cpu_session, psnr, run_session
+
+
+def to_float16(proto: onnx.ModelProto) -> onnx.ModelProto:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
+    topological_sort(half.graph)  # the converter appends its input casts at the end
+    return half
+
+
+def topological_sort(graph: onnx.GraphProto) -> None:
+    """Reorder the nodes so each comes after the producers of its inputs (in place)."""
+    known = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:
+            raise ExportError(f"graph {graph.name!r} has a cycle or an input nobody produces: "
+                              f"{sorted({i for n in pending for i in n.input} - known)[:5]}")
+        for n in ready:
+            known.update(n.output)
+        ordered += ready
+        pending = [n for n in pending if not all(i in known for i in n.input) or n not in ready]
+        pending = [n for n in pending if n not in ready]
+    copies = [onnx.NodeProto() for _ in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+class _Calibration:
+    """ONNX Runtime's CalibrationDataReader over a list of input dicts."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+def to_int8(proto: onnx.ModelProto, static: bool, calibration: list[dict[str, np.ndarray]] | None
+            ) -> onnx.ModelProto:
+    """Quantize through temporary files (the quantizer's interface is file based)."""
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="aetk-int8-") as tmp:
+        src, pre, dst = (Path(tmp) / n for n in ("model.onnx", "pre.onnx", "int8.onnx"))
+        clean = onnx.ModelProto()
+        clean.CopyFrom(proto)
+        # The exporter's intermediate shapes can clash with the quantizer's own inference.
+        del clean.graph.value_info[:]
+        onnx.save(clean, str(src))
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        if static:
+            if not calibration:
+                raise ExportError("static int8 quantization needs calibration data (the run's training set)")
+            quantize_static(str(pre), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        else:
+            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=False)
+        return onnx.load(str(dst))
+
+
+def accuracy_change(variant: bytes, reference: bytes, inputs: dict[str, np.ndarray], graph: str,
+                    data_range: float | None) -> dict[str, Any]:
+    """The variant against the float32 graph on the same inputs, per output: max and relative
+    RMS difference; for the autoencoder also the PSNR of its reconstructions and the change."""
+    got = run_session(cpu_session(variant), inputs)
+    ref = run_session(cpu_session(reference), inputs)
+    report: dict[str, Any] = {}
+    for name, r in ref.items():
+        g = got[name].astype(np.float64)
+        r64 = r.astype(np.float64)
+        rms = float(np.sqrt(np.mean(r64 ** 2))) or 1.0
+        report[name] = {"max_abs_diff": float(np.abs(g - r64).max()) if g.size else 0.0,
+                        "rel_rms_diff": float(np.sqrt(np.mean((g - r64) ** 2)) / rms) if g.size else 0.0}
+    if graph == "autoencoder" and "x" in inputs:
+        x = inputs["x"]
+        rng = data_range or float(x.max() - x.min()) or 1.0
+        p32, pv = psnr(ref["x_hat"], x, rng), psnr(got["x_hat"], x, rng)
+        report["psnr_db"] = {"float32": p32, "variant": pv, "change": pv - p32}
+    return report
+
+
+__all__ = ["accuracy_change", "to_float16", "to_int8"]
