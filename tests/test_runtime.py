@@ -512,3 +512,38 @@ def test_scan_schema_matches_onnx_proto():
     assert tensor["name"].number == modelfile._TENSOR_NAME
     assert tensor["external_data"].number == modelfile._TENSOR_EXTERNAL_DATA
     assert onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number == modelfile._MODEL_GRAPH
+
+
+# -- with the real exporter ----------------------------------------------------------------------
+def test_exported_conv_model_matches_pytorch(tmp_path):
+    """One real `aetk export` folder (fully convolutional, any H x W that is a multiple of 4)."""
+    import torch
+
+    from aetk.export import export_model
+    from aetk.models import create_model
+    from aetk.normalization import Normalization
+
+    torch.manual_seed(0)
+    model = create_model("conv", (1, 16, 16), channels=[4, 8], code_size=0).eval()
+    export_model(model, tmp_path / "out", normalization=Normalization.unit(255.0).to_dict())
+    b = rt.load_export(tmp_path / "out", device="cpu")
+    assert b.metadata.dynamic_spatial and b.metadata.spatial_multiple == 4
+    assert all(isinstance(d, str) for d in b.graph("autoencoder").input_shapes["x"][2:])  # dynamic H, W
+
+    x = images(3, seed=11, h=16, w=20)
+    with torch.no_grad():
+        out = model(torch.from_numpy(x))
+        z_torch = model.encode(torch.from_numpy(x))
+    np.testing.assert_allclose(b.encode(x), z_torch.numpy(), atol=1e-5)
+    np.testing.assert_allclose(b.reconstruct(x), out["x_hat"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(b.decode(b.encode(x)), out["x_hat"].numpy(), atol=1e-5)
+    raw = (x * 255).round()
+    np.testing.assert_allclose(b.reconstruct(raw, raw=True), b.reconstruct(raw / 255) * 255, rtol=1e-5)
+    # an odd size: the runtime reflect-pads to 20 x 16, PyTorch on the same padded input agrees
+    odd = images(2, seed=12, h=18, w=13)
+    padded = np.pad(odd, ((0, 0), (0, 0), (0, 2), (0, 3)), mode="reflect")
+    with torch.no_grad():
+        want = model(torch.from_numpy(padded))["x_hat"].numpy()[:, :, :18, :13]
+    np.testing.assert_allclose(b.reconstruct(odd), want, atol=1e-5)
+    with pytest.raises(rt.InputShapeError, match="multiples of 4"):
+        b.encode(odd)
