@@ -6,6 +6,7 @@ import typer
 
 from .classify import classify_cli
 from .evaluate import eval_cli, sample_cli
+from .export import export_cli
 from .info import info_cli
 from .train import train_cli
 
@@ -29,6 +30,8 @@ app.command("train", help="Train an autoencoder (config.toml plus section.key=va
     train_cli)
 app.command("eval", help="Evaluate a trained run: metrics next to PCA, pictures in RUN/eval.")(eval_cli)
 app.command("sample", help="Draw a grid of generated examples from a trained run.")(sample_cli)
+app.command("export", help="Export a trained run to validated ONNX files (and a Triton repository).")(
+    export_cli)
 app.command("classify", help="Fine-tune a classifier on a few labels from a trained encoder.")(
     classify_cli)
 
