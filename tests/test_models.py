@@ -25,6 +25,7 @@ KIND_CASES = {
     "vae": ((20,), dict(latent_dim=3, hidden=[12])),
     "stacked": ((20,), dict(widths=[12, 6], level=0.2)),
     "lstm": ((7, 3), dict(hidden_size=8, code_size=4)),
+    "resconv": ((1, 8, 10), dict(features=6, depth=2)),
 }
 # Other variants run through the same contract.
 VARIANTS = {
@@ -46,6 +47,8 @@ VARIANTS = {
                                                   likelihood="gaussian", batchnorm=True)),
     "stacked-bce-untied": ("stacked", (20,), dict(widths=[10, 5], loss="bce", tied=False,
                                                   finetune_corruption=True)),
+    "resconv-rgb-hw": ("resconv", (3, 6, 8), dict(features=5, depth=0, clip=False)),
+    "resconv-2d": ("resconv", (6, 4), dict(features=4, depth=1)),
     "lstm-1d-gaussian": ("lstm", (9,), dict(hidden_size=6, code_size=2, num_layers=2,
                                             loss="gaussian_nll")),
 }
@@ -433,3 +436,21 @@ def test_bad_configs_list_the_valid_choices():
         make_config("deep", {"widths": [8, 0]})
     with pytest.raises(ValueError, match="valid: kl, l1"):
         make_config("sparse", {"penalty": "l2"})
+
+
+def test_resconv_trains_on_blind_noise_of_per_example_levels():
+    model = build("resconv", (1, 16, 16), dict(features=4, depth=1, sigma_max=0.2))
+    x = torch.full((64, 1, 16, 16), 0.5)
+    noisy = model.add_noise(x, step=7)
+    sigmas = (noisy - x).flatten(1).std(1)
+    assert 0.0 <= sigmas.min() < 0.05 and 0.15 < sigmas.max() <= 0.21  # spread over [0, 0.2]
+    torch.testing.assert_close(noisy, model.add_noise(x, step=7))  # (seed, step) reproducible
+    assert not torch.equal(noisy, model.add_noise(x, step=8))
+    assert model.add_noise(torch.ones(4, 1, 16, 16), 1).max() <= 1.0  # clipped like a saved image
+    # Zero noise estimate: the identity, so training starts from "do no harm" plus learning.
+    torch.nn.init.zeros_(model.noise.weight)
+    torch.nn.init.zeros_(model.noise.bias)
+    y = torch.rand(2, 1, 16, 16)
+    torch.testing.assert_close(model.decode(model.encode(y)), y)
+    with pytest.raises(ValueError, match="even height and width"):
+        create_model("resconv", (1, 9, 10))

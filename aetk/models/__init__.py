@@ -13,6 +13,7 @@ Importing this package registers every built-in kind:
 | `vae`         | vae.py          | MLP or conv VAE with `ops.reparameterize`                 |
 | `stacked`     | stacked.py      | stacked denoising AE with greedy layer-wise pretraining   |
 | `lstm`        | lstm.py         | sequence autoencoder for (T, F) time series               |
+| `resconv`     | resconv.py      | residual conv denoiser for blind Gaussian noise (FFDNet-like) |
 
 `Classifier` (classifier.py) puts a linear head on any model's codes.
 """
@@ -21,7 +22,7 @@ from aetk.models.base import Autoencoder
 from aetk.models.registry import MODELS, create_model, model_names, register_model
 
 # Kind modules, imported for their @register_model side effect.
-from aetk.models import mlp, conv, denoising, contractive, vae, stacked, lstm  # noqa: E402,F401,I001
+from aetk.models import mlp, conv, denoising, contractive, vae, stacked, lstm, resconv  # noqa: E402,F401,I001
 from aetk.models.classifier import Classifier  # noqa: E402
 
 __all__ = ["MODELS", "Autoencoder", "Classifier", "create_model", "model_names", "register_model"]

@@ -1,0 +1,96 @@
+"""Residual convolutional denoising autoencoder for blind Gaussian noise (kind ``resconv``).
+
+After FFDNet (Zhang, Zuo & Zhang, "FFDNet: toward a fast and flexible solution for CNN
+based image denoising", 2018) without the noise-level map, and DnCNN's residual learning
+(Zhang et al., 2017): the network works at half resolution on the four pixel-unshuffled
+sub-images, so a conv layer costs a quarter of its full-resolution price, and it estimates
+the noise, which is subtracted:
+
+    u = unshuffle_2(x)                                   (B, 4C, H/2, W/2)
+    h = relu(conv(u)), then `depth` x relu(conv(h))      (B, F, H/2, W/2)
+    z = [u, h]                                           the code: the image and its features
+    x_hat = shuffle_2(u - conv(h))
+
+Training corrupts each clean example with Gaussian noise of its own sigma, drawn uniformly
+from [0, sigma_max] (blind: one model for every level), clipped to the data range as a
+saved 8-bit image would be; the loss is the squared error against the clean example.
+Fully convolutional: any H x W that are multiples of 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aetk.models import losses
+from aetk.models.base import Autoencoder
+from aetk.models.layers import check_nonnegative, check_positive_int, derive_seed, image_shape
+from aetk.models.registry import register_model
+from aetk.ops.random import normal, random_words
+
+SIGMA_STREAM, NOISE_STREAM = 2, 3  # seed sub-streams of the per-example level and the noise
+
+
+@register_model("resconv")
+class ResidualConvDenoiser(Autoencoder):
+    @dataclass
+    class Config:
+        features: int = 32
+        depth: int = 8  # hidden conv layers after the first
+        sigma_max: float = 55 / 255  # in model units (data scaled to [0, 1])
+        clip: bool = True  # clip noisy inputs to [0, 1], as saved images are
+
+        def __post_init__(self):
+            check_positive_int("features", self.features)
+            check_positive_int("depth", self.depth, allow_zero=True)
+            check_nonnegative("sigma_max", self.sigma_max)
+
+    def __init__(self, config: Config, input_shape):
+        super().__init__(config, input_shape)
+        c = config
+        self.image_shape = image_shape(self.input_shape, "resconv")
+        ch, h, w = self.image_shape
+        if h % 2 or w % 2:
+            raise ValueError(f"model 'resconv' needs even height and width, got {h}x{w}")
+        layers: list[nn.Module] = [nn.Conv2d(4 * ch, c.features, 3, padding=1), nn.ReLU()]
+        for _ in range(c.depth):
+            layers += [nn.Conv2d(c.features, c.features, 3, padding=1), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.noise = nn.Conv2d(c.features, 4 * ch, 3, padding=1)
+        self.channels = ch
+
+    @property
+    def spatial_multiple(self) -> int | None:
+        return 2
+
+    def encode(self, x: Tensor) -> Tensor:
+        if len(self.input_shape) == 2:
+            x = x.unsqueeze(1)
+        u = F.pixel_unshuffle(x, 2)
+        return torch.cat([u, self.body(u)], dim=1)
+
+    def decode(self, z: Tensor) -> Tensor:
+        u, h = z[:, :4 * self.channels], z[:, 4 * self.channels:]
+        out = F.pixel_shuffle(u - self.noise(h), 2)
+        return out.squeeze(1) if len(self.input_shape) == 2 else out
+
+    def add_noise(self, x: Tensor, step: int) -> Tensor:
+        """x plus Gaussian noise of a per-example sigma in [0, sigma_max], from (seed, step)."""
+        b = x.shape[0]
+        words = random_words(b, derive_seed(self.seed, SIGMA_STREAM), int(step), x.device)
+        sigma = (words >> 8).to(x.dtype) * (2.0 ** -24) * self.config.sigma_max
+        n = normal(x.numel(), derive_seed(self.seed, NOISE_STREAM), int(step), x.device).to(x.dtype)
+        noisy = x + sigma.view(b, *([1] * (x.dim() - 1))) * n.view_as(x)
+        return noisy.clamp(0.0, 1.0) if self.config.clip else noisy
+
+    def forward(self, x: Tensor, *, target: Tensor | None = None, step: int = 0) -> dict[str, Tensor]:
+        # Like a VAE's sampling, the corruption is part of the model in both modes, so the
+        # validation loss measures denoising, reproducibly through (seed, step).
+        target = x if target is None else target
+        z = self.encode(self.add_noise(x, step))
+        x_hat = self.decode(z)
+        recon = losses.mse(x_hat, target)
+        return {"x_hat": x_hat, "z": z, "recon": recon, "loss": recon}
