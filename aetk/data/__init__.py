@@ -7,7 +7,7 @@ CSV, the normalization stored with a model, and named built-in datasets.
 See aetk/data/config.py for the options.
 """
 
-from aetk.data.base import DataError
+from aetk.data.source import DataError
 from aetk.data.config import DataConfig
 from aetk.data.loading import LoadedData, load_data
 from aetk.normalization import Normalization

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from aetk.data.base import CHUNK_BYTES, DataError, Source, _count
+from aetk.data.source import CHUNK_BYTES, DataError, Source, _count
 from aetk.data.config import DataConfig
 
 X_KEYS = ("x", "X", "data", "x_train", "X_train")
@@ -142,6 +142,19 @@ def check_values(x: np.ndarray, name: str) -> tuple[float, float]:
     return lo, hi
 
 
+def stream_bounds(dtype: np.dtype) -> tuple[float, float]:
+    """Value bounds that stand in for ``check_values`` on streamed data (a full pass that
+    also rejects NaN): the nominal range of bool, uint8 and uint16 data, else [0, 1]. A
+    stream's reader takes its normalization from a model, not from these bounds, and
+    skips non-finite rows itself."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return 0.0, 1.0
+    if dtype.kind == "u" and dtype.itemsize <= 2:
+        return 0.0, float(np.iinfo(dtype).max)
+    return 0.0, 1.0
+
+
 def unit_scale_for(dtype: np.dtype, lo: float, hi: float) -> tuple[str, float, bool]:
     """(what normalize="auto" means, the unit-scaling divisor, whether that divisor is the
     data's nominal maximum) for values of `dtype` within [lo, hi]."""
@@ -203,9 +216,11 @@ def image_layout(shape: tuple[int, ...], name: str) -> tuple[int, ...]:
 
 
 def array_source(x: np.ndarray, y: np.ndarray | None, name: str, cfg: DataConfig,
-                 like: Source | None, *, image: bool = False) -> Source:
+                 like: Source | None, *, image: bool = False,
+                 value_bounds: tuple[float, float] | None = None) -> Source:
     """An ArraySource (or WindowSource with data.sequence_length) for x and labels y;
-    `image` marks data that is images by nature (IDX, built-ins)."""
+    `image` marks data that is images by nature (IDX, built-ins); `value_bounds` spares
+    the scan of x for its range (streamed data)."""
     if x.ndim == 1:
         x = x.reshape(-1, 1)
     if len(x) == 0:
@@ -224,13 +239,14 @@ def array_source(x: np.ndarray, y: np.ndarray | None, name: str, cfg: DataConfig
                 raise DataError(f"{name} holds sequences of length {x.shape[1]} (shape {x.shape}), "
                                 f"but data.sequence_length={cfg.sequence_length}")
         elif x.ndim == 2:
-            rows = ArraySource(x, labels, name=name, classes=classes, num_classes=num_classes)
+            rows = ArraySource(x, labels, name=name, classes=classes, num_classes=num_classes,
+                               value_bounds=value_bounds)
             return WindowSource(rows, cfg.sequence_length)
         else:
             raise DataError(f"data.sequence_length needs (rows, features) or (N, T, F) data, but "
                             f"{name} has shape {x.shape}")
     return ArraySource(x, labels, name=name, example_shape=shape, transform=transform,
-                       classes=classes, num_classes=num_classes)
+                       classes=classes, num_classes=num_classes, value_bounds=value_bounds)
 
 
 def _load(path: Path, **kw) -> Any:
@@ -249,12 +265,53 @@ def _pick(keys: list[str], wanted: tuple[str, ...]) -> str | None:
     return next((k for k in wanted if k in keys), None)
 
 
-def read_arrays(path: Path, cfg: DataConfig, like: Source | None) -> tuple[Source, Source | None]:
-    """.npy (memory-mapped) or .npz (arrays named as in the module doc)."""
+def _forward_member(path: Path, key: str) -> Any:
+    """The .npz member `key` read front to back (a ForwardArray), or None when it cannot
+    be (Fortran order, non-numeric values): then it is loaded whole."""
+    from aetk.data.forward import BinaryRows, ForwardArray
+
+    def open_member() -> tuple[zipfile.ZipFile, Any, tuple, bool, np.dtype]:
+        zf = zipfile.ZipFile(path)
+        try:
+            f = zf.open(key + ".npy")
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+        except Exception:
+            zf.close()
+            raise
+        return zf, f, shape, fortran, dtype
+
+    try:
+        zf, f, shape, fortran, dtype = open_member()
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path} is not a readable .npz file: {exc}") from exc
+    zf.close()
+    if fortran or dtype.hasobject or dtype.kind not in "biuf" or len(shape) == 0:
+        return None
+    name = f"{path}[{key}]"
+
+    def open_rows() -> BinaryRows:
+        zf, f, *_ = open_member()
+        rows = BinaryRows(f, dtype, tuple(shape[1:]), name)
+        rows.close = lambda: (f.close(), zf.close())  # the member, then its archive
+        return rows
+
+    return ForwardArray(open_rows, shape, dtype, name)
+
+
+def read_arrays(path: Path, cfg: DataConfig, like: Source | None, stream: bool = False
+                ) -> tuple[Source, Source | None]:
+    """.npy (memory-mapped) or .npz (arrays named as in the module doc); with `stream`,
+    .npz examples are read front to back instead of loaded whole."""
     name = str(path)
     if path.suffix.lower() != ".npz":
         x = _load(path, mmap_mode="r")
-        return array_source(x, None, name, cfg, like), None
+        src = array_source(x, None, name, cfg, like,
+                           value_bounds=stream_bounds(x.dtype) if stream else None)
+        src.origin = {"format": "npy", "file": path.name}
+        return src, None
     with _load(path) as npz:
         keys = list(npz.files)
         if not keys:
@@ -265,8 +322,16 @@ def read_arrays(path: Path, cfg: DataConfig, like: Source | None) -> tuple[Sourc
                             f"{', '.join(X_KEYS)} (labels: {', '.join(Y_KEYS)})")
         yk, xtk, ytk = _pick(keys, Y_KEYS), _pick(keys, X_TEST_KEYS), _pick(keys, Y_TEST_KEYS)
         # .npz members are (usually compressed) zip entries: they cannot be memory-mapped.
-        x, y = npz[xk], (npz[yk] if yk else None)
-        xt, yt = (npz[xtk], npz[ytk] if ytk else None) if xtk else (None, None)
-    train = array_source(x, y, f"{name}[{xk}]", cfg, like)
-    test = array_source(xt, yt, f"{name}[{xtk}]", cfg, like or train) if xt is not None else None
+        member = (lambda k: _forward_member(path, k) or npz[k]) if stream else (lambda k: npz[k])
+        x, y = member(xk), (npz[yk] if yk else None)
+        xt, yt = (member(xtk), npz[ytk] if ytk else None) if xtk else (None, None)
+
+    def source(a: Any, labels: Any, key: str, like: Source | None) -> Source:
+        src = array_source(a, labels, f"{name}[{key}]", cfg, like,
+                           value_bounds=stream_bounds(a.dtype) if stream else None)
+        src.origin = {"format": "npz", "file": path.name, "key": key}
+        return src
+
+    train = source(x, y, xk, like)
+    test = source(xt, yt, xtk, like or train) if xt is not None else None
     return train, test

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from aetk.data.arrays import array_source
-from aetk.data.base import SPLIT_SEED, DataError, Source
+from aetk.data.source import SPLIT_SEED, DataError, Source
 from aetk.data.config import DataConfig
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -19,7 +19,7 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 DIGITS_TEST_FRACTION = 0.2
 
 
-def fashion_mnist(cfg: DataConfig, like: Source | None) -> tuple[Source, Source]:
+def fashion_mnist(cfg: DataConfig, like: Source | None, stream: bool = False) -> tuple[Source, Source]:
     from aetk.data.idx import read_idx_data
 
     folder = FASHION_MNIST_DIR
@@ -29,14 +29,15 @@ def fashion_mnist(cfg: DataConfig, like: Source | None) -> tuple[Source, Source]
             f"Fashion-MNIST is not installed: {', '.join(missing)} missing in {folder}; install it "
             f"with `apt-get install dataset-fashion-mnist` (or point data.path at a folder holding "
             f"the four IDX files)")
-    train, test = read_idx_data(folder, cfg, like)
+    train, test = read_idx_data(folder, cfg, like, stream)
     for s in (train, test):
         s.classes, s.num_classes = list(FASHION_MNIST_CLASSES), len(FASHION_MNIST_CLASSES)
     train.name, test.name = "fashion-mnist (train)", "fashion-mnist (t10k)"
     return train, test
 
 
-def digits(cfg: DataConfig, like: Source | None) -> tuple[Source, Source]:
+def digits(cfg: DataConfig, like: Source | None, stream: bool = False) -> tuple[Source, Source]:
+    # `stream` changes nothing: 1797 8x8 images are held in memory.
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from aetk.data.arrays import array_source
-from aetk.data.base import DataError, Source
+from aetk.data.arrays import array_source, stream_bounds
+from aetk.data.source import DataError, Source
 from aetk.data.config import DataConfig
 
 # type code -> big-endian dtype
@@ -61,10 +61,14 @@ def idx_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...]]:
     return dtype, dims
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """The array in an IDX file (memory-mapped when raw), with sizes validated."""
+def read_idx(path: str | Path, stream: bool = False) -> np.ndarray:
+    """The array in an IDX file (memory-mapped when raw), with sizes validated. With
+    ``stream``, a gzipped file is read front to back instead of decompressed into memory
+    (a ForwardArray: a truncated file shows when its end is read)."""
     path = Path(path)
     gz = is_gzip(path)
+    if gz and stream:
+        return _forward_idx(path)
     if gz:
         try:
             with gzip.open(path, "rb") as f:
@@ -92,6 +96,22 @@ def read_idx(path: str | Path) -> np.ndarray:
     if gz:
         return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims)
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=dims)
+
+
+def _forward_idx(path: Path):
+    from aetk.data.forward import BinaryRows, ForwardArray
+
+    dtype, dims = idx_header(path)
+    if 0 in dims:
+        raise DataError(f"no examples found in {path} (its IDX header announces shape {dims})")
+    offset = 4 + 4 * len(dims)
+
+    def open_rows() -> BinaryRows:
+        f = gzip.open(path, "rb")
+        f.read(offset)
+        return BinaryRows(f, dtype, tuple(dims[1:]), str(path))
+
+    return ForwardArray(open_rows, dims, dtype, str(path))
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:
@@ -136,8 +156,8 @@ def is_idx_folder(folder: Path) -> bool:
     return any(p.is_file() and IDX_NAME.search(p.name) for p in folder.iterdir())
 
 
-def _source(images: Path, cfg: DataConfig, like: Source | None) -> Source:
-    x = read_idx(images)
+def _source(images: Path, cfg: DataConfig, like: Source | None, stream: bool = False) -> Source:
+    x = read_idx(images, stream=stream)
     if x.ndim == 1:
         raise DataError(f"{images} holds a 1-D array of {x.shape[0]} values, like a labels file; "
                         f"point data.path at the images file (e.g. train-images-idx3-ubyte.gz)")
@@ -149,15 +169,19 @@ def _source(images: Path, cfg: DataConfig, like: Source | None) -> Source:
             raise DataError(f"labels file {lab} holds shape {y.shape} but images file {images} "
                             f"holds {len(x)} examples; expected ({len(x)},)")
         y = np.asarray(y, dtype=np.int64)
-    return array_source(x, y, str(images), cfg, like, image=x.ndim == 3)
+    src = array_source(x, y, str(images), cfg, like, image=x.ndim == 3,
+                       value_bounds=stream_bounds(x.dtype) if stream else None)
+    src.origin = {"format": "idx", "file": images.name, "gzip": is_gzip(images)}
+    return src
 
 
-def read_idx_data(path: Path, cfg: DataConfig, like: Source | None) -> tuple[Source, Source | None]:
+def read_idx_data(path: Path, cfg: DataConfig, like: Source | None, stream: bool = False
+                  ) -> tuple[Source, Source | None]:
     if path.is_dir():
         train, test = find_idx_images(path)
         if train is None:
             raise DataError(f"no examples found in {path}: no IDX images file such as "
                             f"train-images-idx3-ubyte[.gz] there")
-        src = _source(train, cfg, like)
-        return src, (_source(test, cfg, like or src) if test is not None and test != train else None)
-    return _source(path, cfg, like), None
+        src = _source(train, cfg, like, stream)
+        return src, (_source(test, cfg, like or src, stream) if test is not None and test != train else None)
+    return _source(path, cfg, like, stream), None

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from aetk.data.base import DataError, Source
+from aetk.data.source import DataError, Source
 from aetk.data.config import DataConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -135,6 +135,7 @@ class ImageFolderSource(Source):
     auto_norm = "unit"
     nominal_scale = True
     raw_min = 0.0
+    origin = {"format": "images"}  # each item's path, relative to the folder, says the rest
 
     def __init__(self, root: str, paths: list[str], labels: np.ndarray, classes: list[str] | None,
                  channels: int, depth_max: float, size: tuple[int, int] | None, resize: str,
@@ -162,7 +163,9 @@ def _walk(root: Path):
                 yield Path(dirpath) / f
 
 
-def read_image_folder(path: Path, cfg: DataConfig, like: Source | None) -> tuple[Source, None]:
+def read_image_folder(path: Path, cfg: DataConfig, like: Source | None, stream: bool = False
+                      ) -> tuple[Source, None]:
+    # `stream` changes nothing: a folder source always decodes one image per get.
     Image = _pil()
     root = path
     size = _size_arg(cfg.image_size)

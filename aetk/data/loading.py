@@ -14,13 +14,17 @@ import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from torch.utils.data import Dataset
+from typing import TYPE_CHECKING
 
-from aetk.data.base import CHUNK_BYTES, DataError, Source, SourceDataset
+import numpy as np
+
 from aetk.data.builtin import BUILTINS, builtin_name
 from aetk.data.config import DataConfig
+from aetk.data.source import CHUNK_BYTES, DataError, Source
 from aetk.normalization import Moments, Normalization
+
+if TYPE_CHECKING:  # torch is imported by load_data only: read_source serves torch-free code
+    from torch.utils.data import Dataset
 
 FORMATS = ("auto", "idx", "images", "npy", "npz", "csv", "builtin")
 NORMALIZE = ("auto", "unit", "standardize", "none")
@@ -126,13 +130,17 @@ def detect_format(path: Path) -> str:
                     f"set data.format to one of {', '.join(f for f in FORMATS if f != 'auto')}")
 
 
-def read_source(path: str, cfg: DataConfig, like: Source | None = None, what: str = "data.path"
-                ) -> tuple[Source, Source | None, str]:
-    """(source, the source's own test split or None, a description of where it came from)."""
+def read_source(path: str, cfg: DataConfig, like: Source | None = None, what: str = "data.path",
+                stream: bool = False) -> tuple[Source, Source | None, str]:
+    """(source, the source's own test split or None, a description of where it came from).
+
+    ``stream=True`` is for one pass in order over data of any size (``aetk compress``):
+    arrays that cannot be memory-mapped (gzipped IDX, .npz members, CSV) are read front to
+    back instead of loaded whole, and values are not scanned for their range."""
     p = Path(path).expanduser()
     name = builtin_name(path) if cfg.format in ("auto", "builtin") else None
     if name is not None and not p.exists():
-        train, test = BUILTINS[name](cfg, like)
+        train, test = BUILTINS[name](cfg, like, stream)
         return train, test, name
     if cfg.format == "builtin":
         raise ValueError(f"{what}={path!r} is not a built-in dataset; those are {', '.join(BUILTINS)}")
@@ -146,7 +154,7 @@ def read_source(path: str, cfg: DataConfig, like: Source | None = None, what: st
         raise DataError(f"{what}={path!r} is a file, but data.format='images' reads a folder of images")
     if p.is_file() and p.stat().st_size == 0:
         raise DataError(f"no examples found in {p} (the file is empty)")
-    train, test = _readers()[fmt](p, cfg, like)
+    train, test = _readers()[fmt](p, cfg, like, stream)
     return train, test, f"{'npy' if fmt == 'npz' else fmt} {p}"
 
 
@@ -173,6 +181,8 @@ def fit_normalization(kind: str, src: Source, idx: np.ndarray) -> Normalization:
 
 def load_data(cfg: DataConfig) -> LoadedData:
     """Read cfg.path (and cfg.test_path) into normalized train/test datasets."""
+    from aetk.data.base import SourceDataset
+
     cfg = check_config(cfg)
     train_src, test_src, source = read_source(cfg.path, cfg)
     skipped = list(train_src.skipped)
