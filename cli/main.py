@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .classify import classify_cli
+from .denoise import denoise_cli
 from .evaluate import eval_cli, sample_cli
 from .export import export_cli
 from .info import info_cli
@@ -32,6 +33,8 @@ app.command("eval", help="Evaluate a trained run: metrics next to PCA, pictures 
 app.command("sample", help="Draw a grid of generated examples from a trained run.")(sample_cli)
 app.command("export", help="Export a trained run to validated ONNX files (and a Triton repository).")(
     export_cli)
+app.command("denoise", help="Denoise images (files and folders) with the shipped model or your own.")(
+    denoise_cli)
 app.command("classify", help="Fine-tune a classifier on a few labels from a trained encoder.")(
     classify_cli)
 

@@ -1,0 +1,22 @@
+"""``aetk denoise``: batch-denoise images with an exported model (the shipped one by default).
+
+| module         | what                                                                  |
+|----------------|-----------------------------------------------------------------------|
+| files.py       | which files to denoise and where each output goes, safely             |
+| imagefiles.py  | images to float planes and back, in the input's mode and bit depth   |
+| tiling.py      | overlapping tiles blended with a smooth window                        |
+| denoiser.py    | the model (aetk.runtime) on tiles, per channel or per colour image    |
+| pipeline.py    | worker threads for decoding and encoding around the model             |
+| photos.py      | the offline photographs the shipped model is trained and tested on    |
+
+The shipped model, ``models/blind-gaussian.onnx``, is a ``resconv`` model (aetk/models/resconv.py)
+for blind Gaussian noise, sigma 0-55 on the 0-255 scale; the README gives the commands that
+reproduce it.
+"""
+
+from aetk.denoise.denoiser import SHIPPED_MODEL, Denoiser, DenoiserError, load_denoiser
+from aetk.denoise.files import DenoiseInputError
+from aetk.denoise.pipeline import Summary, denoise_paths
+
+__all__ = ["SHIPPED_MODEL", "DenoiseInputError", "Denoiser", "DenoiserError", "Summary", "denoise_paths",
+           "load_denoiser"]

@@ -1,0 +1,148 @@
+"""The denoising model behind ``aetk denoise``: an exported autoencoder graph run through
+``aetk.runtime`` on overlapping tiles.
+
+    den = load_denoiser()                      # the shipped blind Gaussian denoiser
+    den = load_denoiser("out/")                # an export folder, an .onnx file or a run folder
+    clean = den.denoise(planes)                # (C, H, W) float32 in [0, 1] -> same shape
+
+Models with one input channel (like the shipped one) denoise each colour channel as its own
+grayscale image; models with C channels take C-channel images (a grayscale image is repeated
+C times and the result averaged back). A model with a second input named ``sigma`` is
+non-blind: it gets the noise level (``--sigma``, on the 0-255 scale) as a (batch, 1) input.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aetk.denoise.tiling import Blender, pad_to, tile_shape
+
+SHIPPED_MODEL = Path(__file__).parent / "models" / "blind-gaussian.onnx"
+DEFAULT_TILE = 256
+DEFAULT_OVERLAP = 32
+
+
+class DenoiserError(ValueError):
+    """A model that cannot denoise images as asked."""
+
+
+def resolve_model(model: str | Path | None, device: str = "auto") -> Path:
+    """The autoencoder .onnx to run: the shipped model, a file, an export folder, or a run
+    folder (exported on the fly into a temporary folder; needs torch)."""
+    if model is None:
+        if not SHIPPED_MODEL.is_file():
+            raise DenoiserError(f"the shipped model {SHIPPED_MODEL} is missing from this installation")
+        return SHIPPED_MODEL
+    p = Path(model)
+    if not p.exists():
+        raise DenoiserError(f"--model {p} does not exist (expected an .onnx file, an export folder "
+                            f"or a run folder)")
+    if p.is_file():
+        return p
+    if (p / "autoencoder.onnx").is_file():
+        return p / "autoencoder.onnx"
+    if (p / "model.safetensors").is_file():
+        from aetk.export import export_run
+
+        out = Path(tempfile.mkdtemp(prefix="aetk-denoise-export-"))
+        export_run(p, out)
+        return out / "autoencoder.onnx"
+    raise DenoiserError(f"--model {p} is a folder without autoencoder.onnx (an `aetk export` folder) "
+                        f"or model.safetensors (an `aetk train` run)")
+
+
+class Denoiser:
+    def __init__(self, path: Path, device: str = "auto", threads: int | None = None, batch_size: int = 8,
+                 tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, sigma: float | None = None):
+        import aetk.runtime as rt
+
+        self.path = path
+        self.session = rt.load_model(path, device=device, threads=threads, batch_size=batch_size)
+        meta = self.session.metadata
+        if meta.graph != "autoencoder":
+            raise DenoiserError(f"{path} is the {meta.graph} graph; denoising needs autoencoder.onnx")
+        if meta.layout not in ("NCHW", "NHW"):
+            raise DenoiserError(f"{path} is a {meta.kind} model for {meta.layout} data, not images")
+        self.meta = meta
+        self.channels = meta.input_shape[0] if meta.layout == "NCHW" else 1
+        self.multiple = meta.spatial_multiple if meta.dynamic_spatial else 0
+        fixed = None if meta.dynamic_spatial else tuple(meta.input_shape[-2:])
+        if fixed is not None:
+            tile = fixed[0]
+            if fixed[0] != fixed[1]:
+                raise DenoiserError(f"{path} takes only {fixed[0]}x{fixed[1]} inputs; aetk tiles with square tiles")
+        elif tile % self.multiple:
+            raise DenoiserError(f"--tile must be a multiple of {self.multiple} for this model, got {tile}")
+        if not 0 <= overlap < tile // 2 + 1:
+            raise DenoiserError(f"--overlap must be between 0 and half the tile ({tile // 2}), got {overlap}")
+        self.fixed, self.tile, self.overlap = fixed, int(tile), int(overlap)
+        self.batch_size = int(batch_size)
+        self.non_blind = "sigma" in self.session.input_names
+        if self.non_blind and sigma is None:
+            raise DenoiserError(f"{path} is a non-blind model: give the noise level with --sigma")
+        self.sigma = None if sigma is None else float(sigma)
+        from aetk.normalization import Normalization
+
+        self.norm = Normalization.from_dict(meta.normalization)
+        # Pixels in [0, 1] -> the model's raw data scale (8-bit data for standardized models).
+        self.raw_scale = self.norm.scale if self.norm.kind == "unit" else (255.0 if self.norm.kind == "standardize" else 1.0)
+
+    @property
+    def blind(self) -> bool:
+        return not self.non_blind
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        x = self.norm.apply(batch * self.raw_scale).astype(np.float32)
+        if self.meta.layout == "NHW":
+            x = x[:, 0]
+        feeds: dict[str, Any] = {self.session.input_names[0]: x}
+        if self.non_blind:
+            feeds["sigma"] = np.full((len(x), 1), self.sigma / 255.0, np.float32)
+        y = self.session.run(feeds)[self.session.output_names[0]]
+        if self.meta.layout == "NHW":
+            y = y[:, None]
+        return self.norm.invert(y) / self.raw_scale
+
+    def denoise(self, planes: np.ndarray) -> np.ndarray:
+        """(C, H, W) float32 in [0, 1] -> denoised, same shape."""
+        c, h, w = planes.shape
+        if self.channels == 1:
+            images = planes[:, None]  # each channel its own grayscale image
+        elif c == self.channels:
+            images = planes[None]
+        elif c == 1:
+            images = np.repeat(planes[None], self.channels, axis=1)
+        else:
+            raise DenoiserError(f"{self.path} takes {self.channels}-channel images; this image has {c}")
+        th, tw = self.fixed or tile_shape((h, w), self.tile, self.multiple or 1)
+        padded = pad_to(images, (max(h, th), max(w, tw)))
+        ph, pw = padded.shape[-2:]
+        blend = Blender(images.shape[0] * images.shape[1], (ph, pw), (th, tw), self.overlap)
+        positions = blend.positions()
+        n_img = images.shape[0]
+        # Tiles of all channels at all positions, a batch at a time: memory bounded by the batch.
+        work = [(i, y, x) for (y, x) in positions for i in range(n_img)]
+        for s in range(0, len(work), self.batch_size):
+            chunk = work[s:s + self.batch_size]
+            batch = np.stack([padded[i, :, y:y + th, x:x + tw] for i, y, x in chunk])
+            out = self._run(batch)
+            for (i, y, x), o in zip(chunk, out):
+                blend.add(slice(i * self.channels, (i + 1) * self.channels), y, x, o)
+        result = blend.result().reshape(n_img, images.shape[1], ph, pw)[..., :h, :w]
+        if self.channels == 1:
+            return result[:, 0]
+        if c == 1 and self.channels > 1:
+            return result[0].mean(axis=0, keepdims=True)
+        return result[0]
+
+
+def load_denoiser(model: str | Path | None = None, device: str = "auto", **kwargs) -> Denoiser:
+    return Denoiser(resolve_model(model, device), device=device, **kwargs)
+
+
+__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "SHIPPED_MODEL", "Denoiser", "DenoiserError", "load_denoiser",
+           "resolve_model"]

@@ -1,0 +1,164 @@
+"""Reading images into float planes and writing results back in the input's own mode.
+
+    img = read_image(path, max_pixels)          # DecodedImage: (C, H, W) float32 in [0, 1]
+    write_image(out_path, img, denoised, fmt)   # same mode and bit depth, alpha untouched
+
+Modes kept as they are: L, LA, RGB, RGBA (8-bit) and I;16 (16-bit grayscale). Others are
+converted on reading and written in the converted mode: P/PA (palette) to RGB/RGBA, 1
+(bilevel) to L, CMYK/YCbCr to RGB; 32-bit integer images holding 16-bit values to I;16.
+EXIF orientation is applied on reading (the output is stored upright, without the tag); the
+ICC profile and the rest of the EXIF data are passed on. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
+              ".bmp": "BMP", ".webp": "WEBP"}
+FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "tiff": ".tif", "tif": ".tif", "bmp": ".bmp",
+           "webp": ".webp"}
+SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default limit
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be read as an image (corrupt, truncated, not an image, too large)."""
+
+
+@dataclass
+class DecodedImage:
+    path: Path
+    planes: np.ndarray  # (C, H, W) float32 in [0, 1]: the colour channels
+    mode: str  # the mode written back: L, LA, RGB, RGBA or I;16
+    format: str  # Pillow format name of the input
+    alpha: np.ndarray | None = None  # (H, W), passed through untouched
+    info: dict[str, Any] = field(default_factory=dict)  # exif / icc_profile to pass on
+    converted_from: str | None = None  # the original mode, when it was converted
+
+    @property
+    def bits(self) -> int:
+        return 16 if self.mode == "I;16" else 8
+
+    @property
+    def megapixels(self) -> float:
+        return self.planes.shape[1] * self.planes.shape[2] / 1e6
+
+
+def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # We check the size ourselves below, with a message naming the file and the option.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageReadError(
+                    f"{path}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} "
+                    f"(a guard against decompression bombs; raise it with --max-pixels)")
+            fmt = im.format or "PNG"
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            info = {k: im.info[k] for k in ("icc_profile", "exif") if im.info.get(k)}
+            return _decode(path, im, fmt, info)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path}: refused as a possible decompression bomb ({exc}); "
+                             f"raise the limit with --max-pixels") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(f"{path}: not an image Pillow can read") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated / corrupt data
+        raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from exc
+
+
+def _decode(path: Path, im, fmt: str, info: dict[str, Any]) -> DecodedImage:
+    original = im.mode
+    converted = None
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA" if (im.mode == "PA" or "transparency" in im.info) else "RGB")
+    elif im.mode == "1":
+        im = im.convert("L")
+    elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+    elif im.mode == "La":
+        im = im.convert("LA")
+    elif im.mode == "RGBa":
+        im = im.convert("RGBA")
+    if im.mode != original:
+        converted = original
+    mode = im.mode
+    a = np.asarray(im)
+    if mode in ("I;16", "I;16L", "I;16B", "I"):
+        a = a.astype(np.int64)
+        if a.min() < 0 or a.max() > 65535:
+            raise ImageReadError(f"{path}: 32-bit integer image with values outside 0..65535 is not supported")
+        if mode != "I;16":
+            converted = original if mode != "I;16L" and mode != "I;16B" else None
+        return DecodedImage(path, (a.astype(np.float32) / 65535.0)[None], "I;16", fmt, None, info, converted)
+    if mode == "F":
+        raise ImageReadError(f"{path}: floating-point images (mode F) are not supported")
+    if mode not in ("L", "LA", "RGB", "RGBA"):
+        raise ImageReadError(f"{path}: image mode {mode} is not supported")
+    a = a.reshape(a.shape[0], a.shape[1], -1)
+    alpha = a[..., -1].copy() if mode in ("LA", "RGBA") else None
+    color = a[..., :-1] if alpha is not None else a
+    planes = np.moveaxis(color, -1, 0).astype(np.float32) / 255.0
+    return DecodedImage(path, np.ascontiguousarray(planes), mode, fmt, alpha, info, converted)
+
+
+def encode(img: DecodedImage, planes: np.ndarray, fmt: str):
+    """A PIL image of ``planes`` (C, H, W, in [0, 1]) in the input's mode, for format ``fmt``."""
+    from PIL import Image
+
+    planes = np.clip(planes, 0.0, 1.0)
+    if img.mode == "I;16" and fmt in SIXTEEN_BIT_FORMATS:
+        return Image.fromarray(np.rint(planes[0] * 65535.0).astype(np.uint16))  # mode I;16
+    u8 = np.rint(planes * 255.0).astype(np.uint8)
+    hwc = np.moveaxis(u8, 0, -1)
+    mode = "L" if img.mode == "I;16" else img.mode
+    if img.alpha is not None:
+        hwc = np.concatenate([hwc, img.alpha[..., None].astype(np.uint8)], axis=-1)
+    if fmt == "JPEG" and mode in ("LA", "RGBA"):  # JPEG has no alpha
+        hwc, mode = hwc[..., :-1], mode[:-1] or "L"
+    # Pillow picks L, LA, RGB or RGBA from the channel count.
+    return Image.fromarray(np.ascontiguousarray(hwc[..., 0] if hwc.shape[-1] == 1 else hwc))
+
+
+def write_image(path: Path, img: DecodedImage, planes: np.ndarray, fmt: str | None = None,
+                quality: int = 95) -> None:
+    """Write atomically: a temporary file in the same folder, flushed, then renamed."""
+    fmt = fmt or img.format
+    pil = encode(img, planes, fmt)
+    kwargs: dict[str, Any] = {}
+    if fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = int(quality)
+    if fmt == "WEBP" and img.alpha is not None:
+        kwargs["exact"] = True  # keep the colour under transparent pixels
+    if fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+        kwargs.update({k: v for k, v in img.info.items() if k in ("icc_profile", "exif")})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pil.save(f, format=fmt, **kwargs)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["DEFAULT_MAX_PIXELS", "EXTENSIONS", "FORMATS", "DecodedImage", "ImageReadError", "encode",
+           "read_image", "write_image"]

@@ -1,0 +1,113 @@
+"""Natural photographs that install offline, split once into training, validation and test.
+
+Sources: scikit-image's bundled images, scikit-learn's two sample photos and matplotlib's
+portrait of Grace Hopper. The split is by photograph (never by region of one photo), and
+the stereo pair motorcycle_left/right stays on one side, so the test images are photographs
+the shipped model never saw.
+
+    python -m aetk.denoise.photos patches.npy      # the training patches of the shipped model
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+# name -> (package, file inside the package's image folder)
+PHOTOS = {
+    "astronaut": ("skimage", "astronaut.png"),
+    "camera": ("skimage", "camera.png"),
+    "chelsea": ("skimage", "chelsea.png"),
+    "coffee": ("skimage", "coffee.png"),
+    "coins": ("skimage", "coins.png"),
+    "moon": ("skimage", "moon.png"),
+    "rocket": ("skimage", "rocket.jpg"),
+    "motorcycle_left": ("skimage", "motorcycle_left.png"),
+    "motorcycle_right": ("skimage", "motorcycle_right.png"),
+    "hubble_deep_field": ("skimage", "hubble_deep_field.jpg"),
+    "retina": ("skimage", "retina.jpg"),
+    "ihc": ("skimage", "ihc.png"),
+    "brick": ("skimage", "brick.png"),
+    "grass": ("skimage", "grass.png"),
+    "gravel": ("skimage", "gravel.png"),
+    "page": ("skimage", "page.png"),
+    "text": ("skimage", "text.png"),
+    "china": ("sklearn", "china.jpg"),
+    "flower": ("sklearn", "flower.jpg"),
+    "grace_hopper": ("matplotlib", "grace_hopper.jpg"),
+}
+TEST = ("camera", "astronaut", "coffee", "chelsea", "rocket", "grace_hopper", "coins")
+VALIDATION = ("flower",)
+TRAIN = tuple(n for n in PHOTOS if n not in TEST + VALIDATION)
+
+
+def photo_path(name: str) -> Path:
+    package, file = PHOTOS[name]
+    if package == "skimage":
+        import skimage
+
+        return Path(skimage.__file__).parent / "data" / file
+    if package == "sklearn":
+        import sklearn.datasets
+
+        return Path(sklearn.datasets.__file__).parent / "images" / file
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / file
+
+
+def load_photo(name: str, mode: str = "L") -> np.ndarray:
+    """A photograph as uint8, (H, W) for mode "L" or (H, W, 3) for "RGB"."""
+    from PIL import Image
+
+    with Image.open(photo_path(name)) as im:
+        return np.asarray(im.convert(mode))
+
+
+def grayscale_planes(name: str) -> list[np.ndarray]:
+    """The luminance of a photo and, for colour photos, each colour channel: the denoiser
+    works on one channel at a time, so every channel is a training image."""
+    rgb = load_photo(name, "RGB")
+    planes = [load_photo(name, "L")]
+    if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
+        planes += [np.ascontiguousarray(rgb[..., c]) for c in range(3)]
+    return planes
+
+
+def patches(names: tuple[str, ...], size: int = 64, stride: int = 32) -> np.ndarray:
+    """Overlapping size x size patches of every plane of the named photos, with their 8
+    flips and rotations spread over the patches (one per patch, by position): (N, 1, size, size)."""
+    out = []
+    k = 0
+    for name in names:
+        for plane in grayscale_planes(name):
+            h, w = plane.shape
+            for y in range(0, h - size + 1, stride):
+                for x in range(0, w - size + 1, stride):
+                    p = plane[y:y + size, x:x + size]
+                    p = np.rot90(p, k % 4)
+                    out.append(np.ascontiguousarray(p[:, ::-1] if (k // 4) % 2 else p))
+                    k += 1
+    return np.stack(out)[:, None]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="the .npz to write (x: training patches, x_test: validation)")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--stride", type=int, default=32)
+    args = ap.parse_args(argv)
+    train = patches(TRAIN, args.size, args.stride)
+    val = patches(VALIDATION, args.size, args.size)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp.npz")
+    np.savez(tmp, x=train, x_test=val)
+    tmp.replace(args.out)
+    print(f"wrote {len(train)} training and {len(val)} validation patches of {args.size}x{args.size} "
+          f"from {len(TRAIN)} + {len(VALIDATION)} photographs to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

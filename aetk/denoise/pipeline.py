@@ -1,0 +1,137 @@
+"""Denoise many files: decoding and encoding in worker threads while the model runs.
+
+    summary = denoise_paths([Path("photos")], out=None, model=None)
+
+Reading (decode, EXIF transpose) and writing (encode, atomic rename) happen in a thread
+pool, a bounded number of images ahead, so ONNX Runtime (which releases the GIL) is never
+waiting on the disk; memory holds at most about 2 x workers images at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from aetk.denoise.denoiser import Denoiser
+from aetk.denoise.files import Job, plan
+from aetk.denoise.imagefiles import DEFAULT_MAX_PIXELS, EXTENSIONS, FORMATS, ImageReadError, read_image, write_image
+
+
+@dataclass
+class Summary:
+    done: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    megapixels: float = 0.0
+    seconds: float = 0.0
+    planned: list[tuple[str, str]] = field(default_factory=list)  # dry run: (input, output)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _format_of(job: Job, fmt: str | None) -> str:
+    if fmt:
+        return EXTENSIONS[FORMATS[fmt]]
+    return EXTENSIONS.get(job.dst.suffix.lower(), "PNG")
+
+
+def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2, fmt: str | None = None,
+                 quality: int = 95, skip_existing: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 on_progress: Callable[[str, float], None] | None = None, summary: Summary | None = None
+                 ) -> Summary:
+    """Run the jobs; ``on_progress(status, megapixels)`` is called once per job."""
+    summary = summary or Summary()
+    tick = on_progress or (lambda _status, _mp: None)
+    todo = []
+    for job in jobs:
+        if skip_existing and job.dst.is_file():
+            summary.skipped.append((job.label, "output exists (--skip-existing)"))
+            tick("skipped", 0.0)
+        else:
+            todo.append(job)
+    start = time.perf_counter()
+    workers = max(1, int(workers))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aetk-read") as readers, \
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aetk-write") as writers:
+        reads: deque[tuple[Job, Future]] = deque()
+        writes: deque[tuple[Job, Future, float]] = deque()
+        pending = iter(todo)
+
+        def refill() -> None:
+            while len(reads) < 2 * workers:
+                job = next(pending, None)
+                if job is None:
+                    return
+                reads.append((job, readers.submit(read_image, job.src, max_pixels)))
+
+        def finish_writes(limit: int) -> None:
+            while len(writes) > limit:
+                job, fut, mp = writes.popleft()
+                try:
+                    fut.result()
+                    summary.done.append(job.label)
+                    summary.megapixels += mp
+                    tick("done", mp)
+                except OSError as exc:
+                    summary.failed.append((job.label, f"cannot write {job.dst}: {exc.strerror or exc}"))
+                    tick("failed", 0.0)
+                except (ValueError, TypeError, KeyError) as exc:  # Pillow cannot encode it so
+                    summary.failed.append((job.label, f"cannot encode {job.dst}: {exc}"))
+                    tick("failed", 0.0)
+
+        refill()
+        while reads:
+            job, fut = reads.popleft()
+            refill()
+            try:
+                img = fut.result()
+                clean = denoiser.denoise(img.planes)
+            except ImageReadError as exc:
+                summary.failed.append((job.label, str(exc)))
+                tick("failed", 0.0)
+                continue
+            except ValueError as exc:  # e.g. a channel count the model cannot take
+                summary.failed.append((job.label, str(exc)))
+                tick("failed", 0.0)
+                continue
+            writes.append((job, writers.submit(write_image, job.dst, img, clean, _format_of(job, fmt), quality),
+                           img.megapixels))
+            finish_writes(2 * workers)
+        finish_writes(0)
+    summary.seconds += time.perf_counter() - start
+    return summary
+
+
+def denoise_paths(inputs: list[Path], out: Path | None = None, model: str | Path | None = None, *,
+                  device: str = "auto", sigma: float | None = None, batch_size: int = 8, workers: int = 2,
+                  tile: int | None = None, overlap: int | None = None, fmt: str | None = None,
+                  quality: int = 95, skip_existing: bool = False, dry_run: bool = False,
+                  threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                  on_start: Callable[[int], None] | None = None,
+                  on_progress: Callable[[str, float], None] | None = None) -> Summary:
+    """Plan the jobs, load the model, denoise; see ``aetk denoise --help``."""
+    from aetk.denoise.denoiser import DEFAULT_OVERLAP, DEFAULT_TILE, load_denoiser
+
+    jobs, skipped = plan(inputs, out, fmt)
+    summary = Summary(skipped=list(skipped))
+    if dry_run:
+        summary.planned = [(j.label, str(j.dst)) for j in jobs]
+        return summary
+    if not jobs:
+        raise ValueError(f"no images found in {', '.join(str(p) for p in inputs)} "
+                         f"(looked for {', '.join(sorted(EXTENSIONS))})")
+    den = load_denoiser(model, device=device, sigma=sigma, batch_size=batch_size, threads=threads,
+                        tile=tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if overlap is None else overlap)
+    if on_start:
+        on_start(len(jobs))
+    return denoise_jobs(jobs, den, workers=workers, fmt=fmt, quality=quality, skip_existing=skip_existing,
+                        max_pixels=max_pixels, on_progress=on_progress, summary=summary)
+
+
+__all__ = ["Summary", "denoise_jobs", "denoise_paths"]

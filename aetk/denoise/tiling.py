@@ -1,0 +1,86 @@
+"""Overlapping tiles of a large image and their seamless, weighted reassembly.
+
+A model sees fixed-size tiles (batched, so the model's memory is bounded by the batch, not
+the image); neighbouring tiles overlap and each tile's output is weighted by a window that
+ramps down smoothly (raised cosine) across the overlap, so the blend has no seams. Along
+the image's own borders the window stays 1: there is nothing to blend with there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one axis covering [0, size); the last tile ends at ``size``."""
+    if size <= tile:
+        return [0]
+    step = max(1, tile - overlap)
+    out = list(range(0, size - tile, step))
+    out.append(size - tile)
+    return out
+
+
+def ramp(n: int, overlap: int, first: bool, last: bool) -> np.ndarray:
+    """1-D window of length n: a raised-cosine rise over ``overlap`` samples at inner edges
+    (strictly positive, so every pixel keeps some weight)."""
+    w = np.ones(n, np.float32)
+    overlap = min(overlap, n // 2)
+    if overlap > 0:
+        r = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap, dtype=np.float32) + 0.5) / overlap)
+        if not first:
+            w[:overlap] = r
+        if not last:
+            w[n - overlap:] = np.minimum(w[n - overlap:], r[::-1])
+    return w
+
+
+def tile_shape(shape: tuple[int, int], tile: int, multiple: int) -> tuple[int, int]:
+    """The tile for an image: ``tile`` in each axis, or the axis rounded up to ``multiple``
+    when the image is smaller (small images are not padded up to a whole tile)."""
+    return tuple(min(tile, math.ceil(s / multiple) * multiple) for s in shape)  # type: ignore[return-value]
+
+
+def pad_to(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Reflect-pad the last two axes of ``plane`` up to at least ``shape`` (bottom/right)."""
+    h, w = plane.shape[-2:]
+    ph, pw = max(0, shape[0] - h), max(0, shape[1] - w)
+    if not (ph or pw):
+        return plane
+    pad = [(0, 0)] * (plane.ndim - 2) + [(0, ph), (0, pw)]
+    mode = "reflect" if ph < h and pw < w else "symmetric"
+    return np.pad(plane, pad, mode=mode)
+
+
+class Blender:
+    """Tiles of K planes of one H x W image and the weighted sum of the model's outputs."""
+
+    def __init__(self, planes: int, shape: tuple[int, int], tile: tuple[int, int], overlap: int):
+        self.h, self.w = shape
+        self.th, self.tw = tile
+        self.ys, self.xs = starts(self.h, self.th, overlap), starts(self.w, self.tw, overlap)
+        self.overlap = overlap
+        self.acc = np.zeros((planes, self.h, self.w), np.float32)
+        self.weight = np.zeros((self.h, self.w), np.float32)
+        for y, x in self.positions():  # the same for every plane: summed once
+            self.weight[y:y + self.th, x:x + self.tw] += self.window(y, x)
+
+    def positions(self) -> list[tuple[int, int]]:
+        return [(y, x) for y in self.ys for x in self.xs]
+
+    def window(self, y: int, x: int) -> np.ndarray:
+        wy = ramp(self.th, self.overlap, y == self.ys[0], y == self.ys[-1])
+        wx = ramp(self.tw, self.overlap, x == self.xs[0], x == self.xs[-1])
+        return wy[:, None] * wx[None, :]
+
+    def add(self, planes: slice | int, y: int, x: int, out: np.ndarray) -> None:
+        """Add a tile output (for the planes ``planes``) at (y, x)."""
+        self.acc[planes, y:y + self.th, x:x + self.tw] += out * self.window(y, x)
+
+    def result(self) -> np.ndarray:
+        return self.acc / np.maximum(self.weight, 1e-12)
+
+
+__all__ = ["Blender", "pad_to", "ramp", "starts", "tile_shape"]
