@@ -81,6 +81,8 @@ def denoise_cli(
             typer.echo(f"{src} -> {dst}")
         typer.echo(f"{len(summary.planned)} image(s) would be denoised (dry run: nothing written)")
         return
+    for note in summary.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     for label, reason in summary.skipped:
         console.print(f"[yellow]skipped[/] {escape(label)}: {escape(reason)}", soft_wrap=True)
     for label, reason in summary.failed:

@@ -70,6 +70,8 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Decod
             im.load()
             im = ImageOps.exif_transpose(im)
             info = {k: im.info[k] for k in ("icc_profile", "exif") if im.info.get(k)}
+            if fmt == "WEBP" and _webp_is_lossless(path):
+                info["lossless"] = True
             return _decode(path, im, fmt, info)
     except ImageReadError:
         raise
@@ -80,6 +82,13 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Decod
         raise ImageReadError(f"{path}: not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated / corrupt data
         raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from exc
+
+
+def _webp_is_lossless(path: Path) -> bool:
+    """A lossless WebP stores its image in a VP8L chunk (a lossy one in VP8)."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    return b"VP8L" in head and b"VP8 " not in head
 
 
 def _decode(path: Path, im, fmt: str, info: dict[str, Any]) -> DecodedImage:
@@ -143,8 +152,9 @@ def write_image(path: Path, img: DecodedImage, planes: np.ndarray, fmt: str | No
     kwargs: dict[str, Any] = {}
     if fmt in ("JPEG", "WEBP"):
         kwargs["quality"] = int(quality)
-    if fmt == "WEBP" and img.alpha is not None:
-        kwargs["exact"] = True  # keep the colour under transparent pixels
+    if fmt == "WEBP":
+        kwargs["lossless"] = bool(img.info.get("lossless"))  # as the input was
+        kwargs["exact"] = img.alpha is not None  # keep the colour under transparent pixels
     if fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
         kwargs.update({k: v for k, v in img.info.items() if k in ("icc_profile", "exif")})
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ class Summary:
     megapixels: float = 0.0
     seconds: float = 0.0
     planned: list[tuple[str, str]] = field(default_factory=list)  # dry run: (input, output)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -41,6 +42,14 @@ def _format_of(job: Job, fmt: str | None) -> str:
     return EXTENSIONS.get(job.dst.suffix.lower(), "PNG")
 
 
+def _remove_stale_temporaries(jobs: list[Job]) -> None:
+    """Temporary files a killed run left behind (writes are atomic, so they are never outputs)."""
+    for job in jobs:
+        if job.dst.parent.is_dir():
+            for tmp in job.dst.parent.glob(f".{job.dst.name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
 def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2, fmt: str | None = None,
                  quality: int = 95, skip_existing: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  on_progress: Callable[[str, float], None] | None = None, summary: Summary | None = None
@@ -49,6 +58,7 @@ def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2, fmt: 
     summary = summary or Summary()
     tick = on_progress or (lambda _status, _mp: None)
     todo = []
+    _remove_stale_temporaries(jobs)
     for job in jobs:
         if skip_existing and job.dst.is_file():
             summary.skipped.append((job.label, "output exists (--skip-existing)"))
@@ -128,6 +138,8 @@ def denoise_paths(inputs: list[Path], out: Path | None = None, model: str | Path
                          f"(looked for {', '.join(sorted(EXTENSIONS))})")
     den = load_denoiser(model, device=device, sigma=sigma, batch_size=batch_size, threads=threads,
                         tile=tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if overlap is None else overlap)
+    if sigma is not None and den.blind:
+        summary.notes.append(f"{den.path.name} is a blind model: --sigma is not used")
     if on_start:
         on_start(len(jobs))
     return denoise_jobs(jobs, den, workers=workers, fmt=fmt, quality=quality, skip_existing=skip_existing,

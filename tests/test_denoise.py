@@ -1,0 +1,261 @@
+"""aetk denoise: tiling, modes and bit depths, safety of paths and files, the shipped model."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aetk.denoise import SHIPPED_MODEL, DenoiseInputError, denoise_paths, load_denoiser
+from aetk.denoise.tiling import Blender, pad_to, ramp, starts, tile_shape
+
+UNIT = {"kind": "unit", "scale": 255.0, "mean": None, "std": None, "shape": None, "value_range": [0.0, 1.0]}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _export(path: Path, *, identity: bool, channels: int = 1, depth: int = 1) -> Path:
+    from aetk.export import export_model
+    from aetk.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resconv", (channels, 16, 16), features=4, depth=depth).eval()
+    if identity:  # no noise estimate: output == input, so any tiling error would show
+        torch.nn.init.zeros_(model.noise.weight)
+        torch.nn.init.zeros_(model.noise.bias)
+    export_model(model, path, normalization=UNIT)
+    return path
+
+
+@pytest.fixture(scope="module")
+def identity_model(tmp_path_factory) -> Path:
+    return _export(tmp_path_factory.mktemp("identity"), identity=True)
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory) -> Path:
+    return _export(tmp_path_factory.mktemp("random"), identity=False, depth=2)
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+# -- tiling ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size,tile,overlap", [(10, 4, 1), (256, 64, 16), (65, 64, 8), (30, 64, 8), (100, 32, 0)])
+def test_tiles_cover_every_pixel(size, tile, overlap):
+    s = starts(size, tile, overlap)
+    covered = np.zeros(size, bool)
+    for a in s:
+        covered[a:a + tile] = True
+    assert covered.all() and s[0] == 0 and (size <= tile or s[-1] == size - tile)
+    w = ramp(min(tile, size), overlap, False, False)
+    assert (w > 0).all() and w.max() == 1.0
+
+
+def test_blending_an_identity_is_exact():
+    rng = np.random.default_rng(0)
+    img = rng.random((3, 123, 77), dtype=np.float32)
+    th, tw = tile_shape((123, 77), 32, 2)
+    padded = pad_to(img, (max(123, th), max(77, tw)))
+    blend = Blender(3, padded.shape[1:], (th, tw), 8)
+    for y, x in blend.positions():
+        blend.add(slice(0, 3), y, x, padded[:, y:y + th, x:x + tw])
+    np.testing.assert_allclose(blend.result()[:, :123, :77], img, rtol=1e-6, atol=1e-6)
+
+
+def test_tiled_output_matches_the_whole_image(random_model):
+    """A real (random) conv net on small overlapping tiles: no seams against one big tile."""
+    img = np.random.default_rng(1).random((1, 200, 152), dtype=np.float32)
+    whole = load_denoiser(random_model, device="cpu", tile=256, overlap=0).denoise(img)
+    tiled = load_denoiser(random_model, device="cpu", tile=64, overlap=24).denoise(img)
+    diff = np.abs(whole - tiled)
+    assert diff.mean() < 1e-4 and diff.max() < 2e-3, (diff.mean(), diff.max())
+    untapered = load_denoiser(random_model, device="cpu", tile=64, overlap=0).denoise(img)
+    assert np.abs(whole - untapered).max() > diff.max()  # the blending is what removes the seams
+
+
+def test_colour_images_are_denoised_per_channel(random_model):
+    den = load_denoiser(random_model, device="cpu")
+    rgb = np.random.default_rng(2).random((3, 40, 50), dtype=np.float32)
+    out = den.denoise(rgb)
+    assert out.shape == rgb.shape
+    np.testing.assert_allclose(out[1], den.denoise(rgb[1:2])[0], rtol=1e-5, atol=1e-6)
+
+
+# -- files: modes, depths, EXIF, safety --------------------------------------------------------------
+def _write_inputs(root: Path) -> None:
+    rng = np.random.default_rng(3)
+    (root / "sub" / "deeper").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (40, 52), dtype=np.uint8)).save(root / "gray.png")
+    Image.fromarray(rng.integers(0, 65536, (30, 44), dtype=np.uint16)).save(root / "sub" / "gray16.png")
+    Image.fromarray(rng.integers(0, 65536, (30, 44), dtype=np.uint16)).save(root / "sub" / "gray16.tif")
+    Image.fromarray(rng.integers(0, 256, (36, 20, 3), dtype=np.uint8)).save(root / "sub" / "deeper" / "rgb.bmp")
+    Image.fromarray(rng.integers(0, 256, (24, 30, 4), dtype=np.uint8), "RGBA").save(root / "rgba.png")
+    Image.fromarray(rng.integers(0, 256, (24, 30, 2), dtype=np.uint8), "LA").save(root / "la.png")
+    Image.fromarray(rng.integers(0, 256, (26, 30, 3), dtype=np.uint8)).save(root / "photo.webp", lossless=True)
+    rotated = Image.fromarray(rng.integers(0, 256, (20, 50, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    rotated.save(root / "sub" / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    (root / "notes.txt").write_text("not an image, not an image extension: ignored")
+
+
+def test_folder_is_mirrored_with_modes_and_depths_kept(identity_model, tmp_path):
+    src = tmp_path / "photos"
+    _write_inputs(src)
+    before = {p: _sha(p) for p in src.rglob("*") if p.is_file()}
+    summary = denoise_paths([src], model=identity_model, device="cpu", tile=16, overlap=4)
+    out = tmp_path / "photos_denoised"  # the default: a sibling folder
+    assert summary.ok and len(summary.done) == 8
+    assert {p: _sha(p) for p in src.rglob("*") if p.is_file()} == before  # inputs untouched
+    for rel in ("gray.png", "sub/gray16.png", "sub/gray16.tif", "sub/deeper/rgb.bmp", "rgba.png", "la.png",
+                "photo.webp", "sub/rotated.jpg"):
+        assert (out / rel).is_file(), rel
+    for rel in ("gray.png", "sub/gray16.png", "sub/gray16.tif", "sub/deeper/rgb.bmp", "rgba.png", "la.png",
+                "photo.webp"):
+        a, b = Image.open(src / rel), Image.open(out / rel)
+        assert a.mode == b.mode and a.size == b.size, rel
+        # The identity model returns every pixel exactly, 16-bit ones included; alpha untouched.
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=rel)
+    with Image.open(out / "sub" / "rotated.jpg") as r:
+        assert r.size == (20, 50)  # stored upright
+        assert r.getexif().get(0x0112) in (None, 1)
+    assert not list(out.rglob("*.txt")) and not list(out.rglob(".*.tmp"))
+
+
+def test_bad_files_are_counted_and_the_rest_is_done(identity_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from aetk.cli.main import app
+
+    src = tmp_path / "in"
+    src.mkdir()
+    good = np.random.default_rng(4).integers(0, 256, (64, 64), dtype=np.uint8)
+    Image.fromarray(good).save(src / "good.png")
+    data = (src / "good.png").read_bytes()
+    (src / "truncated.png").write_bytes(data[: len(data) // 2])
+    (src / "fake.jpg").write_bytes(b"this is text, not a JPEG")
+    (src / "empty.png").write_bytes(b"")
+    Image.fromarray(np.zeros((300, 300), np.uint8)).save(src / "big.png")
+    res = CliRunner().invoke(app, ["denoise", str(src), "-o", str(tmp_path / "out"), "-m", str(identity_model),
+                                   "--device", "cpu", "--max-pixels", "20000"])
+    assert res.exit_code == 1, res.output
+    assert "done 1, skipped 0, failed 4" in res.output
+    assert "decompression bombs" in res.output and "truncated" in res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png"]
+
+
+def test_symlinks_out_of_the_tree_are_not_followed(identity_model, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(outside / "secret.png")
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(src / "a.png")
+    os.symlink(outside / "secret.png", src / "link.png")
+    os.symlink(src / "a.png", src / "inside-link.png")
+    os.symlink(outside, src / "linked-folder")
+    summary = denoise_paths([src], tmp_path / "out", identity_model, device="cpu")
+    assert sorted(summary.done) == sorted([str(src / "a.png"), str(src / "inside-link.png")])
+    reasons = dict(summary.skipped)
+    assert "leading out of the input tree" in reasons[str(src / "link.png")]
+    assert "not followed" in reasons[str(src / "linked-folder")]
+    assert not (tmp_path / "out" / "link.png").exists() and not (tmp_path / "out" / "linked-folder").exists()
+
+
+def test_outputs_never_overwrite_inputs(identity_model, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(src / "a.png")
+    with pytest.raises(DenoiseInputError, match="inside the input folder"):
+        denoise_paths([src], src / "out", identity_model)
+    with pytest.raises(DenoiseInputError, match="overwrite an input"):
+        denoise_paths([src / "a.png"], src, identity_model)
+    with pytest.raises(DenoiseInputError, match="both be written"):
+        other = tmp_path / "other"
+        other.mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(other / "a.png")
+        denoise_paths([src / "a.png", other / "a.png"], tmp_path / "out", identity_model)
+    with pytest.raises(DenoiseInputError, match="does not exist"):
+        denoise_paths([tmp_path / "missing"], tmp_path / "out", identity_model)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no images found"):
+        denoise_paths([empty], tmp_path / "out2", identity_model)
+
+
+def test_single_files_format_and_dry_run(identity_model, tmp_path):
+    a = tmp_path / "a.png"
+    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(a)
+    planned = denoise_paths([a], model=identity_model, dry_run=True)
+    assert planned.planned == [(str(a), str(tmp_path / "a_denoised.png"))]
+    assert not (tmp_path / "a_denoised.png").exists()
+    summary = denoise_paths([a], tmp_path / "out", identity_model, fmt="tiff", device="cpu")
+    assert summary.ok and Image.open(tmp_path / "out" / "a.tif").format == "TIFF"
+    with pytest.raises(DenoiseInputError, match="--format"):
+        denoise_paths([a], tmp_path / "out", identity_model, fmt="gif")
+
+
+def test_killed_run_is_completed_by_skip_existing(random_model, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(60):
+        Image.fromarray(rng.integers(0, 256, (256, 256), dtype=np.uint8)).save(src / f"{i:03d}.png", compress_level=0)
+    cmd = [sys.executable, "-m", "aetk.cli.main", "denoise", str(src), "--model", str(random_model),
+           "--device", "cpu", "--workers", "1", "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    reference = tmp_path / "reference"
+    subprocess.run(cmd + ["-o", str(reference)], check=True, env=env, capture_output=True)
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(cmd + ["-o", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list(out.glob("*.png"))) < 3:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    partial = sorted(p.name for p in out.glob("*.png"))
+    assert 3 <= len(partial) < 60, "the run should have been killed part-way"
+    for name in partial:  # every output present is complete
+        assert _sha(out / name) == _sha(reference / name)
+    res = subprocess.run(cmd + ["-o", str(out), "--skip-existing"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert f"skipped {len(partial)}" in res.stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference.iterdir())
+    for p in reference.iterdir():
+        assert _sha(out / p.name) == _sha(p), p.name
+
+
+# -- the shipped model ------------------------------------------------------------------------------------
+def test_shipped_model_denoises_a_photograph():
+    from aetk.denoise.photos import TEST, load_photo
+    from aetk.runtime.metadata import ModelMetadata
+
+    assert SHIPPED_MODEL.is_file() and SHIPPED_MODEL.stat().st_size < 4_000_000
+    import onnx
+
+    meta = ModelMetadata.from_props({p.key: p.value for p in onnx.load(str(SHIPPED_MODEL)).metadata_props})
+    assert meta.kind == "resconv" and meta.graph == "autoencoder" and meta.dynamic_spatial
+    assert "camera" in TEST  # a photograph the model was not trained on
+    clean = load_photo("camera")[128:384, 128:384].astype(np.float32) / 255.0
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 25 / 255, clean.shape), 0, 1).astype(np.float32)
+    out = load_denoiser(device="cpu").denoise(noisy[None])[0]
+
+    def psnr(a):
+        return 10 * np.log10(1.0 / np.mean((a - clean) ** 2))
+
+    assert psnr(out) > psnr(noisy) + 6.0, (psnr(noisy), psnr(out))
