@@ -12,14 +12,14 @@ ICC profile and the rest of the EXIF data are passed on. Writes are atomic.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from aetk.atomic import atomic_open
 
 EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
               ".bmp": "BMP", ".webp": "WEBP"}
@@ -157,17 +157,8 @@ def write_image(path: Path, img: DecodedImage, planes: np.ndarray, fmt: str | No
         kwargs["exact"] = img.alpha is not None  # keep the colour under transparent pixels
     if fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
         kwargs.update({k: v for k, v in img.info.items() if k in ("icc_profile", "exif")})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pil.save(f, format=fmt, **kwargs)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:  # a temporary ".<name>.*.tmp" beside it, then renamed
+        pil.save(f, format=fmt, **kwargs)
 
 
 __all__ = ["DEFAULT_MAX_PIXELS", "EXTENSIONS", "FORMATS", "DecodedImage", "ImageReadError", "encode",
