@@ -1,0 +1,30 @@
+"""Datasets to latent codes and back (``aetk compress``, ``decompress``, ``neighbors``).
+
+| module        | what                                                                   |
+|---------------|------------------------------------------------------------------------|
+| job.py        | compress(): checks, resume or refuse, the engine, report and manifest  |
+| encode.py     | ShardEncoder: read -> encode (ONNX Runtime) -> write, overlapped       |
+| ray_engine.py | the same shards on Ray Data: an actor pool, one session per actor      |
+| manifest.py   | folder layout, shard plan, the job, progress journal, manifest         |
+| shards.py     | shard files: .npy or Parquet, zstd, sha256                             |
+| quantize.py   | float32 / float16 / int8 (per-dimension scale and offset) codes        |
+| model.py      | -m MODEL: export folder or run, the shape check, CODES/model/          |
+| codes.py      | reading a complete folder, checksums first; verify()                   |
+| decode.py     | decompress() into the sources' formats; reconstruction PSNR            |
+| report.py     | bytes per item against raw data and PNG                                |
+| neighbors.py  | exact nearest neighbours in code space; contact sheets                 |
+
+The compress path runs on ``aetk.runtime`` and ``aetk.data``'s streaming readers and never
+imports torch (only exporting a run folder does).
+"""
+
+from aetk.compress.codes import Codes, verify
+from aetk.compress.decode import DecompressResult, decompress
+from aetk.compress.errors import (CompressError, CorruptShardError, IncompleteCodesError, ShapeMismatchError,
+                                  StaleCodesError)
+from aetk.compress.job import CompressResult, Progress, compress
+from aetk.compress.neighbors import NeighborResult, neighbors
+
+__all__ = ["Codes", "CompressError", "CompressResult", "CorruptShardError", "DecompressResult",
+           "IncompleteCodesError", "NeighborResult", "Progress", "ShapeMismatchError", "StaleCodesError",
+           "compress", "decompress", "neighbors", "verify"]

@@ -1,0 +1,147 @@
+"""Reading a complete codes folder: its manifest, each shard checked against its sha256
+before use, codes back as float32 with the item each row belongs to, and ``verify``.
+
+    codes = Codes.open("codes/")
+    for record in codes.records:
+        z, items = codes.read(record)       # (rows, *code_shape) float32, (rows,) int64
+    problems = codes.verify()               # [] when every shard and model file checks out
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aetk.compress.errors import CorruptShardError
+from aetk.compress.manifest import MODEL_DIR, load_manifest
+from aetk.compress.quantize import dequantize
+from aetk.compress.shards import from_bytes, sha256_bytes, sha256_file
+
+
+def shard_items(record: dict[str, Any]) -> np.ndarray:
+    """The items (numbers in the whole dataset) a shard's rows hold, in row order."""
+    skipped = {int(s[0]) for s in record["skipped"]}
+    items = np.array([i for i in range(record["start"], record["stop"]) if i not in skipped], np.int64) \
+        if skipped else np.arange(record["start"], record["stop"], dtype=np.int64)
+    return items
+
+
+@dataclass
+class Codes:
+    folder: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Codes:
+        folder = Path(folder)
+        return cls(folder, load_manifest(folder))
+
+    # -- what the manifest says -------------------------------------------------------------
+    @property
+    def job(self) -> dict[str, Any]:
+        return self.manifest["job"]
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return self.manifest["shards"]
+
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.manifest["code_shape"])
+
+    @property
+    def precision(self) -> str:
+        return self.job["codes"]["precision"]
+
+    @property
+    def parts(self) -> list[dict[str, Any]]:
+        return self.job["source"]["parts"]
+
+    @property
+    def model_dir(self) -> Path:
+        return self.folder / MODEL_DIR
+
+    def part_of(self, record: dict[str, Any]) -> dict[str, Any]:
+        return next(p for p in self.parts if p["name"] == record["part"])
+
+    # -- shards -----------------------------------------------------------------------------
+    def read_bytes(self, record: dict[str, Any]) -> bytes:
+        """A shard's bytes, after checking them against the manifest (CorruptShardError)."""
+        path = self.folder / record["file"]
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CorruptShardError(f"shard {path} is missing", [f"{record['file']}: missing"]) from None
+        problem = _check(record, data)
+        if problem:
+            raise CorruptShardError(f"shard {path} {problem}; rerun `aetk compress` with the same "
+                                    f"arguments to rewrite it", [f"{record['file']}: {problem}"])
+        return data
+
+    def read(self, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(codes as float32, the items of its rows) of one shard, checked first."""
+        data = self.read_bytes(record)
+        c = self.job["codes"]
+        q, index = from_bytes(data, record["file"], c["shard_format"], c["compression"],
+                              self.precision, self.code_shape)
+        items = shard_items(record)
+        if len(q) != record["rows"] or (index is not None and not np.array_equal(index, items)):
+            raise CorruptShardError(f"shard {record['file']} holds {len(q)} rows but its record "
+                                    f"says {record['rows']}", [f"{record['file']}: row count"])
+        return dequantize(q, self.precision, record.get("quantization")), items
+
+    def verify(self) -> list[str]:
+        """Every problem with the shards and model files, as 'file: what' lines."""
+        problems = []
+        for record in self.records:
+            path = self.folder / record["file"]
+            try:
+                problem = _check(record, path.read_bytes())
+            except FileNotFoundError:
+                problem = "is missing"
+            if not problem:
+                try:
+                    self.read(record)
+                except CorruptShardError as exc:
+                    problem = str(exc)
+            if problem:
+                problems.append(f"{record['file']}: {problem}")
+        return problems + self.verify_model()
+
+    def check_model(self) -> None:
+        bad = self.verify_model()
+        if bad:
+            raise CorruptShardError(f"the model in {self.model_dir} does not match the manifest: "
+                                    f"{'; '.join(bad)}", bad)
+
+    def verify_model(self) -> list[str]:
+        out = []
+        for name, digest in self.manifest["model_files"].items():
+            path = self.model_dir / name
+            if not path.is_file():
+                out.append(f"{MODEL_DIR}/{name}: is missing")
+            elif sha256_file(path) != digest:
+                out.append(f"{MODEL_DIR}/{name}: does not match its sha256 in the manifest (changed or damaged)")
+        return out
+
+
+def _check(record: dict[str, Any], data: bytes) -> str:
+    """Why a shard's bytes do not match its record ('' when they do)."""
+    if len(data) != record["bytes"]:
+        return (f"is {len(data)} bytes but was written with {record['bytes']} "
+                f"({'truncated' if len(data) < record['bytes'] else 'grown'})")
+    if sha256_bytes(data) != record["sha256"]:
+        return "does not match its sha256 in the manifest (changed or damaged)"
+    return ""
+
+
+def verify(folder: str | Path) -> list[str]:
+    """Problems with a codes folder ([] when it checks out); a missing or incomplete
+    manifest raises (IncompleteCodesError)."""
+    return Codes.open(folder).verify()
+
+
+__all__ = ["Codes", "shard_items", "verify"]

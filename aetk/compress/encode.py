@@ -1,0 +1,205 @@
+"""Encoding shards: read items, encode them with ONNX Runtime, write each shard and its
+record. The local engine runs one ``ShardEncoder`` over every shard to do; the Ray engine
+runs one per actor, a shard per call, so both write the same bytes.
+
+Three stages overlap, joined by bounded queues (memory stays flat):
+
+    reader thread   read + decode + normalize batches of items  --(prefetch batches)-->
+    this thread     encode each batch with ONNX Runtime          --(2 shards)-->
+    writer thread   quantize, serialize, compress, sha256, write the shard, then its record
+
+Decoding images and inflating gzip release the GIL, as does ONNX Runtime, so the stages
+really run side by side. Batches never cross a shard boundary: a shard's codes depend only
+on its own items, whichever run or worker encodes it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from aetk.atomic import atomic_write_bytes
+from aetk.compress.manifest import Journal, Shard
+from aetk.compress.quantize import quantize
+from aetk.compress.shards import sha256_bytes, to_bytes
+
+# Seconds to sleep after each shard is written: lets tests interrupt a run part-way.
+SLOW_ENV = "AETK_COMPRESS_SHARD_DELAY"
+
+
+@dataclass
+class Settings:
+    """What a worker needs to encode shards (plain values: it travels to Ray actors)."""
+
+    data: str
+    data_config: dict[str, Any]
+    model_dir: str
+    out: str
+    precision: str
+    container: str
+    compression: str
+    zstd_level: int
+    batch_size: int
+    code_shape: list[int]
+    device: str = "auto"
+    threads: int | None = None  # ONNX Runtime intra-op threads (None: its default)
+    prefetch: int = 4  # batches read ahead
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Stop(Exception):
+    pass
+
+
+class ShardEncoder:
+    """Holds the opened data and one ONNX Runtime session; ``run(shards)`` -> records."""
+
+    def __init__(self, settings: Settings, parts: list | None = None, model: Any = None):
+        from aetk.data import DataConfig
+        from aetk.data.stream import open_parts
+        from aetk.runtime import load_export
+
+        self.s = settings
+        self.out = Path(settings.out)
+        self.parts = parts if parts is not None else \
+            open_parts(settings.data, DataConfig(**settings.data_config))[0]
+        self.model = model if model is not None else load_export(
+            settings.model_dir, device=settings.device, batch_size=None, threads=settings.threads)
+        self.journal = Journal(self.out)
+        self.delay = float(os.environ.get(SLOW_ENV, "0") or 0)
+
+    # -- the three stages ----------------------------------------------------------------------
+    def _read(self, shards: list[Shard], put: Callable[[Any], None]) -> None:
+        from aetk.data.stream import read_range
+
+        bs = self.s.batch_size
+        for sh in shards:
+            part = self.parts[sh.part]
+            for a in range(sh.start, sh.stop, bs):
+                b = min(a + bs, sh.stop)
+                rows = read_range(part, a, b)
+                x = self.model.preprocess(rows.x) if len(rows.x) else rows.x
+                put((sh, np.ascontiguousarray(x, dtype=np.float32), rows.index, rows.skipped, b - a))
+            put((sh, None, None, None, 0))  # end of this shard
+        put(None)
+
+    def write(self, sh: Shard, codes: list[np.ndarray], index: list[np.ndarray],
+              skipped: list[tuple[int, str]]) -> dict[str, Any]:
+        """Quantize, serialize and write one shard, then its journal record."""
+        part = self.parts[sh.part]
+        shape = tuple(self.s.code_shape)
+        z = np.concatenate(codes) if codes else np.zeros((0, *shape), np.float32)
+        local = np.concatenate(index) if index else np.zeros(0, np.int64)
+        q, params = quantize(z, self.s.precision)
+        data = to_bytes(q, part.start + local, self.s.container, self.s.compression, self.s.zstd_level)
+        atomic_write_bytes(self.out / sh.file, data)
+        record: dict[str, Any] = {
+            "index": sh.index, "file": sh.file, "part": part.name,
+            "start": part.start + sh.start, "stop": part.start + sh.stop,
+            "rows": int(len(local)), "bytes": len(data), "sha256": sha256_bytes(data),
+            "skipped": [[part.start + i, part.ident(i), why] for i, why in skipped],
+        }
+        if part.is_images:
+            record["ids"] = [part.ident(int(i)) for i in local]
+        if params is not None:
+            record["quantization"] = params
+        self.journal.add(record)
+        if self.delay:
+            time.sleep(self.delay)
+        return record
+
+    def run(self, shards: Iterable[Shard], on_items: Callable[[int], None] | None = None
+            ) -> list[dict[str, Any]]:
+        """Encode and write `shards` (in order); returns their records."""
+        shards = list(shards)
+        if not shards:
+            return []
+        stop = threading.Event()
+        batches: queue.Queue = queue.Queue(maxsize=max(1, self.s.prefetch))
+        finished: queue.Queue = queue.Queue(maxsize=2)
+        records: list[dict[str, Any]] = []
+        errors: list[BaseException] = []
+
+        def put(q: queue.Queue, item: Any) -> None:
+            while True:
+                if stop.is_set():
+                    raise _Stop
+                try:
+                    q.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    pass
+
+        def get(q: queue.Queue) -> Any:
+            while True:
+                if stop.is_set() and errors:
+                    raise _Stop
+                try:
+                    return q.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+
+        def guarded(fn: Callable[[], None]) -> Callable[[], None]:
+            def body() -> None:
+                try:
+                    fn()
+                except _Stop:
+                    pass
+                except BaseException as exc:  # handed to the caller's thread below
+                    errors.append(exc)
+                    stop.set()
+            return body
+
+        def writer() -> None:
+            while (item := get(finished)) is not None:
+                records.append(self.write(*item))
+
+        threads = [threading.Thread(target=guarded(lambda: self._read(shards, lambda i: put(batches, i))),
+                                    name="aetk-compress-reader", daemon=True),
+                   threading.Thread(target=guarded(writer), name="aetk-compress-writer", daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            codes: list[np.ndarray] = []
+            index: list[np.ndarray] = []
+            skipped: list[tuple[int, str]] = []
+            while (item := get(batches)) is not None:
+                sh, x, idx, skip, n = item
+                if x is None:
+                    put(finished, (sh, codes, index, skipped))
+                    codes, index, skipped = [], [], []
+                    continue
+                if len(x):
+                    codes.append(self.model.encode(x))
+                    index.append(idx)
+                skipped.extend(skip)
+                if on_items:
+                    on_items(n)
+            put(finished, None)
+            threads[1].join()
+        except _Stop:
+            pass
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            if errors or not threads[1].is_alive():
+                stop.set()
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
+        return records
+
+
+__all__ = ["SLOW_ENV", "Settings", "ShardEncoder"]

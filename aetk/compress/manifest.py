@@ -1,0 +1,201 @@
+"""The codes folder's layout, its shard plan, the job that makes shards valid, the
+progress journal of a run in flight, and the manifest that marks a folder complete.
+
+    CODES/
+      manifest.json          written last, atomically: the folder is complete when it exists
+      report.json            sizes, ratios (and PSNR with --eval); no timings
+      model/                 encoder.onnx, decoder.onnx: what encoded the codes, to decode them
+      shard-00000.npy ...    the codes, one file per fixed range of items
+      .progress/             while a run is in flight: job.json, then one record per shard written
+
+Shard boundaries depend only on the dataset and ``shard_size``: part by part, items
+[0, S), [S, 2S), ... of each part. A shard's record (in .progress/, later in the manifest):
+
+    index, file, part, start, stop    the items it covers (numbers in the whole dataset)
+    rows, bytes, sha256               what was written
+    skipped                           [[item, id, why], ...] items that could not be read
+    ids                               image folders: each row's path, relative to the folder
+    quantization                      int8: {"scale": [...], "offset": [...]} per code value
+
+The *job* is everything that decides the bytes of a shard: the model's weights hash, the
+preprocessing (reader options and normalization), the code settings (precision, shard
+format, compression, shard size) and the source (path and item counts). A rerun whose job
+differs from the folder's refuses to mix shards (``StaleCodesError``) unless told to start
+over. No timestamps anywhere, so an interrupted and resumed run ends byte-identical to an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aetk.atomic import atomic_write_text
+from aetk.compress.errors import CompressError, IncompleteCodesError, StaleCodesError
+from aetk.compress.shards import NAME_PREFIX, is_shard_file, shard_name
+
+MANIFEST = "manifest.json"
+REPORT = "report.json"
+PROGRESS = ".progress"
+MODEL_DIR = "model"
+FORMAT = "aetk-codes"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard of the plan: items start..stop-1 of part `part` (numbered in the part)."""
+
+    index: int
+    part: int
+    start: int
+    stop: int
+    file: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "part": self.part, "start": self.start, "stop": self.stop,
+                "file": self.file}
+
+
+def plan_shards(part_sizes: list[int], shard_size: int, container: str, compression: str) -> list[Shard]:
+    """Fixed ranges of `shard_size` items, part by part: the same data and shard size always
+    give the same shards."""
+    shards: list[Shard] = []
+    for p, n in enumerate(part_sizes):
+        for a in range(0, n, shard_size):
+            k = len(shards)
+            shards.append(Shard(k, p, a, min(a + shard_size, n), shard_name(k, container, compression)))
+    return shards
+
+
+# -- reading and writing -------------------------------------------------------------------------
+def dumps(obj: Any) -> str:
+    """Canonical JSON: sorted keys, so equal content means equal bytes."""
+    return json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CompressError(f"{what} {path} is unreadable or not valid JSON ({exc}); it was damaged "
+                            f"after being written atomically") from exc
+
+
+def load_manifest(codes: Path) -> dict[str, Any]:
+    """The manifest of a complete codes folder; errors say what is missing and why."""
+    codes = Path(codes)
+    if not codes.is_dir():
+        raise CompressError(f"codes folder {codes} does not exist (expected what `aetk compress` "
+                            f"wrote with -o)")
+    path = codes / MANIFEST
+    if not path.is_file():
+        more = (" A compress run is in flight or was interrupted (its progress is in "
+                f"{PROGRESS}/); rerun the same `aetk compress` to finish it.") if (codes / PROGRESS).is_dir() else ""
+        raise IncompleteCodesError(f"{codes} has no {MANIFEST}, so its codes are not complete.{more}")
+    m = _read_json(path, "manifest")
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise CompressError(f"{path} is not an aetk codes manifest (no \"format\": \"{FORMAT}\")")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise CompressError(f"{path} has format_version {m.get('format_version')!r}; this aetk reads "
+                            f"version {FORMAT_VERSION}")
+    for key in ("job", "shards", "totals", "model_files", "code_shape"):
+        if key not in m:
+            raise CompressError(f"{path} lacks {key!r}; it is not a complete aetk codes manifest")
+    return m
+
+
+def write_manifest(codes: Path, manifest: dict[str, Any]) -> Path:
+    path = Path(codes) / MANIFEST
+    atomic_write_text(path, dumps(manifest))
+    return path
+
+
+class Journal:
+    """``.progress/``: the job of the run in flight, and a record per shard written."""
+
+    def __init__(self, codes: Path):
+        self.folder = Path(codes) / PROGRESS
+
+    def exists(self) -> bool:
+        return (self.folder / "job.json").is_file()
+
+    def job(self) -> dict[str, Any]:
+        return _read_json(self.folder / "job.json", "progress file")["job"]
+
+    def start(self, job: dict[str, Any]) -> None:
+        atomic_write_text(self.folder / "job.json", dumps({"job": job}))
+
+    def add(self, record: dict[str, Any]) -> None:
+        atomic_write_text(self.folder / (record["file"] + ".json"), dumps(record))
+
+    def records(self) -> dict[int, dict[str, Any]]:
+        out = {}
+        for p in sorted(self.folder.glob(f"{NAME_PREFIX}*.json")):
+            try:
+                r = json.loads(p.read_text())
+                out[int(r["index"])] = r
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a damaged record: its shard is redone
+        return out
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# -- the job ---------------------------------------------------------------------------------------
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def job_differences(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """'key: stored -> now' for each setting that differs."""
+    a, b = _flatten(stored), _flatten(now)
+    return [f"{k}: {_short(a.get(k))} -> {_short(b.get(k))}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def refuse_stale(codes: Path, where: str, diffs: list[str]) -> StaleCodesError:
+    shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+    return StaleCodesError(f"{codes} holds codes of another job ({where}): {shown}. Its shards are "
+                           f"stale for this model and preprocessing; pass --overwrite to replace "
+                           f"them, or write to another folder")
+
+
+def clear(codes: Path) -> None:
+    """Remove what aetk compress wrote in `codes` (only its own files)."""
+    codes = Path(codes)
+    for name in (MANIFEST, REPORT):
+        (codes / name).unlink(missing_ok=True)
+    shutil.rmtree(codes / PROGRESS, ignore_errors=True)
+    shutil.rmtree(codes / MODEL_DIR, ignore_errors=True)
+    for p in codes.iterdir():
+        if p.is_file() and is_shard_file(p.name):
+            p.unlink()
+    remove_temporaries(codes)
+
+
+def remove_temporaries(codes: Path) -> None:
+    """Temporary files a killed run left behind (atomic writes name them .NAME.*.tmp)."""
+    for folder in (codes, codes / PROGRESS, codes / MODEL_DIR):
+        if folder.is_dir():
+            for p in folder.glob(".*.tmp"):
+                p.unlink(missing_ok=True)
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "MODEL_DIR", "PROGRESS", "REPORT", "Journal", "Shard",
+           "clear", "dumps", "job_differences", "load_manifest", "plan_shards", "refuse_stale",
+           "remove_temporaries", "write_manifest"]
