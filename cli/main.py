@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .classify import classify_cli
+from .compress import compress_cli, decompress_cli, neighbors_cli
 from .denoise import denoise_cli
 from .evaluate import eval_cli, sample_cli
 from .export import export_cli
@@ -37,6 +38,10 @@ app.command("denoise", help="Denoise images (files and folders) with the shipped
     denoise_cli)
 app.command("classify", help="Fine-tune a classifier on a few labels from a trained encoder.")(
     classify_cli)
+app.command("compress", help="Encode a dataset into latent codes: shards, manifest, resumable, local or Ray.")(
+    compress_cli)
+app.command("decompress", help="Decode latent codes back to data (checksums first).")(decompress_cli)
+app.command("neighbors", help="Nearest stored items in code space; optional contact sheet.")(neighbors_cli)
 
 
 def main() -> None:
