@@ -169,8 +169,7 @@ def compress_cli(
         _verify(Path(data), as_json)
         return
     if model is None or out is None:
-        raise typer.BadParameter("compressing needs -m MODEL and -o CODES (or --verify CODES)",
-                                 param_hint="-m/-o")
+        _fail(ValueError("compressing needs -m MODEL and -o CODES (or --verify CODES to check a folder)"))
     from aetk.compress import compress
 
     options = {"format": data_format, "image_size": _image_size(image_size), "resize": resize,

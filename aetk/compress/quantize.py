@@ -35,7 +35,8 @@ def quantize(z: np.ndarray, precision: str) -> tuple[np.ndarray, dict | None]:
     if precision == "float32":
         return z, None
     if precision == "float16":
-        q = z.astype(np.float16)
+        with np.errstate(over="ignore"):  # reported below, with the value
+            q = z.astype(np.float16)
         if not np.all(np.isfinite(q)):
             big = float(np.abs(z).max())
             raise CompressError(f"codes reach {big:.3g}, beyond float16's range (65504); use "

@@ -15,6 +15,7 @@ actor and each session runs on its own GPU (ONNX Runtime's CUDA provider).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -100,6 +101,12 @@ def run_ray(settings: Settings, shards: list[Shard], *, address: str | None = No
     s.extra = {**s.extra, "gpus_per_worker": gpus_per_worker}
     rows = [{"index": sh.index, "part": sh.part, "start": sh.start, "stop": sh.stop, "file": sh.file}
             for sh in shards]
+    # aetk reports progress itself (per shard, below): Ray Data's own bars and logs would
+    # interleave with it.
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.map_batches(
         ShardActor, batch_size=1, fn_constructor_kwargs={"settings": s.to_dict()},
