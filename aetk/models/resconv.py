@@ -7,7 +7,7 @@ sub-images, so a conv layer costs a quarter of its full-resolution price, and it
 the noise, which is subtracted:
 
     u = unshuffle_2(x)                                   (B, 4C, H/2, W/2)
-    h = relu(conv(u)), then `depth` x relu(conv(h))      (B, F, H/2, W/2)
+    h = relu(conv(u)), then `depth` x relu(BN(conv(h)))  (B, F, H/2, W/2)
     z = [u, h]                                           the code: the image and its features
     x_hat = shuffle_2(u - conv(h))
 
@@ -40,6 +40,7 @@ class ResidualConvDenoiser(Autoencoder):
     class Config:
         features: int = 32
         depth: int = 8  # hidden conv layers after the first
+        batchnorm: bool = True  # in the hidden layers: trains several times faster (as in DnCNN)
         sigma_max: float = 55 / 255  # in model units (data scaled to [0, 1])
         clip: bool = True  # clip noisy inputs to [0, 1], as saved images are
 
@@ -57,7 +58,8 @@ class ResidualConvDenoiser(Autoencoder):
             raise ValueError(f"model 'resconv' needs even height and width, got {h}x{w}")
         layers: list[nn.Module] = [nn.Conv2d(4 * ch, c.features, 3, padding=1), nn.ReLU()]
         for _ in range(c.depth):
-            layers += [nn.Conv2d(c.features, c.features, 3, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(c.features, c.features, 3, padding=1, bias=not c.batchnorm),
+                       *([nn.BatchNorm2d(c.features)] if c.batchnorm else []), nn.ReLU()]
         self.body = nn.Sequential(*layers)
         self.noise = nn.Conv2d(c.features, 4 * ch, 3, padding=1)
         self.channels = ch
