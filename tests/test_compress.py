@@ -457,6 +457,18 @@ def test_stale_codes_are_refused_unless_overwrite(conv, conv_other, pixels, tmp_
         compress(str(pixels), conv, shutil_free, png_sample=0)
 
 
+def test_a_second_run_on_the_same_folder_is_refused(conv, pixels, tmp_path):
+    from aetk.compress.manifest import locked
+
+    out = tmp_path / "codes"
+    out.mkdir()
+    with locked(out):  # as a run in flight holds it
+        with pytest.raises(CompressError, match=r"another `aetk compress` is writing to"):
+            compress(str(pixels), conv, out, png_sample=0)
+    assert list(out.iterdir()) == []
+    compress(str(pixels), conv, out, png_sample=0)
+
+
 def test_damaged_shards_are_caught_by_verify_and_decompress_and_redone(conv, pixels, tmp_path):
     out = tmp_path / "codes"
     compress(str(pixels), conv, out, shard_size=100, png_sample=0, precision="int8")
@@ -521,6 +533,9 @@ def test_run_folder_model_and_eval_psnr(trained_run, tmp_path, monkeypatch):
     monkeypatch.setattr(aetk.export, "export_run", lambda *a, **k: pytest.fail("exported again"))
     again = compress("digits", trained_run, out, shard_size=500, png_sample=0)
     assert again.shards_written == 0 and again.shards_kept == 4
+    before = tree(out)
+    again = compress("digits", trained_run, out, shard_size=500, png_sample=0, overwrite=True)
+    assert again.shards_written == 4 and tree(out) == before  # started over from the cached export
 
 
 def test_compress_path_never_imports_torch(conv, pixels, tmp_path):

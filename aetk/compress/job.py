@@ -14,11 +14,13 @@ Order of work, so that bad input fails before anything is written:
    record are kept, the rest are planned again;
 3. record the job in CODES/.progress/, copy the model into CODES/model/, encode the
    planned shards (each written atomically, then its record);
-4. write report.json, then manifest.json last and atomically, then drop .progress/.
+4. once every shard is written, write manifest.json atomically (the folder is complete),
+   drop .progress/, then measure sizes (and PSNR) into report.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -31,7 +33,7 @@ from aetk.atomic import atomic_write_text, fsync_folder
 from aetk.compress.encode import Settings, ShardEncoder
 from aetk.compress.errors import CompressError
 from aetk.compress.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, MODEL_DIR, PROGRESS, REPORT, Journal,
-                                    clear, dumps, job_differences, load_manifest, plan_shards, refuse_stale,
+                                    clear, dumps, job_differences, load_manifest, locked, plan_shards, refuse_stale,
                                     remove_temporaries, write_manifest)
 from aetk.compress.model import check_shapes, install_model, model_identity, resolve_model
 from aetk.compress.quantize import check_precision
@@ -160,7 +162,8 @@ def compress(data: str, model: str | os.PathLike, out: str | os.PathLike, *,
     progress.stage(f"reading {data}")
     parts, description = open_parts(data_path, cfg)
     source = resolve_model(model, codes, progress.stage)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(source.cleanup)  # a fresh export of a run lives in a temporary folder
         encoder = load_export(source.folder, device=device, batch_size=None, threads=threads)
         data_shape = tuple(parts[0].source.input_shape)
         code_shape = check_shapes(encoder, data_shape, data)
@@ -168,6 +171,7 @@ def compress(data: str, model: str | os.PathLike, out: str | os.PathLike, *,
 
         # 2. what the folder holds
         _prepare_out(codes)
+        stack.enter_context(locked(codes))
         job = {
             "model": model_identity(meta),
             "preprocessing": {"reader": opts, "normalization": meta.normalization,
@@ -237,49 +241,48 @@ def compress(data: str, model: str | os.PathLike, out: str | os.PathLike, *,
                                          f"the {len(journal.records())} finished shards are kept and "
                                          f"a rerun resumes from them") from exc
             enc_seconds = time.perf_counter() - t1
-    finally:
-        source.cleanup()
 
-    # 4. report and manifest
-    records = sorted([*done.values(), *written], key=lambda r: r["index"])
-    if [r["index"] for r in records] != [sh.index for sh in plan]:
-        raise CompressError(f"internal error: {len(records)} shard records for a plan of {len(plan)}")
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "aetk_version": aetk.__version__,
-        "complete": True, "job": job, "code_shape": list(code_shape), "code_dtype": precision,
-        "model_files": model_files,
-        "totals": {"items": sum(len(p) for p in parts), "rows": sum(r["rows"] for r in records),
-                   "skipped": sum(len(r["skipped"]) for r in records),
-                   "unreadable_at_open": sum(len(p.source.skipped) for p in parts),
-                   "shards": len(records), "bytes": sum(r["bytes"] for r in records)},
-        "shards": records,
-    }
-    from aetk.compress.report import size_report
+        # 4. report and manifest
+        records = sorted([*done.values(), *written], key=lambda r: r["index"])
+        if [r["index"] for r in records] != [sh.index for sh in plan]:
+            raise CompressError(f"internal error: {len(records)} shard records for a plan of {len(plan)}")
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "aetk_version": aetk.__version__,
+            "complete": True, "job": job, "code_shape": list(code_shape), "code_dtype": precision,
+            "model_files": model_files,
+            "totals": {"items": sum(len(p) for p in parts), "rows": sum(r["rows"] for r in records),
+                       "skipped": sum(len(r["skipped"]) for r in records),
+                       "unreadable_at_open": sum(len(p.source.skipped) for p in parts),
+                       "shards": len(records), "bytes": sum(r["bytes"] for r in records)},
+            "shards": records,
+        }
+        if not (codes / MANIFEST).is_file() or load_manifest(codes) != manifest:
+            write_manifest(codes, manifest)
+            fsync_folder(codes)
+        journal.remove()
 
-    progress.stage("measuring sizes")
-    report = size_report(manifest, parts, png_sample)
-    if evaluate:
-        from aetk.compress.codes import Codes
-        from aetk.compress.decode import evaluate as evaluate_codes
-        from aetk.compress.decode import open_decoder
+        from aetk.compress.report import size_report
 
-        progress.stage("decompressing to measure PSNR", total=manifest["totals"]["items"])
-        cv = Codes(codes, manifest)
-        report["eval"] = evaluate_codes(cv, parts, open_decoder(cv, device), batch_size, progress.advance)
-    text = dumps(report)
-    if not (codes / REPORT).is_file() or (codes / REPORT).read_text() != text:
-        atomic_write_text(codes / REPORT, text)
-    if not (codes / MANIFEST).is_file() or load_manifest(codes) != manifest:
-        write_manifest(codes, manifest)
-        fsync_folder(codes)
-    journal.remove()
-    notes = []
-    if manifest["totals"]["skipped"] or manifest["totals"]["unreadable_at_open"]:
-        notes.append(f"{manifest['totals']['skipped'] + manifest['totals']['unreadable_at_open']} items "
-                     f"could not be read and are listed in {MANIFEST}")
-    return CompressResult(codes, manifest, report, shards_written=len(written), shards_kept=len(done),
-                          items_encoded=items, seconds=time.perf_counter() - t0, encode_seconds=enc_seconds,
-                          engine=engine, notes=notes)
+        progress.stage("measuring sizes")
+        report = size_report(manifest, parts, png_sample)
+        if evaluate:
+            from aetk.compress.codes import Codes
+            from aetk.compress.decode import evaluate as evaluate_codes
+            from aetk.compress.decode import open_decoder
+
+            progress.stage("decompressing to measure PSNR", total=manifest["totals"]["items"])
+            cv = Codes(codes, manifest)
+            report["eval"] = evaluate_codes(cv, parts, open_decoder(cv, device), batch_size, progress.advance)
+        text = dumps(report)
+        if not (codes / REPORT).is_file() or (codes / REPORT).read_text() != text:
+            atomic_write_text(codes / REPORT, text)
+        notes = []
+        if manifest["totals"]["skipped"] or manifest["totals"]["unreadable_at_open"]:
+            notes.append(f"{manifest['totals']['skipped'] + manifest['totals']['unreadable_at_open']} items "
+                         f"could not be read and are listed in {MANIFEST}")
+        return CompressResult(codes, manifest, report, shards_written=len(written), shards_kept=len(done),
+                              items_encoded=items, seconds=time.perf_counter() - t0, encode_seconds=enc_seconds,
+                              engine=engine, notes=notes)
 
 
 __all__ = ["ENGINES", "CompressResult", "Progress", "compress", "reader_options"]

@@ -2,7 +2,7 @@
 progress journal of a run in flight, and the manifest that marks a folder complete.
 
     CODES/
-      manifest.json          written last, atomically: the folder is complete when it exists
+      manifest.json          written once every shard is, atomically: the folder is complete
       report.json            sizes, ratios (and PSNR with --eval); no timings
       model/                 encoder.onnx, decoder.onnx: what encoded the codes, to decode them
       shard-00000.npy ...    the codes, one file per fixed range of items
@@ -27,11 +27,13 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from aetk.atomic import atomic_write_text
 from aetk.compress.errors import CompressError, IncompleteCodesError, StaleCodesError
@@ -114,6 +116,28 @@ def write_manifest(codes: Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def locked(codes: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the codes folder for one run: two runs writing the same
+    shards and journal would corrupt each other's work. The lock is on the folder itself
+    (flock), so it leaves no file behind and dies with the process."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    fd = os.open(codes, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise CompressError(f"another `aetk compress` is writing to {codes}; wait for it to finish "
+                                f"(or stop it) first") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class Journal:
     """``.progress/``: the job of the run in flight, and a record per shard written."""
 
@@ -176,12 +200,12 @@ def refuse_stale(codes: Path, where: str, diffs: list[str]) -> StaleCodesError:
 
 
 def clear(codes: Path) -> None:
-    """Remove what aetk compress wrote in `codes` (only its own files)."""
+    """Remove the codes aetk compress wrote in `codes` (only its own files; model/ is
+    brought up to date by the next run, which may be reading it)."""
     codes = Path(codes)
     for name in (MANIFEST, REPORT):
         (codes / name).unlink(missing_ok=True)
     shutil.rmtree(codes / PROGRESS, ignore_errors=True)
-    shutil.rmtree(codes / MODEL_DIR, ignore_errors=True)
     for p in codes.iterdir():
         if p.is_file() and is_shard_file(p.name):
             p.unlink()
@@ -197,5 +221,5 @@ def remove_temporaries(codes: Path) -> None:
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "MODEL_DIR", "PROGRESS", "REPORT", "Journal", "Shard",
-           "clear", "dumps", "job_differences", "load_manifest", "plan_shards", "refuse_stale",
+           "clear", "dumps", "job_differences", "load_manifest", "locked", "plan_shards", "refuse_stale",
            "remove_temporaries", "write_manifest"]

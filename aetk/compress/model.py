@@ -110,6 +110,10 @@ def install_model(source: ModelSource, codes: Path) -> dict[str, str]:
         hashes[f.name] = sha256_file(dest)
     if source.run is not None:
         atomic_write_text(target / RUN_STAMP, dumps(source.run))
+    keep = set(hashes) | ({RUN_STAMP} if source.run is not None else set())
+    for p in target.iterdir():  # what an earlier model left (its run stamp, side files)
+        if p.is_file() and p.name not in keep and not p.name.startswith("."):
+            p.unlink()
     return hashes
 
 
