@@ -27,6 +27,9 @@ from aetk.data.loading import check_config, read_source
 from aetk.data.source import DataError, Source
 
 
+FAULT_AROUND = 2 << 20  # bytes before a range that _release also hands back
+
+
 @dataclass
 class Part:
     """One array or folder of a dataset: "data", or "train" and "test"."""
@@ -126,13 +129,16 @@ def _release(x: Any, start: int, stop: int) -> None:
     Pages of a file mapping that were read stay in the process's resident set until the
     mapping goes away, so one pass over a large .npy would grow the memory in use to the
     file's size. MADV_DONTNEED drops them from this process (the page cache keeps them).
+    The range starts 2 MiB early: a page fault also maps its cached neighbours (the
+    kernel's fault-around window, 64 KiB by default), which reaches back into rows
+    already handed back.
     """
     mm = getattr(x, "_mmap", None)
     if not isinstance(mm, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED") or stop <= start:
         return
     try:
         base = np.frombuffer(mm, np.uint8).ctypes.data  # where the mapping begins
-        first = x.ctypes.data + start * x.strides[0] - base
+        first = max(0, x.ctypes.data + start * x.strides[0] - base - FAULT_AROUND)
         last = min(len(mm), x.ctypes.data + stop * x.strides[0] - base)
         first -= first % mmap.PAGESIZE
         if 0 <= first < last:
