@@ -405,6 +405,51 @@ def test_disk_full_part_way_keeps_finished_shards(conv, pixels, tmp_path, monkey
     assert tree(tmp_path / "codes") == tree(tmp_path / "clean")
 
 
+@pytest.mark.parametrize("stage", ["read", "encode", "write"])
+def test_a_failure_in_any_stage_stops_the_run(conv, pixels, tmp_path, monkeypatch, stage):
+    import threading
+
+    from aetk.compress import encode
+    from aetk.data import stream
+
+    def boom(real):
+        calls = []
+
+        def f(*a, **k):
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError(f"{stage} failed")
+            return real(*a, **k)
+        return f
+
+    if stage == "read":
+        monkeypatch.setattr(stream, "read_range", boom(stream.read_range))
+    elif stage == "write":
+        monkeypatch.setattr(encode, "atomic_write_bytes", boom(encode.atomic_write_bytes))
+    else:
+        real_init = encode.ShardEncoder.__init__
+
+        def init(self, *a, **k):
+            real_init(self, *a, **k)
+            self.model.encode = boom(self.model.encode)
+        monkeypatch.setattr(encode.ShardEncoder, "__init__", init)
+    outcome = []
+
+    def target():
+        try:
+            compress(str(pixels), conv, tmp_path / "codes", shard_size=100, batch_size=50, png_sample=0)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), f"a failure in the {stage} stage left the run hanging"
+    assert len(outcome) == 1 and str(outcome[0]) == f"{stage} failed"
+    assert not (tmp_path / "codes" / "manifest.json").exists()
+    assert not [th for th in threading.enumerate() if th.name.startswith("aetk-compress-")]
+
+
 def test_unwritable_output_and_shape_mismatch_fail_before_any_work(conv, tmp_path):
     (tmp_path / "file").write_text("x")
     np.save(tmp_path / "x.npy", np.zeros((10, 1, 8, 8), np.uint8))

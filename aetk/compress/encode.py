@@ -142,7 +142,7 @@ class ShardEncoder:
 
         def get(q: queue.Queue) -> Any:
             while True:
-                if stop.is_set() and errors:
+                if stop.is_set():  # set only on failure, or once the writer has finished
                     raise _Stop
                 try:
                     return q.get(timeout=0.1)
@@ -193,8 +193,7 @@ class ShardEncoder:
             stop.set()
             raise
         finally:
-            if errors or not threads[1].is_alive():
-                stop.set()
+            stop.set()  # the writer is done, or something failed: release both threads
             for t in threads:
                 t.join()
         if errors:
