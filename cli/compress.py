@@ -110,8 +110,8 @@ def print_report(result, console=None) -> None:
     ]
     if "eval" in r:
         e = r["eval"]
-        rows.append((f"PSNR after decompressing (peak {_fmt(e['peak'])}, {e.get('peak_from', '')})",
-                     _fmt(e["psnr_db"], " dB")))
+        psnr = "exact (MSE 0)" if e["mse"] == 0 else _fmt(e["psnr_db"], " dB")
+        rows.append((f"PSNR after decompressing (peak {_fmt(e['peak'])}, {e.get('peak_from', '')})", psnr))
     if result.items_encoded:
         rows.append(("encoded", f"{result.items_encoded:,} items, "
                                 f"{_fmt(result.items_per_second)} items/s ({result.engine})"))

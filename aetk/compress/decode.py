@@ -309,8 +309,9 @@ def evaluate(codes: Codes, parts: list, decoder: Any, batch_size: int = 512,
         return {"psnr_db": None, "mse": None, "peak": None}
     mse = sse / count
     peak = nominal if nominal is not None else (hi - lo if hi > lo else 1.0)
-    psnr = float("inf") if mse == 0 else 10 * np.log10(peak ** 2 / mse)
-    return {"psnr_db": round(float(psnr), 4), "mse": float(f"{mse:.6g}"), "peak": float(peak),
+    # An exact reconstruction has no finite PSNR (and JSON has no infinity): None, mse 0.
+    psnr = None if mse == 0 else round(float(10 * np.log10(peak ** 2 / mse)), 4)
+    return {"psnr_db": psnr, "mse": float(f"{mse:.6g}"), "peak": float(peak),
             "peak_from": "value type" if nominal is not None else "data range"}
 
 
