@@ -1,6 +1,7 @@
 # make test  — create .venv if missing, install aetk with its test extras (building the
 #              native extension, with CUDA kernels when nvcc is present), run pytest.
-# make demo  — the main job end to end (for now: the fused-kernel benchmark).
+# make demo  — the main jobs end to end: kernels benchmark, train/eval/sample/export a conv
+#              autoencoder, train a small denoiser and compare it with the shipped one.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -28,13 +29,26 @@ test: install
 	$(VENV)/bin/pytest tests
 
 DEMO_RUN ?= runs/demo-conv
+DEMO_DN ?= runs/demo-denoise
+AETK := $(VENV)/bin/aetk
 demo: install
 	$(PY) benchmarks/bench_ops.py --quick
-	rm -rf $(DEMO_RUN)
-	$(VENV)/bin/aetk train --model conv --data digits --epochs 30 --run-dir $(DEMO_RUN) \
+	rm -rf $(DEMO_RUN) $(DEMO_DN)
+	# train, evaluate and sample a conv autoencoder, then export it to validated ONNX
+	$(AETK) train --model conv --data digits --epochs 30 --run-dir $(DEMO_RUN) \
 		model.channels=[16,32] model.code_size=16 train.lr=3e-3 train.progress=false
-	$(VENV)/bin/aetk eval $(DEMO_RUN)
-	$(VENV)/bin/aetk sample $(DEMO_RUN)
+	$(AETK) eval $(DEMO_RUN)
+	$(AETK) sample $(DEMO_RUN)
+	$(AETK) export $(DEMO_RUN) -o $(DEMO_RUN)-onnx --int8 --triton $(DEMO_RUN)-triton
+	# denoise: a small denoiser trained here (minutes) against the shipped one, sigma 25
+	$(PY) -m aetk.denoise.photos $(DEMO_DN)/patches.npz --stride 64
+	$(AETK) train --model resconv --data $(DEMO_DN)/patches.npz --epochs 2 --run-dir $(DEMO_DN)/run \
+		model.features=16 model.depth=4 train.batch_size=16 train.lr=2e-3 train.progress=false
+	$(AETK) export $(DEMO_DN)/run -o $(DEMO_DN)/onnx
+	$(PY) -m aetk.denoise.demo noisy $(DEMO_DN) --sigma 25
+	$(AETK) denoise $(DEMO_DN)/noisy -o $(DEMO_DN)/small --model $(DEMO_DN)/onnx
+	$(AETK) denoise $(DEMO_DN)/noisy -o $(DEMO_DN)/shipped
+	$(PY) -m aetk.denoise.demo score $(DEMO_DN) noisy small shipped
 
 bench: install
 	$(PY) benchmarks/bench_ops.py
