@@ -55,3 +55,18 @@ def fsync_folder(folder: str | os.PathLike) -> None:
 
 
 __all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "fsync_folder"]
+
+
+class NotAFolderError(OSError):
+    """The path exists, and is a file, not a folder."""
+
+
+def check_writable_folder(folder: str | os.PathLike) -> None:
+    """Make ``folder`` (with its parents) and prove a file can be created in it, before any
+    slow work. Raises NotAFolderError when it exists as a file, OSError when unwritable."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotAFolderError(f"{folder} exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".aetk-write-test-"):
+        pass

@@ -4,7 +4,6 @@ on small real and synthetic data written to tmp folders at run time."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from aetk import native, ops
+from aetk import native
 from aetk.ops import CORRUPTION_KINDS, corrupt, corrupt_ref
 
 LEVELS = {"gaussian": 0.3, "masking": 0.25, "masking_exact": 0.25, "salt_pepper": 0.2,

@@ -82,14 +82,18 @@ class _Writer:
         pass
 
 
+def _npy_header(f, dtype: str, shape: tuple[int, ...]) -> None:
+    """The .npy header of an array whose rows are then written raw, block by block."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(f, header)
+
+
 class _NpyWriter(_Writer):
     """An .npy file written row block by row block (the row count is known up front)."""
 
     def __init__(self, stack: contextlib.ExitStack, path: Path, dtype: str, shape: tuple[int, ...]):
         self.f = stack.enter_context(atomic_open(path, "wb"))
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-                  "shape": shape}
-        np.lib.format.write_array_header_1_0(self.f, header)
+        _npy_header(self.f, dtype, shape)
         self.dtype = dtype
 
     def write(self, x: np.ndarray, items: np.ndarray) -> None:
@@ -99,9 +103,7 @@ class _NpyWriter(_Writer):
 class _NpzMember(_Writer):
     def __init__(self, zf: zipfile.ZipFile, key: str, dtype: str, shape: tuple[int, ...]):
         self.f = zf.open(f"{key}.npy", "w", force_zip64=True)
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-                  "shape": shape}
-        np.lib.format.write_array_header_1_0(self.f, header)
+        _npy_header(self.f, dtype, shape)
         self.dtype = dtype
 
     def write(self, x: np.ndarray, items: np.ndarray) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,12 +100,12 @@ def reader_options(data_options: dict[str, Any] | None, run_dir: Path | None) ->
 
 
 def _prepare_out(codes: Path) -> None:
-    if codes.exists() and not codes.is_dir():
-        raise CompressError(f"-o {codes} exists and is not a folder")
+    from aetk.atomic import NotAFolderError, check_writable_folder
+
     try:
-        codes.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=codes, prefix=".aetk-write-test-"):
-            pass
+        check_writable_folder(codes)
+    except NotAFolderError as exc:
+        raise CompressError(f"-o {codes} exists and is not a folder") from exc
     except OSError as exc:
         raise CompressError(f"-o {codes}: the codes folder cannot be written ({exc.strerror or exc})") from exc
 

@@ -168,12 +168,12 @@ def opset_of(proto: onnx.ModelProto) -> int:
 # -- files ---------------------------------------------------------------------------------------------
 def prepare_out_dir(out_dir: Path) -> None:
     """OUT exists (or is made) and can be written to; else an error naming it."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"output folder {out_dir} exists and is not a folder")
+    from aetk.atomic import NotAFolderError, check_writable_folder
+
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".aetk-write-test-"):
-            pass
+        check_writable_folder(out_dir)
+    except NotAFolderError as exc:
+        raise ExportError(f"output folder {out_dir} exists and is not a folder") from exc
     except OSError as exc:
         raise ExportError(f"output folder {out_dir} is not writable: {exc.strerror or exc}") from exc
 
