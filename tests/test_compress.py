@@ -30,7 +30,6 @@ from aetk.data.stream import open_parts, read_range
 from aetk.normalization import Normalization
 from aetk.runtime import load_export
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- fixtures -------------------------------------------------------------------------------------
@@ -325,15 +324,21 @@ def _compress_cmd(data: Path, model: Path, out: Path, *extra: str, shard_size: i
 
 
 def _env(**kw: str) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # Subprocesses import the same aetk as this test (the source tree in dev mode, the installed
+    # package in CI, whose source tree lacks the built extension and aetk/cli); run them outside
+    # the repository (cwd=tmp_path) so the source tree does not shadow it.
+    import aetk
+
+    pkg = str(Path(aetk.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=pkg + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.update(kw)
     return env
 
 
 def test_sigkill_part_way_then_rerun_is_byte_identical(conv, pixels, tmp_path):
     clean, killed = tmp_path / "clean", tmp_path / "killed"
-    subprocess.run(_compress_cmd(pixels, conv, clean, "--zstd"), check=True, env=_env(), cwd=ROOT)
-    proc = subprocess.Popen(_compress_cmd(pixels, conv, killed, "--zstd"), cwd=ROOT,
+    subprocess.run(_compress_cmd(pixels, conv, clean, "--zstd"), check=True, env=_env(), cwd=tmp_path)
+    proc = subprocess.Popen(_compress_cmd(pixels, conv, killed, "--zstd"), cwd=tmp_path,
                             env=_env(AETK_COMPRESS_SHARD_DELAY="0.25"))
     try:
         deadline = time.monotonic() + 120
@@ -353,7 +358,7 @@ def test_sigkill_part_way_then_rerun_is_byte_identical(conv, pixels, tmp_path):
     with pytest.raises(IncompleteCodesError, match=r"rerun the same `aetk compress`"):
         verify(killed)
     rerun = subprocess.run(_compress_cmd(pixels, conv, killed, "--zstd", "--json"), check=True, env=_env(),
-                           cwd=ROOT, capture_output=True, text=True)
+                           cwd=tmp_path, capture_output=True, text=True)
     info = json.loads(rerun.stdout)
     assert info["shards_kept"] == done and info["shards_written"] + info["shards_kept"] == 15
     assert tree(killed) == tree(clean)
@@ -369,13 +374,13 @@ def test_full_disk_leaves_no_manifest_and_a_rerun_finishes(conv, tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(5).integers(0, 256, (2000, 1, 8, 8), dtype=np.uint8))
     out = tmp_path / "codes"
     cmd = _compress_cmd(tmp_path / "x.npy", conv, out, shard_size=1500)  # 36 KiB of codes in shard 0
-    proc = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, preexec_fn=limit_file_size)
+    proc = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, preexec_fn=limit_file_size)
     assert proc.returncode == 1, proc.stderr
     assert "writing codes to" in proc.stderr and "rerun resumes" in proc.stderr
     assert (out / "model" / "decoder.onnx").is_file(), "the model (under the limit) was copied first"
     assert not (out / "manifest.json").exists() and not list(out.glob("shard-*"))
     assert not list(out.rglob("*.tmp")), "temporary files must not be left behind"
-    subprocess.run(cmd, check=True, env=_env(), cwd=ROOT)
+    subprocess.run(cmd, check=True, env=_env(), cwd=tmp_path)
     assert verify(out) == [] and Codes.open(out).manifest["totals"]["rows"] == 2000
 
 
@@ -588,7 +593,7 @@ def test_compress_path_never_imports_torch(conv, pixels, tmp_path):
             f"decompress({str(tmp_path / 'c')!r}, {str(tmp_path / 'o')!r}); "
             f"neighbors({str(tmp_path / 'c')!r}, ['3', {str(pixels)!r}], k=2); "
             "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], env=_env(), cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), cwd=tmp_path, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
 

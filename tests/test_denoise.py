@@ -19,7 +19,6 @@ from aetk.denoise import SHIPPED_MODEL, DenoiseInputError, denoise_paths, load_d
 from aetk.denoise.tiling import Blender, pad_to, ramp, starts, tile_shape
 
 UNIT = {"kind": "unit", "scale": 255.0, "mean": None, "std": None, "shape": None, "value_range": [0.0, 1.0]}
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _export(path: Path, *, identity: bool, channels: int = 1, depth: int = 1) -> Path:
@@ -213,12 +212,17 @@ def test_killed_run_is_completed_by_skip_existing(random_model, tmp_path):
         Image.fromarray(rng.integers(0, 256, (256, 256), dtype=np.uint8)).save(src / f"{i:03d}.png", compress_level=0)
     cmd = [sys.executable, "-m", "aetk.cli.main", "denoise", str(src), "--model", str(random_model),
            "--device", "cpu", "--workers", "1", "--threads", "1"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    import aetk
+
+    # The aetk this test imported (source tree in dev mode, installed package in CI), run
+    # outside the repository so the source tree (no built extension, no aetk/cli) cannot shadow it.
+    env = {**os.environ, "PYTHONPATH": str(Path(aetk.__file__).resolve().parents[1])}
     reference = tmp_path / "reference"
-    subprocess.run(cmd + ["-o", str(reference)], check=True, env=env, capture_output=True)
+    subprocess.run(cmd + ["-o", str(reference)], check=True, env=env, capture_output=True, cwd=tmp_path)
 
     out = tmp_path / "out"
-    proc = subprocess.Popen(cmd + ["-o", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd + ["-o", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=tmp_path)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and len(list(out.glob("*.png"))) < 3:
@@ -232,7 +236,8 @@ def test_killed_run_is_completed_by_skip_existing(random_model, tmp_path):
     assert 3 <= len(partial) < 60, "the run should have been killed part-way"
     for name in partial:  # every output present is complete
         assert _sha(out / name) == _sha(reference / name)
-    res = subprocess.run(cmd + ["-o", str(out), "--skip-existing"], env=env, capture_output=True, text=True)
+    res = subprocess.run(cmd + ["-o", str(out), "--skip-existing"], env=env, capture_output=True, text=True,
+                         cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert f"skipped {len(partial)}" in res.stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in reference.iterdir())
