@@ -88,6 +88,7 @@ from rich.table import Table
 
 import aetk
 import aetk.runtime as rt
+from bench_ops import cpu_name, fmt_ms  # this script's folder is on sys.path when run as a script
 
 SEED = 1234
 MODELS = ("deep", "conv")
@@ -526,12 +527,6 @@ def make_rows(name: str, graph: str, batch: int, device: str, timing, acc, compi
 # Rendering
 # --------------------------------------------------------------------------------------
 
-def fmt_ms(v: float | None) -> str:
-    if v is None:
-        return "—"
-    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 1 else f"{v:.3f}"
-
-
 def fmt_rate(v: float | None) -> str:
     if v is None:
         return "—"
@@ -630,17 +625,6 @@ def summary(rows: list[dict], console: Console) -> None:
 # --------------------------------------------------------------------------------------
 # Environment
 # --------------------------------------------------------------------------------------
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 class CpuShare:
     """How many CPU cores other processes kept busy between start() and stop(): all busy

@@ -30,21 +30,18 @@ def write_noisy(root: Path, sigma: float, names: tuple[str, ...] | None = None) 
     return list(names)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
-
-
 def score(root: Path, folders: list[str]) -> dict[str, dict[str, float]]:
     """PSNR (dB) of every image in root/<folder>/ against root/clean/, per folder."""
     from PIL import Image
+
+    from aetk.export.validate import psnr
 
     out: dict[str, dict[str, float]] = {}
     for folder in folders:
         out[folder] = {}
         for ref in sorted((root / "clean").glob("*.png")):
             with Image.open(ref) as a, Image.open(root / folder / ref.name) as b:
-                out[folder][ref.stem] = psnr(np.asarray(a), np.asarray(b))
+                out[folder][ref.stem] = psnr(np.asarray(b), np.asarray(a), 255.0)
     return out
 
 

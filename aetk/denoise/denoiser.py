@@ -30,7 +30,7 @@ class DenoiserError(ValueError):
     """A model that cannot denoise images as asked."""
 
 
-def resolve_model(model: str | Path | None, device: str = "auto") -> Path:
+def resolve_model(model: str | Path | None) -> Path:
     """The autoencoder .onnx to run: the shipped model, a file, an export folder, or a run
     folder (exported on the fly into a temporary folder; needs torch)."""
     if model is None:
@@ -141,7 +141,7 @@ class Denoiser:
 
 
 def load_denoiser(model: str | Path | None = None, device: str = "auto", **kwargs) -> Denoiser:
-    return Denoiser(resolve_model(model, device), device=device, **kwargs)
+    return Denoiser(resolve_model(model), device=device, **kwargs)
 
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "SHIPPED_MODEL", "Denoiser", "DenoiserError", "load_denoiser",

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from aetk.atomic import atomic_open
+from aetk.data.images import IMAGE_SUFFIXES
 
-EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
-              ".bmp": "BMP", ".webp": "WEBP"}
+# The suffixes `aetk train` reads as images, each with the Pillow format that writes it.
+EXTENSIONS = {suffix: Image.registered_extensions()[suffix] for suffix in IMAGE_SUFFIXES}
 FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "tiff": ".tif", "tif": ".tif", "bmp": ".bmp",
            "webp": ".webp"}
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
@@ -41,7 +43,6 @@ class DecodedImage:
     format: str  # Pillow format name of the input
     alpha: np.ndarray | None = None  # (H, W), passed through untouched
     info: dict[str, Any] = field(default_factory=dict)  # exif / icc_profile to pass on
-    converted_from: str | None = None  # the original mode, when it was converted
 
     @property
     def bits(self) -> int:
@@ -53,7 +54,7 @@ class DecodedImage:
 
 
 def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
@@ -92,8 +93,6 @@ def _webp_is_lossless(path: Path) -> bool:
 
 
 def _decode(path: Path, im, fmt: str, info: dict[str, Any]) -> DecodedImage:
-    original = im.mode
-    converted = None
     if im.mode in ("P", "PA"):
         im = im.convert("RGBA" if (im.mode == "PA" or "transparency" in im.info) else "RGB")
     elif im.mode == "1":
@@ -104,17 +103,13 @@ def _decode(path: Path, im, fmt: str, info: dict[str, Any]) -> DecodedImage:
         im = im.convert("LA")
     elif im.mode == "RGBa":
         im = im.convert("RGBA")
-    if im.mode != original:
-        converted = original
     mode = im.mode
     a = np.asarray(im)
     if mode in ("I;16", "I;16L", "I;16B", "I"):
         a = a.astype(np.int64)
         if a.min() < 0 or a.max() > 65535:
             raise ImageReadError(f"{path}: 32-bit integer image with values outside 0..65535 is not supported")
-        if mode != "I;16":
-            converted = original if mode != "I;16L" and mode != "I;16B" else None
-        return DecodedImage(path, (a.astype(np.float32) / 65535.0)[None], "I;16", fmt, None, info, converted)
+        return DecodedImage(path, (a.astype(np.float32) / 65535.0)[None], "I;16", fmt, None, info)
     if mode == "F":
         raise ImageReadError(f"{path}: floating-point images (mode F) are not supported")
     if mode not in ("L", "LA", "RGB", "RGBA"):
@@ -123,13 +118,11 @@ def _decode(path: Path, im, fmt: str, info: dict[str, Any]) -> DecodedImage:
     alpha = a[..., -1].copy() if mode in ("LA", "RGBA") else None
     color = a[..., :-1] if alpha is not None else a
     planes = np.moveaxis(color, -1, 0).astype(np.float32) / 255.0
-    return DecodedImage(path, np.ascontiguousarray(planes), mode, fmt, alpha, info, converted)
+    return DecodedImage(path, np.ascontiguousarray(planes), mode, fmt, alpha, info)
 
 
 def encode(img: DecodedImage, planes: np.ndarray, fmt: str):
     """A PIL image of ``planes`` (C, H, W, in [0, 1]) in the input's mode, for format ``fmt``."""
-    from PIL import Image
-
     planes = np.clip(planes, 0.0, 1.0)
     if img.mode == "I;16" and fmt in SIXTEEN_BIT_FORMATS:
         return Image.fromarray(np.rint(planes[0] * 65535.0).astype(np.uint16))  # mode I;16

@@ -45,6 +45,11 @@ TRAIN = tuple(n for n in PHOTOS if n not in TEST + VALIDATION)
 
 def photo_path(name: str) -> Path:
     package, file = PHOTOS[name]
+    try:
+        __import__(package)
+    except ImportError as exc:
+        raise ImportError(f"photograph {name!r} comes with {package}, which is not installed: "
+                          f"pip install 'aetk[photos]'") from exc
     if package == "skimage":
         import skimage
 

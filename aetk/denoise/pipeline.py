@@ -18,7 +18,7 @@ from typing import Callable
 
 from aetk.denoise.denoiser import Denoiser
 from aetk.denoise.files import Job, plan
-from aetk.denoise.imagefiles import DEFAULT_MAX_PIXELS, EXTENSIONS, FORMATS, ImageReadError, read_image, write_image
+from aetk.denoise.imagefiles import DEFAULT_MAX_PIXELS, EXTENSIONS, ImageReadError, read_image, write_image
 
 
 @dataclass
@@ -36,10 +36,9 @@ class Summary:
         return not self.failed
 
 
-def _format_of(job: Job, fmt: str | None) -> str:
-    if fmt:
-        return EXTENSIONS[FORMATS[fmt]]
-    return EXTENSIONS.get(job.dst.suffix.lower(), "PNG")
+def _format_of(job: Job) -> str:
+    """The output's format, from its suffix (planning already applied --format to it)."""
+    return EXTENSIONS[job.dst.suffix.lower()]
 
 
 def _remove_stale_temporaries(jobs: list[Job]) -> None:
@@ -50,7 +49,7 @@ def _remove_stale_temporaries(jobs: list[Job]) -> None:
                 tmp.unlink(missing_ok=True)
 
 
-def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2, fmt: str | None = None,
+def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
                  quality: int = 95, skip_existing: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  on_progress: Callable[[str, float], None] | None = None, summary: Summary | None = None
                  ) -> Summary:
@@ -110,7 +109,7 @@ def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2, fmt: 
                 summary.failed.append((job.label, str(exc)))
                 tick("failed", 0.0)
                 continue
-            writes.append((job, writers.submit(write_image, job.dst, img, clean, _format_of(job, fmt), quality),
+            writes.append((job, writers.submit(write_image, job.dst, img, clean, _format_of(job), quality),
                            img.megapixels))
             finish_writes(2 * workers)
         finish_writes(0)
@@ -142,7 +141,7 @@ def denoise_paths(inputs: list[Path], out: Path | None = None, model: str | Path
         summary.notes.append(f"{den.path.name} is a blind model: --sigma is not used")
     if on_start:
         on_start(len(jobs))
-    return denoise_jobs(jobs, den, workers=workers, fmt=fmt, quality=quality, skip_existing=skip_existing,
+    return denoise_jobs(jobs, den, workers=workers, quality=quality, skip_existing=skip_existing,
                         max_pixels=max_pixels, on_progress=on_progress, summary=summary)
 
 

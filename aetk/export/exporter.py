@@ -14,6 +14,7 @@ model behind; ``export.json``, written last, records what was validated and meas
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -33,7 +34,7 @@ import torch
 import aetk
 from aetk.export.errors import ExportError
 from aetk.export.graphs import GraphSpec, graph_specs, is_variational
-from aetk.export.validate import check_model, validate_graph
+from aetk.export.validate import check_model, cpu_session, run_session, validate_graph
 from aetk.export.variants import accuracy_change, to_float16, to_int8
 from aetk.runtime.metadata import ModelMetadata
 
@@ -278,8 +279,9 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
     try:
         staged: list[str] = []
         specs = graph_specs(model, multiple)
+        common = model_metadata(model, normalization, "encoder")  # hashes the weights once
         for spec in specs:
-            meta = model_metadata(model, normalization, spec.name)
+            meta = dataclasses.replace(common, graph=spec.name)
             step(f"export {spec.name}")
             proto = to_onnx(spec, opset, multiple)
             if opset_of(proto) < opset:
@@ -301,6 +303,7 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
             if spec.name == "sample":
                 continue  # no weights: nothing to gain from lower precision
             feeds = _feeds(batches.get("real", batches["random"]))
+            reference = None  # float32 outputs on `feeds`, for the variants' accuracy
             data_range = None
             if meta.value_range is not None:
                 data_range = float(meta.value_range[1] - meta.value_range[0]) or None
@@ -316,17 +319,17 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
                         calib = [{k: v[i:i + 64] for k, v in _feeds(calib_in).items()}
                                  for i in range(0, len(calibration), 64)]
                     variant = to_int8(proto, static=convolutional, calibration=calib)
-                vmeta = model_metadata(model, normalization, spec.name)
-                vmeta.precision = precision
-                _set_metadata(variant, vmeta)
+                _set_metadata(variant, dataclasses.replace(meta, precision=precision))
                 check_model(variant, f"{spec.name}.{tag}")
                 vpath = stage / f"{spec.name}.{tag}.onnx"
                 staged += [f.name for f in write_onnx(variant, vpath, external_data_threshold)]
                 key = f"{spec.name}.{tag}"
                 result.files[key] = vpath.name
                 try:
-                    result.variants[key] = accuracy_change(variant.SerializeToString(), proto.SerializeToString(),
-                                                           feeds, spec.name, data_range)
+                    if reference is None:
+                        reference = run_session(cpu_session(model_bytes), feeds)
+                    result.variants[key] = accuracy_change(variant.SerializeToString(), reference, feeds,
+                                                           spec.name, data_range)
                 except Exception as exc:  # e.g. no float16 kernel for an op on the CPU
                     result.variants[key] = {"not_measured": f"ONNX Runtime on the CPU cannot run it: "
                                                             f"{str(exc).splitlines()[0][:200]}"}

@@ -92,8 +92,9 @@ def validate_graph(model_bytes: bytes, module: torch.nn.Module, graph: str, outp
 
 
 def psnr(x: np.ndarray, ref: np.ndarray, data_range: float) -> float:
-    mse = float(np.mean((x.astype(np.float64) - ref.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(data_range ** 2 / mse))
+    from aetk.evaluate.metrics import psnr as psnr_of_mse
+
+    return psnr_of_mse(float(np.mean((x.astype(np.float64) - ref.astype(np.float64)) ** 2)), data_range)
 
 
 __all__ = ["check_model", "compare_outputs", "cpu_session", "psnr", "run_session", "torch_outputs",

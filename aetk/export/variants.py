@@ -31,22 +31,22 @@ def to_float16(proto: onnx.ModelProto) -> onnx.ModelProto:
 def topological_sort(graph: onnx.GraphProto) -> None:
     """Reorder the nodes so each comes after the producers of its inputs (in place)."""
     known = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
+    pending, order = list(range(len(graph.node))), []
     while pending:
-        ready = [n for n in pending if all(i in known for i in n.input)]
+        ready = [i for i in pending if all(x in known for x in graph.node[i].input)]
         if not ready:
             raise ExportError(f"graph {graph.name!r} has a cycle or an input nobody produces: "
-                              f"{sorted({i for n in pending for i in n.input} - known)[:5]}")
-        for n in ready:
-            known.update(n.output)
-        ordered += ready
-        pending = [n for n in pending if not all(i in known for i in n.input) or n not in ready]
-        pending = [n for n in pending if n not in ready]
-    copies = [onnx.NodeProto() for _ in ordered]
-    for c, n in zip(copies, ordered):
-        c.CopyFrom(n)
+                              f"{sorted({x for i in pending for x in graph.node[i].input} - known)[:5]}")
+        for i in ready:
+            known.update(graph.node[i].output)
+        order += ready
+        done = set(ready)
+        pending = [i for i in pending if i not in done]
+    nodes = [onnx.NodeProto() for _ in order]
+    for node, i in zip(nodes, order):
+        node.CopyFrom(graph.node[i])
     del graph.node[:]
-    graph.node.extend(copies)
+    graph.node.extend(nodes)
 
 
 class _Calibration:
@@ -93,12 +93,12 @@ def to_int8(proto: onnx.ModelProto, static: bool, calibration: list[dict[str, np
         return onnx.load(str(dst))
 
 
-def accuracy_change(variant: bytes, reference: bytes, inputs: dict[str, np.ndarray], graph: str,
+def accuracy_change(variant: bytes, ref: dict[str, np.ndarray], inputs: dict[str, np.ndarray], graph: str,
                     data_range: float | None) -> dict[str, Any]:
-    """The variant against the float32 graph on the same inputs, per output: max and relative
-    RMS difference; for the autoencoder also the PSNR of its reconstructions and the change."""
+    """The variant against the float32 graph's outputs ``ref`` on the same inputs, per output:
+    max and relative RMS difference; for the autoencoder also the PSNR of its reconstructions
+    and the change."""
     got = run_session(cpu_session(variant), inputs)
-    ref = run_session(cpu_session(reference), inputs)
     report: dict[str, Any] = {}
     for name, r in ref.items():
         g = got[name].astype(np.float64)
