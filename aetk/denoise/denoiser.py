@@ -31,8 +31,8 @@ class DenoiserError(ValueError):
 
 
 def resolve_model(model: str | Path | None) -> Path:
-    """The autoencoder .onnx to run: the shipped model, a file, an export folder, or a run
-    folder (exported on the fly into a temporary folder; needs torch)."""
+    """The autoencoder .onnx to run (the shipped model, a file, an export folder's), or a run
+    folder, which :func:`load_denoiser` exports on the fly (needs torch)."""
     if model is None:
         if not SHIPPED_MODEL.is_file():
             raise DenoiserError(f"the shipped model {SHIPPED_MODEL} is missing from this installation")
@@ -46,11 +46,7 @@ def resolve_model(model: str | Path | None) -> Path:
     if (p / "autoencoder.onnx").is_file():
         return p / "autoencoder.onnx"
     if (p / "model.safetensors").is_file():
-        from aetk.export import export_run
-
-        out = Path(tempfile.mkdtemp(prefix="aetk-denoise-export-"))
-        export_run(p, out)
-        return out / "autoencoder.onnx"
+        return p  # a run folder: load_denoiser exports it
     raise DenoiserError(f"--model {p} is a folder without autoencoder.onnx (an `aetk export` folder) "
                         f"or model.safetensors (an `aetk train` run)")
 
@@ -141,7 +137,15 @@ class Denoiser:
 
 
 def load_denoiser(model: str | Path | None = None, device: str = "auto", **kwargs) -> Denoiser:
-    return Denoiser(resolve_model(model), device=device, **kwargs)
+    path = resolve_model(model)
+    if not path.is_dir():
+        return Denoiser(path, device=device, **kwargs)
+    from aetk.export import export_run  # a run folder (needs torch)
+
+    # ONNX Runtime holds the model in memory once the session exists: the export can go.
+    with tempfile.TemporaryDirectory(prefix="aetk-denoise-export-") as tmp:
+        export_run(path, tmp)
+        return Denoiser(Path(tmp) / "autoencoder.onnx", device=device, **kwargs)
 
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "SHIPPED_MODEL", "Denoiser", "DenoiserError", "load_denoiser",
