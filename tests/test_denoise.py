@@ -264,3 +264,31 @@ def test_shipped_model_denoises_a_photograph():
         return 10 * np.log10(1.0 / np.mean((a - clean) ** 2))
 
     assert psnr(out) > psnr(noisy) + 6.0, (psnr(noisy), psnr(out))
+
+
+# -- the training photographs -----------------------------------------------------------------------------
+def test_wallpapers_missing_package_is_named(tmp_path, monkeypatch):
+    from aetk.denoise import photos
+
+    monkeypatch.setattr(photos, "WALLPAPER_FOLDER", tmp_path)
+    with pytest.raises(FileNotFoundError, match="apt install lomiri-wallpapers-16.04"):
+        photos.wallpaper_paths()
+
+
+def test_wallpapers_are_downscaled_to_the_test_photos_scale(tmp_path, monkeypatch):
+    from aetk.denoise import photos
+
+    rng = np.random.default_rng(0)
+    big = tmp_path / "big.jpg"
+    Image.fromarray(rng.integers(0, 256, (1500, 2400, 3), dtype=np.uint8)).save(big)
+    planes = photos.grayscale_planes(big)
+    assert len(planes) == 4  # luminance and three colour channels
+    assert all(p.shape == (photos.WALLPAPER_SHORT_SIDE, 960) and p.dtype == np.uint8 for p in planes)
+    small = tmp_path / "small.png"
+    Image.fromarray(rng.integers(0, 256, (100, 80), dtype=np.uint8)).save(small)
+    assert [p.shape for p in photos.grayscale_planes(small)] == [(100, 80)]  # never upscaled
+    monkeypatch.setattr(photos, "WALLPAPERS", {"pkg": ("big.jpg", "small.png")})
+    monkeypatch.setattr(photos, "WALLPAPER_FOLDER", tmp_path)
+    assert photos.wallpaper_paths() == [big, small]
+    p = photos.patches([big], size=64, stride=64)
+    assert p.shape == (4 * (600 // 64) * (960 // 64), 1, 64, 64)

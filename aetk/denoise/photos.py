@@ -3,9 +3,12 @@
 Sources: scikit-image's bundled images, scikit-learn's two sample photos and matplotlib's
 portrait of Grace Hopper. The split is by photograph (never by region of one photo), and
 the stereo pair motorcycle_left/right stays on one side, so the test images are photographs
-the shipped model never saw.
+the shipped model never saw. With --wallpapers, the photographic wallpapers of two Debian
+packages join the training set (apt install mate-backgrounds lomiri-wallpapers-16.04),
+downscaled so their shorter side is 600 pixels: that removes their JPEG artefacts and
+sensor noise (the targets must be clean) and brings them to the scale of the test photos.
 
-    python -m aetk.denoise.photos patches.npy      # the training patches of the shipped model
+    python -m aetk.denoise.photos patches.npz --wallpapers   # the shipped model's patches
 """
 
 from __future__ import annotations
@@ -38,6 +41,20 @@ PHOTOS = {
     "flower": ("sklearn", "flower.jpg"),
     "grace_hopper": ("matplotlib", "grace_hopper.jpg"),
 }
+# Photographs (not the abstract renderings) among Debian's wallpaper packages.
+WALLPAPER_FOLDER = Path("/usr/share/backgrounds")
+WALLPAPERS = {
+    "lomiri-wallpapers-16.04": (
+        "Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Picture_0B_by_freespace.jpg",
+        "Picture_1A_by_freespace.jpg", "Wine_by_Jakkub_Mede.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg",
+        "free_by_Peter_Nerlich.jpg", "friends_by_Aitzol_Berasategi.jpg", "life_by_Aitzol_Berasategi.jpg",
+        "picosdeeuropa_by_Aitzol_Berasategi.jpg", "seeding_by_Clements_Engelhardt.jpg",
+        "sunset_by_Aitzol_Berasategi.jpg"),
+    "mate-backgrounds": tuple(f"mate/nature/{n}.jpg" for n in (
+        "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops",
+        "Storm", "TwoWings", "Wood", "YellowFlower")),
+}
+WALLPAPER_SHORT_SIDE = 600
 TEST = ("camera", "astronaut", "coffee", "chelsea", "rocket", "grace_hopper", "coins")
 VALIDATION = ("flower",)
 TRAIN = tuple(n for n in PHOTOS if n not in TEST + VALIDATION)
@@ -71,17 +88,42 @@ def load_photo(name: str, mode: str = "L") -> np.ndarray:
         return np.asarray(im.convert(mode))
 
 
-def grayscale_planes(name: str) -> list[np.ndarray]:
-    """The luminance of a photo and, for colour photos, each colour channel: the denoiser
-    works on one channel at a time, so every channel is a training image."""
-    rgb = load_photo(name, "RGB")
-    planes = [load_photo(name, "L")]
+def wallpaper_paths() -> list[Path]:
+    """The wallpaper photographs, or an error naming the Debian package that is missing."""
+    paths = []
+    for package, files in WALLPAPERS.items():
+        for file in files:
+            path = WALLPAPER_FOLDER / file
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: apt install {package}")
+            paths.append(path)
+    return paths
+
+
+def load_wallpaper(path: Path, mode: str = "L") -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        scale = WALLPAPER_SHORT_SIDE / min(im.size)
+        if scale < 1:
+            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
+        return np.asarray(im.convert(mode))
+
+
+def grayscale_planes(name: str | Path) -> list[np.ndarray]:
+    """The luminance of a photo (a name in PHOTOS or a wallpaper's path) and, for colour
+    photos, each colour channel: the denoiser works on one channel at a time, so every
+    channel is a training image."""
+    load = load_wallpaper if isinstance(name, Path) else load_photo
+    rgb = load(name, "RGB")
+    planes = [load(name, "L")]
     if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
         planes += [np.ascontiguousarray(rgb[..., c]) for c in range(3)]
     return planes
 
 
-def patches(names: tuple[str, ...], size: int = 64, stride: int = 32) -> np.ndarray:
+def patches(names, size: int = 64, stride: int = 32) -> np.ndarray:
     """Overlapping size x size patches of every plane of the named photos, with their 8
     flips and rotations spread over the patches (one per patch, by position): (N, 1, size, size)."""
     out = []
@@ -103,15 +145,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("out", type=Path, help="the .npz to write (x: training patches, x_test: validation)")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--stride", type=int, default=32)
+    ap.add_argument("--wallpapers", action="store_true",
+                    help="add the photographic wallpapers of Debian's mate-backgrounds and "
+                         "lomiri-wallpapers-16.04 to the training photographs")
     args = ap.parse_args(argv)
-    train = patches(TRAIN, args.size, args.stride)
+    train_photos = [*TRAIN, *(wallpaper_paths() if args.wallpapers else [])]
+    train = patches(train_photos, args.size, args.stride)
     val = patches(VALIDATION, args.size, args.size)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp.npz")
     np.savez(tmp, x=train, x_test=val)
     tmp.replace(args.out)
     print(f"wrote {len(train)} training and {len(val)} validation patches of {args.size}x{args.size} "
-          f"from {len(TRAIN)} + {len(VALIDATION)} photographs to {args.out}")
+          f"from {len(train_photos)} + {len(VALIDATION)} photographs to {args.out}")
 
 
 if __name__ == "__main__":
