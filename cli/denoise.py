@@ -28,6 +28,8 @@ def denoise_cli(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime intra-op threads."),
     tile: Optional[int] = typer.Option(None, "--tile", min=8, help="Tile size in pixels (default 256)."),
     overlap: Optional[int] = typer.Option(None, "--overlap", min=0, help="Tile overlap in pixels (default 32)."),
+    ensemble: int = typer.Option(1, "--ensemble", help="Average the model over 1, 2 or 4 mirrored copies "
+                                 "of each tile: a little more quality for 2x or 4x the time."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Write this format instead of the input's: "
                                       "png, jpeg, tiff, bmp or webp."),
     quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG/WebP quality."),
@@ -70,7 +72,7 @@ def denoise_cli(
             summary = denoise_paths(inputs, out, model, device=device, sigma=sigma, batch_size=batch_size,
                                     workers=workers, tile=tile, overlap=overlap, fmt=fmt, quality=quality,
                                     skip_existing=skip_existing, dry_run=dry_run, threads=threads,
-                                    max_pixels=max_pixels, on_start=on_start, on_progress=on_progress)
+                                    max_pixels=max_pixels, ensemble=ensemble, on_start=on_start, on_progress=on_progress)
         finally:
             bar.stop()
     except (DenoiseInputError, DenoiserError, RuntimeModelError, ValueError, OSError) as exc:

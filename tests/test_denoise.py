@@ -90,6 +90,18 @@ def test_colour_images_are_denoised_per_channel(random_model):
     np.testing.assert_allclose(out[1], den.denoise(rgb[1:2])[0], rtol=1e-5, atol=1e-6)
 
 
+def test_ensemble_averages_the_mirrored_tiles(random_model):
+    img = np.random.default_rng(4).random((1, 48, 40), dtype=np.float32)
+    one = load_denoiser(random_model, device="cpu", tile=256)
+    expected = (one.denoise(img) + one.denoise(img[:, :, ::-1].copy())[:, :, ::-1]
+                + one.denoise(img[:, ::-1].copy())[:, ::-1] + one.denoise(img[:, ::-1, ::-1].copy())[:, ::-1, ::-1]) / 4
+    four = load_denoiser(random_model, device="cpu", tile=256, ensemble=4).denoise(img)
+    np.testing.assert_allclose(four, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(four - one.denoise(img)).max() > 1e-4  # a random net is not mirror-symmetric
+    with pytest.raises(ValueError, match="--ensemble must be 1, 2 or 4"):
+        load_denoiser(random_model, device="cpu", ensemble=3)
+
+
 # -- files: modes, depths, EXIF, safety --------------------------------------------------------------
 def _write_inputs(root: Path) -> None:
     rng = np.random.default_rng(3)

@@ -9,6 +9,8 @@ Models with one input channel (like the shipped one) denoise each colour channel
 grayscale image; models with C channels take C-channel images (a grayscale image is repeated
 C times and the result averaged back). A model with a second input named ``sigma`` is
 non-blind: it gets the noise level (``--sigma``, on the 0-255 scale) as a (batch, 1) input.
+``ensemble=2`` or ``4`` averages the model's outputs on the mirrored tiles (left-right, then
+up-down too): a little more quality for 2x or 4x the time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from aetk.denoise.tiling import Blender, pad_to, tile_shape
 SHIPPED_MODEL = Path(__file__).parent / "models" / "blind-gaussian.onnx"
 DEFAULT_TILE = 256
 DEFAULT_OVERLAP = 32
+# Mirrorings of a tile (flip axes of (N, C, H, W)), each its own inverse, in the order used.
+ENSEMBLE_FLIPS = ((), (3,), (2,), (2, 3))
 
 
 class DenoiserError(ValueError):
@@ -53,8 +57,13 @@ def resolve_model(model: str | Path | None) -> Path:
 
 class Denoiser:
     def __init__(self, path: Path, device: str = "auto", threads: int | None = None, batch_size: int = 8,
-                 tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, sigma: float | None = None):
+                 tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, sigma: float | None = None,
+                 ensemble: int = 1):
         import aetk.runtime as rt
+
+        if ensemble not in (1, 2, 4):
+            raise DenoiserError(f"--ensemble must be 1, 2 or 4 (mirrored copies averaged), got {ensemble}")
+        self.flips = ENSEMBLE_FLIPS[:ensemble]
 
         self.path = path
         self.session = rt.load_model(path, device=device, threads=threads, batch_size=batch_size)
@@ -92,6 +101,12 @@ class Denoiser:
         return not self.non_blind
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
+        if len(self.flips) == 1:
+            return self._run_once(batch)
+        out = sum(np.flip(self._run_once(np.ascontiguousarray(np.flip(batch, f))), f) for f in self.flips)
+        return out / len(self.flips)
+
+    def _run_once(self, batch: np.ndarray) -> np.ndarray:
         x = self.norm.apply(batch * self.raw_scale).astype(np.float32)
         if self.meta.layout == "NHW":
             x = x[:, 0]
@@ -148,5 +163,5 @@ def load_denoiser(model: str | Path | None = None, device: str = "auto", **kwarg
         return Denoiser(Path(tmp) / "autoencoder.onnx", device=device, **kwargs)
 
 
-__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "SHIPPED_MODEL", "Denoiser", "DenoiserError", "load_denoiser",
+__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "ENSEMBLE_FLIPS", "SHIPPED_MODEL", "Denoiser", "DenoiserError", "load_denoiser",
            "resolve_model"]

@@ -122,7 +122,7 @@ def denoise_paths(inputs: list[Path], out: Path | None = None, model: str | Path
                   tile: int | None = None, overlap: int | None = None, fmt: str | None = None,
                   quality: int = 95, skip_existing: bool = False, dry_run: bool = False,
                   threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                  on_start: Callable[[int], None] | None = None,
+                  ensemble: int = 1, on_start: Callable[[int], None] | None = None,
                   on_progress: Callable[[str, float], None] | None = None) -> Summary:
     """Plan the jobs, load the model, denoise; see ``aetk denoise --help``."""
     from aetk.denoise.denoiser import DEFAULT_OVERLAP, DEFAULT_TILE, load_denoiser
@@ -136,7 +136,8 @@ def denoise_paths(inputs: list[Path], out: Path | None = None, model: str | Path
         raise ValueError(f"no images found in {', '.join(str(p) for p in inputs)} "
                          f"(looked for {', '.join(sorted(EXTENSIONS))})")
     den = load_denoiser(model, device=device, sigma=sigma, batch_size=batch_size, threads=threads,
-                        tile=tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if overlap is None else overlap)
+                        tile=tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+                        ensemble=ensemble)
     if sigma is not None and den.blind:
         summary.notes.append(f"{den.path.name} is a blind model: --sigma is not used")
     if on_start:
