@@ -24,16 +24,10 @@ import time
 
 import numpy as np
 
+from aetk.denoise.demo import noisy_u8 as noisy_version
+from aetk.evaluate.metrics import array_psnr as psnr
+
 TARGETS = "aetk PSNR >= BM3D at sigma 25 and >= 10x faster than BM3D; aetk >= NLM + 1.5 dB at every sigma"
-
-
-def noisy_version(clean_u8: np.ndarray, sigma: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.clip(np.rint(clean_u8 + rng.normal(0.0, sigma, clean_u8.shape)), 0, 255).astype(np.uint8)
-
-
-def psnr(x: np.ndarray, ref: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((x.astype(np.float64) - ref.astype(np.float64)) ** 2)))
 
 
 def ssim(x: np.ndarray, ref: np.ndarray) -> float:

@@ -88,7 +88,13 @@ from rich.table import Table
 
 import aetk
 import aetk.runtime as rt
-from bench_ops import cpu_name, fmt_ms  # this script's folder is on sys.path when run as a script
+from aetk.evaluate.metrics import array_psnr as psnr
+from bench_ops import (  # this script's folder is on sys.path when run as a script
+    add_timing_options,
+    cpu_name,
+    fmt_ms,
+    timing_defaults,
+)
 
 SEED = 1234
 MODELS = ("deep", "conv")
@@ -337,11 +343,6 @@ def all_outputs(backend: Backend, images: np.ndarray, chunk: int) -> np.ndarray:
                                else [x] + [images[:1]] * (chunk - n))
         outs.append(np.asarray(backend.outputs(np.ascontiguousarray(x)))[:n])
     return np.concatenate(outs)
-
-
-def psnr(x_hat: np.ndarray, x: np.ndarray, data_range: float) -> float:
-    mse = float(np.mean((x_hat.astype(np.float64) - x.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(data_range ** 2 / mse)
 
 
 def rel_rms(a: np.ndarray, ref: np.ndarray) -> float:
@@ -698,19 +699,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run-conv", metavar="RUN", help="an existing conv run folder (no training)")
     p.add_argument("--epochs", type=int, default=1, help="training epochs (default 1)")
     p.add_argument("--images", type=int, help="test images for accuracy (default all, quick 512)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="time torch.compile too (default: yes, except under --quick)")
-    p.add_argument("--repeats", type=int, help="timed runs per backend (default 25, quick 5)")
     p.add_argument("--repeats-large", type=int,
                    help=f"timed runs at batch >= {LARGE_BATCH} (default 10, quick 2)")
-    p.add_argument("--warmup", type=int, help="untimed calls first (default 3, quick 1)")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads and ORT intra-op threads")
-    p.add_argument("--json", metavar="PATH", help="write every result, with raw samples")
-    args = p.parse_args(argv)
-    args.compile = not args.quick if args.compile is None else args.compile
-    args.repeats = args.repeats or (5 if args.quick else 25)
+    add_timing_options(p, threads_help="torch.set_num_threads and ORT intra-op threads")
+    args = timing_defaults(p.parse_args(argv))
     args.repeats_large = args.repeats_large or (2 if args.quick else 10)
-    args.warmup = max(1, args.warmup or (1 if args.quick else 3))
     args.images = args.images or (512 if args.quick else None)
     if any(b < 1 for b in args.batches):
         p.error("--batches must be positive")

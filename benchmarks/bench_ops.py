@@ -560,13 +560,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--contractive-sizes", nargs="+", type=parse_cae_size, default=[],
                    metavar="BxINxHID", help="more contractive sizes, e.g. 512x784x1000")
     p.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))
+    add_timing_options(p, threads_help="torch.set_num_threads (also the aetk kernels')")
+    return timing_defaults(p.parse_args(argv))
+
+
+def add_timing_options(p: argparse.ArgumentParser, threads_help: str) -> None:
+    """The timing options the benchmark scripts share (their defaults: timing_defaults)."""
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="time torch.compile too (default: yes, except under --quick)")
-    p.add_argument("--repeats", type=int, help="timed calls per variant (default 25, quick 5)")
+    p.add_argument("--repeats", type=int, help="timed calls per row (default 25, quick 5)")
     p.add_argument("--warmup", type=int, help="untimed calls first (default 3, quick 1)")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (also the aetk kernels')")
+    p.add_argument("--threads", type=int, help=threads_help)
     p.add_argument("--json", metavar="PATH", help="write every result, with raw samples")
-    args = p.parse_args(argv)
+
+
+def timing_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill in what add_timing_options left unset, by --quick."""
     args.compile = not args.quick if args.compile is None else args.compile
     args.repeats = args.repeats or (5 if args.quick else 25)
     args.warmup = max(1, args.warmup or (1 if args.quick else 3))

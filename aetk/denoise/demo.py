@@ -12,6 +12,13 @@ from pathlib import Path
 import numpy as np
 
 
+def noisy_u8(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """``clean`` (uint8) plus Gaussian noise of ``sigma`` (0-255), clipped and rounded to 8
+    bits, as a saved noisy image is."""
+    rng = np.random.default_rng(seed)
+    return np.clip(np.rint(clean + rng.normal(0.0, sigma, clean.shape)), 0, 255).astype(np.uint8)
+
+
 def write_noisy(root: Path, sigma: float, names: tuple[str, ...] | None = None) -> list[str]:
     """Grayscale test photographs (never trained on) as root/clean/*.png and, with Gaussian
     noise of ``sigma`` (0-255) clipped and rounded to 8 bits, as root/noisy/*.png."""
@@ -24,9 +31,8 @@ def write_noisy(root: Path, sigma: float, names: tuple[str, ...] | None = None) 
         (root / sub).mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):
         clean = load_photo(name)
-        noisy = np.clip(np.rint(clean + np.random.default_rng(i).normal(0, sigma, clean.shape)), 0, 255)
         Image.fromarray(clean).save(root / "clean" / f"{name}.png")
-        Image.fromarray(noisy.astype(np.uint8)).save(root / "noisy" / f"{name}.png")
+        Image.fromarray(noisy_u8(clean, sigma, seed=i)).save(root / "noisy" / f"{name}.png")
     return list(names)
 
 
@@ -34,14 +40,14 @@ def score(root: Path, folders: list[str]) -> dict[str, dict[str, float]]:
     """PSNR (dB) of every image in root/<folder>/ against root/clean/, per folder."""
     from PIL import Image
 
-    from aetk.export.validate import psnr
+    from aetk.evaluate.metrics import array_psnr
 
     out: dict[str, dict[str, float]] = {}
     for folder in folders:
         out[folder] = {}
         for ref in sorted((root / "clean").glob("*.png")):
             with Image.open(ref) as a, Image.open(root / folder / ref.name) as b:
-                out[folder][ref.stem] = psnr(np.asarray(b), np.asarray(a), 255.0)
+                out[folder][ref.stem] = array_psnr(np.asarray(b), np.asarray(a), 255.0)
     return out
 
 

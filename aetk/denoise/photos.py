@@ -14,6 +14,7 @@ sensor noise (the targets must be clean) and brings them to the scale of the tes
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -100,30 +101,27 @@ def wallpaper_paths() -> list[Path]:
     return paths
 
 
-def load_wallpaper(path: Path, mode: str = "L") -> np.ndarray:
+def grayscale_planes(name: str | Path) -> list[np.ndarray]:
+    """The luminance of a photo (a name in PHOTOS, or a wallpaper's path: downscaled to a
+    WALLPAPER_SHORT_SIDE short side) and, for colour photos, each colour channel: the
+    denoiser works on one channel at a time, so every channel is a training image."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        scale = WALLPAPER_SHORT_SIDE / min(im.size)
-        if scale < 1:
-            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
-        return np.asarray(im.convert(mode))
-
-
-def grayscale_planes(name: str | Path) -> list[np.ndarray]:
-    """The luminance of a photo (a name in PHOTOS or a wallpaper's path) and, for colour
-    photos, each colour channel: the denoiser works on one channel at a time, so every
-    channel is a training image."""
-    load = load_wallpaper if isinstance(name, Path) else load_photo
-    rgb = load(name, "RGB")
-    planes = [load(name, "L")]
+    wallpaper = isinstance(name, Path)
+    with Image.open(name if wallpaper else photo_path(name)) as im:
+        if wallpaper:
+            im = im.convert("RGB")
+            scale = WALLPAPER_SHORT_SIDE / min(im.size)
+            if scale < 1:
+                im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
+        rgb, luminance = np.asarray(im.convert("RGB")), np.asarray(im.convert("L"))
+    planes = [luminance]
     if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
         planes += [np.ascontiguousarray(rgb[..., c]) for c in range(3)]
     return planes
 
 
-def patches(names, size: int = 64, stride: int = 32) -> np.ndarray:
+def patches(names: Sequence[str | Path], size: int = 64, stride: int = 32) -> np.ndarray:
     """Overlapping size x size patches of every plane of the named photos, with their 8
     flips and rotations spread over the patches (one per patch, by position): (N, 1, size, size)."""
     out = []

@@ -44,6 +44,12 @@ def psnr(mse: float, data_range: float) -> float:
     return 10.0 * math.log10(data_range ** 2 / mse)
 
 
+def array_psnr(x, ref, data_range: float = 1.0) -> float:
+    """PSNR (dB) of array ``x`` against ``ref`` (any shapes that broadcast), in float64."""
+    x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
+    return psnr(float(np.mean((x - ref) ** 2)), data_range)
+
+
 def bce_per_example(p, x, eps: float = BCE_EPS) -> np.ndarray:
     """(n,) Bernoulli cross-entropies of targets x in [0, 1] under probabilities p."""
     p = np.clip(flat64(p), eps, 1.0 - eps)

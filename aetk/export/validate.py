@@ -91,11 +91,5 @@ def validate_graph(model_bytes: bytes, module: torch.nn.Module, graph: str, outp
     return report
 
 
-def psnr(x: np.ndarray, ref: np.ndarray, data_range: float) -> float:
-    from aetk.evaluate.metrics import psnr as psnr_of_mse
-
-    return psnr_of_mse(float(np.mean((x.astype(np.float64) - ref.astype(np.float64)) ** 2)), data_range)
-
-
-__all__ = ["check_model", "compare_outputs", "cpu_session", "psnr", "run_session", "torch_outputs",
+__all__ = ["check_model", "compare_outputs", "cpu_session", "run_session", "torch_outputs",
            "validate_graph"]

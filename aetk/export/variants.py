@@ -16,8 +16,9 @@ from typing import Any, Iterator
 import numpy as np
 import onnx
 
+from aetk.evaluate.metrics import array_psnr
 from aetk.export.errors import ExportError
-from aetk.export.validate import cpu_session, psnr, run_session
+from aetk.export.validate import cpu_session, run_session
 
 
 def to_float16(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -109,7 +110,7 @@ def accuracy_change(variant: bytes, ref: dict[str, np.ndarray], inputs: dict[str
     if graph == "autoencoder" and "x" in inputs:
         x = inputs["x"]
         rng = data_range or float(x.max() - x.min()) or 1.0
-        p32, pv = psnr(ref["x_hat"], x, rng), psnr(got["x_hat"], x, rng)
+        p32, pv = array_psnr(ref["x_hat"], x, rng), array_psnr(got["x_hat"], x, rng)
         report["psnr_db"] = {"float32": p32, "variant": pv, "change": pv - p32}
     return report
 
