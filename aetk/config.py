@@ -45,6 +45,7 @@ class TrainConfig:
     num_workers: int = 0
     grad_clip: float = 0.0
     pretrain_epochs: int = 0  # greedy layer-wise pretraining epochs per stage (stacked models)
+    init_from: str = ""  # a run folder whose weights start this model (same names and shapes)
     log_every: int = 50  # steps between TensorBoard scalars
     tensorboard: bool = True
     progress: bool = True

@@ -141,6 +141,18 @@ def test_fully_convolutional_model_takes_any_multiple_of_its_stride(tmp_path):
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=1e-5)
 
 
+def test_resconv_with_context_exports_for_any_multiple_of_8(tmp_path):
+    model = create_model("resconv", (1, 16, 16), features=4, depth=2, context=3).eval()
+    torch.nn.init.normal_(model.context.up1.weight)  # the branch must be in the graph, not zero
+    export_model(model, tmp_path)
+    assert ModelMetadata.from_props(_props(tmp_path / "autoencoder.onnx")).spatial_multiple == 8
+    x = torch.rand(2, 1, 24, 40)
+    with torch.no_grad():
+        want = model.decode(model.encode(x))
+    got = _ort(tmp_path / "autoencoder.onnx", {"x": x.numpy()})[0]
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5, rtol=1e-5)
+
+
 def test_conv_with_a_bottleneck_stays_fixed_size(tmp_path):
     model = _model("conv")
     assert model.spatial_multiple is None

@@ -49,6 +49,7 @@ VARIANTS = {
                                                   finetune_corruption=True)),
     "resconv-rgb-hw": ("resconv", (3, 6, 8), dict(features=5, depth=0, clip=False)),
     "resconv-2d": ("resconv", (6, 4), dict(features=4, depth=1)),
+    "resconv-context": ("resconv", (1, 16, 8), dict(features=4, depth=2, context=3)),
     "lstm-1d-gaussian": ("lstm", (9,), dict(hidden_size=6, code_size=2, num_layers=2,
                                             loss="gaussian_nll")),
 }
@@ -452,5 +453,27 @@ def test_resconv_trains_on_blind_noise_of_per_example_levels():
     torch.nn.init.zeros_(model.noise.bias)
     y = torch.rand(2, 1, 16, 16)
     torch.testing.assert_close(model.decode(model.encode(y)), y)
-    with pytest.raises(ValueError, match="even height and width"):
+    with pytest.raises(ValueError, match="multiples of 2"):
         create_model("resconv", (1, 9, 10))
+
+
+def test_resconv_context_branch_starts_as_the_trunk_and_then_learns():
+    trunk = build("resconv", (1, 16, 16), dict(features=4, depth=3))
+    ctx = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=5), seed=1)
+    assert ctx.spatial_multiple == 8 and trunk.spatial_multiple == 2
+    missing, unexpected = ctx.load_state_dict(trunk.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("context.") for k in missing)
+    trunk.eval(), ctx.eval()
+    y = torch.rand(2, 1, 16, 24)
+    # The zeroed last upsampling: exactly the trunk at the start (a trained trunk only gains).
+    torch.testing.assert_close(ctx.decode(ctx.encode(y)), trunk.decode(trunk.encode(y)))
+    ctx.train()
+    ctx(torch.rand(4, 1, 16, 16))["loss"].backward()
+    assert ctx.context.up1.weight.grad.abs().sum() > 0  # the branch gets a gradient
+    torch.nn.init.normal_(ctx.context.up1.weight)
+    ctx.eval()
+    assert not torch.allclose(ctx.decode(ctx.encode(y)), trunk.decode(trunk.encode(y)))
+    with pytest.raises(ValueError, match="multiples of 8"):
+        create_model("resconv", (1, 12, 16), context=4)
+    with pytest.raises(ValueError, match="model.context needs model.depth >= 2"):
+        create_model("resconv", (1, 16, 16), depth=1, context=4)

@@ -73,6 +73,31 @@ def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path):
         train(cfg, tmp_path / "empty", resume=True)
 
 
+def test_init_from_starts_a_larger_model_from_a_trained_run(tmp_path, capsys):
+    small = ['data.path="digits"', 'model.kind="resconv"', "model.features=4", "model.depth=2",
+             "train.epochs=1", "train.batch_size=64", "train.progress=false", "train.tensorboard=false"]
+    # digits are 8x8: a multiple of 8, so the context branch fits
+    train(load_config(None, small), tmp_path / "trunk")
+    trunk = load_file(tmp_path / "trunk" / "model.safetensors")
+    grown = small + ["model.context=3", "train.lr=0", f'train.init_from="{tmp_path / "trunk"}"']
+    train(load_config(None, grown), tmp_path / "grown")
+    assert "init_from" in capsys.readouterr().out
+    after = load_file(tmp_path / "grown" / "model.safetensors")
+    for k, v in trunk.items():  # lr 0: the copied weights are still the trunk's
+        if "running_" not in k and "num_batches" not in k:
+            assert torch.equal(after[k], v), k
+    assert any(k.startswith("context.") for k in after)
+
+    with pytest.raises(ckpt.CheckpointError, match="train.init_from: .* not a run folder"):
+        train(load_config(None, small + [f'train.init_from="{tmp_path / "nowhere"}"']), tmp_path / "a")
+    with pytest.raises(ckpt.CheckpointError, match="train.init_from: shapes of .* do not fit"):
+        train(load_config(None, small + ["model.features=5", f'train.init_from="{tmp_path / "trunk"}"']),
+              tmp_path / "b")
+    with pytest.raises(ckpt.CheckpointError, match="are not in this resconv model"):
+        train(load_config(None, grown[:-1] + [f'train.init_from="{tmp_path / "grown"}"', "model.context=0"]),
+              tmp_path / "c")
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     from aetk.models.denoising import DenoisingAutoencoder
 

@@ -11,10 +11,17 @@ the noise, which is subtracted:
     z = [u, h]                                           the code: the image and its features
     x_hat = shuffle_2(u - conv(h))
 
+With ``context = K > 0`` the middle of the stack also sees two coarser scales, as in a
+U-Net (Ronneberger et al., 2015): h is downsampled twice (strided 2x2 convs, K channels),
+processed, upsampled back (transposed 2x2 convs) and added to h. The receptive field grows
+from ~2*(depth+2) to well over a hundred pixels for little compute (the coarse levels have
+1/4 and 1/16 of the pixels). The last upsampling starts at zero, so a trunk trained without
+the branch (``train.init_from``) starts exactly where it was and only gains.
+
 Training corrupts each clean example with Gaussian noise of its own sigma, drawn uniformly
 from [0, sigma_max] (blind: one model for every level), clipped to the data range as a
 saved 8-bit image would be; the loss is the squared error against the clean example.
-Fully convolutional: any H x W that are multiples of 2.
+Fully convolutional: any H x W that are multiples of 2 (of 8 with ``context``).
 """
 
 from __future__ import annotations
@@ -43,36 +50,49 @@ class ResidualConvDenoiser(Autoencoder):
         batchnorm: bool = True  # in the hidden layers: trains several times faster (as in DnCNN)
         sigma_max: float = 55 / 255  # in model units (data scaled to [0, 1])
         clip: bool = True  # clip noisy inputs to [0, 1], as saved images are
+        context: int = 0  # channels of the coarser-scale branch (0: none)
 
         def __post_init__(self):
             check_positive_int("features", self.features)
             check_positive_int("depth", self.depth, allow_zero=True)
             check_nonnegative("sigma_max", self.sigma_max)
+            check_positive_int("context", self.context, allow_zero=True)
+            if self.context and self.depth < 2:
+                raise ValueError(f"model.context needs model.depth >= 2 (the branch sits mid-stack), "
+                                 f"got depth={self.depth}")
 
     def __init__(self, config: Config, input_shape):
         super().__init__(config, input_shape)
         c = config
         self.image_shape = image_shape(self.input_shape, "resconv")
         ch, h, w = self.image_shape
-        if h % 2 or w % 2:
-            raise ValueError(f"model 'resconv' needs even height and width, got {h}x{w}")
+        m = self.spatial_multiple
+        if h % m or w % m:
+            raise ValueError(f"model 'resconv' needs height and width that are multiples of {m}, got {h}x{w}")
         layers: list[nn.Module] = [nn.Conv2d(4 * ch, c.features, 3, padding=1), nn.ReLU()]
         for _ in range(c.depth):
             layers += [nn.Conv2d(c.features, c.features, 3, padding=1, bias=not c.batchnorm),
                        *([nn.BatchNorm2d(c.features)] if c.batchnorm else []), nn.ReLU()]
         self.body = nn.Sequential(*layers)
+        # Index in body after which the context branch adds in: the middle hidden layer.
+        self.split = 2 + 3 * (c.depth // 2) if c.batchnorm else 2 + 2 * (c.depth // 2)
+        self.context = ContextBranch(c.features, c.context, c.batchnorm) if c.context else None
         self.noise = nn.Conv2d(c.features, 4 * ch, 3, padding=1)
         self.channels = ch
 
     @property
-    def spatial_multiple(self) -> int | None:
-        return 2
+    def spatial_multiple(self) -> int:
+        return 8 if self.config.context else 2
 
     def encode(self, x: Tensor) -> Tensor:
         if len(self.input_shape) == 2:
             x = x.unsqueeze(1)
         u = F.pixel_unshuffle(x, 2)
-        return torch.cat([u, self.body(u)], dim=1)
+        if self.context is None:
+            return torch.cat([u, self.body(u)], dim=1)
+        h = self.body[:self.split](u)
+        h = self.body[self.split:](h + self.context(h))
+        return torch.cat([u, h], dim=1)
 
     def decode(self, z: Tensor) -> Tensor:
         u, h = z[:, :4 * self.channels], z[:, 4 * self.channels:]
@@ -96,3 +116,29 @@ class ResidualConvDenoiser(Autoencoder):
         x_hat = self.decode(z)
         recon = losses.mse(x_hat, target)
         return {"x_hat": x_hat, "z": z, "recon": recon, "loss": recon}
+
+
+def conv_block(cin: int, cout: int, batchnorm: bool) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=not batchnorm),
+                         *([nn.BatchNorm2d(cout)] if batchnorm else []), nn.ReLU())
+
+
+class ContextBranch(nn.Module):
+    """Two coarser scales of the trunk's features (1/2 and 1/4 of its resolution), returned at
+    the trunk's resolution to be added in. Starts as zero (the last upsampling is zeroed)."""
+
+    def __init__(self, features: int, width: int, batchnorm: bool):
+        super().__init__()
+        self.down1 = nn.Sequential(nn.Conv2d(features, width, 2, stride=2), nn.ReLU())
+        self.enc1 = conv_block(width, width, batchnorm)
+        self.down2 = nn.Sequential(nn.Conv2d(width, width, 2, stride=2), nn.ReLU())
+        self.mid = nn.Sequential(conv_block(width, width, batchnorm), conv_block(width, width, batchnorm))
+        self.up2 = nn.ConvTranspose2d(width, width, 2, stride=2)
+        self.dec1 = conv_block(width, width, batchnorm)
+        self.up1 = nn.ConvTranspose2d(width, features, 2, stride=2)
+        nn.init.zeros_(self.up1.weight)
+        nn.init.zeros_(self.up1.bias)
+
+    def forward(self, h: Tensor) -> Tensor:
+        e1 = self.enc1(self.down1(h))
+        return self.up1(self.dec1(e1 + self.up2(self.mid(self.down2(e1)))))

@@ -144,3 +144,25 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"weights in {stem.with_suffix('.safetensors')} do not fit a "
                               f"{meta['kind']} model: {exc}") from exc
     return model.to(device).eval(), meta
+
+
+def init_weights(model, source: str | Path) -> tuple[list[str], list[str]]:
+    """Start ``model`` from a trained run's weights (``train.init_from``): every tensor of the
+    source must exist in the model with the same shape; the model's other tensors (new layers)
+    keep their fresh initialisation. Returns (copied names, new names)."""
+    src = Path(source)
+    stem = src / MODEL_FILE if src.is_dir() else src.with_suffix("")
+    if not stem.with_suffix(".safetensors").is_file():
+        raise CheckpointError(f"train.init_from: {src} is not a run folder with {MODEL_FILE}.safetensors "
+                              f"(or a .safetensors file)")
+    tensors, _ = load_pair(stem)
+    own = model.state_dict()
+    unknown = sorted(set(tensors) - set(own))
+    if unknown:
+        raise CheckpointError(f"train.init_from: {len(unknown)} tensor(s) of {src} are not in this "
+                              f"{model.kind} model, e.g. {unknown[0]!r}")
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in tensors.items() if v.shape != own[k].shape]
+    if wrong:
+        raise CheckpointError(f"train.init_from: shapes of {src} do not fit this model: {'; '.join(wrong[:3])}")
+    model.load_state_dict(tensors, strict=False)
+    return sorted(tensors), sorted(set(own) - set(tensors))

@@ -37,6 +37,7 @@ from aetk.train.checkpoint import (
     LAST,
     atomic_write_text,
     flatten_state,
+    init_weights,
     load_pair,
     save_model,
     save_pair,
@@ -252,6 +253,10 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
 
     if resume:
         state, history = _resume(run_dir, model, device)
+    elif tc.init_from:
+        copied, new = init_weights(model, tc.init_from)
+        if main:
+            print(f"init_from {tc.init_from}: {len(copied)} tensor(s) copied, {len(new)} new")
 
     if tc.pretrain_epochs > 0 and hasattr(model, "pretraining_stages") and state["phase"] == "train" \
             and not resume:
