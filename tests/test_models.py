@@ -457,6 +457,19 @@ def test_resconv_trains_on_blind_noise_of_per_example_levels():
         create_model("resconv", (1, 9, 10))
 
 
+def test_resconv_balance_levels_weights_light_noise_up():
+    plain = build("resconv", (1, 16, 16), dict(features=4, depth=1))
+    balanced = build("resconv", (1, 16, 16), dict(features=4, depth=1, balance_levels=True))
+    x = torch.rand(32, 1, 16, 16)
+    a, b = plain(x, step=3), balanced(x, step=3)
+    torch.testing.assert_close(a["recon"], b["recon"])  # same weights, noise and error
+    assert torch.equal(a["loss"], a["recon"])
+    sigma = balanced.noise_levels(x, 3) * 255
+    errors = ((b["x_hat"] - x) ** 2).flatten(1).sum(1)
+    torch.testing.assert_close(b["loss"], (errors * 30 / (sigma + 5)).mean())
+    assert not torch.allclose(b["loss"], b["recon"])
+
+
 def test_resconv_context_branch_starts_as_the_trunk_and_then_learns():
     trunk = build("resconv", (1, 16, 16), dict(features=4, depth=3))
     ctx = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=5), seed=1)

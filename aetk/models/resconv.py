@@ -51,6 +51,10 @@ class ResidualConvDenoiser(Autoencoder):
         sigma_max: float = 55 / 255  # in model units (data scaled to [0, 1])
         clip: bool = True  # clip noisy inputs to [0, 1], as saved images are
         context: int = 0  # channels of the coarser-scale branch (0: none)
+        # Weight each example's loss by 30 / (sigma + 5) (0-255 scale; 1 at sigma 25): a good
+        # denoiser's error grows about like sigma, so this gives light noise as much say as
+        # heavy noise in the training signal (PSNR-like), where plain MSE heeds mostly the heavy.
+        balance_levels: bool = False
 
         def __post_init__(self):
             check_positive_int("features", self.features)
@@ -99,11 +103,15 @@ class ResidualConvDenoiser(Autoencoder):
         out = F.pixel_shuffle(u - self.noise(h), 2)
         return out.squeeze(1) if len(self.input_shape) == 2 else out
 
+    def noise_levels(self, x: Tensor, step: int) -> Tensor:
+        """Each example's sigma, uniform in [0, sigma_max], from (seed, step): shape (B,)."""
+        words = random_words(x.shape[0], derive_seed(self.seed, SIGMA_STREAM), int(step), x.device)
+        return (words >> 8).to(x.dtype) * (2.0 ** -24) * self.config.sigma_max
+
     def add_noise(self, x: Tensor, step: int) -> Tensor:
         """x plus Gaussian noise of a per-example sigma in [0, sigma_max], from (seed, step)."""
         b = x.shape[0]
-        words = random_words(b, derive_seed(self.seed, SIGMA_STREAM), int(step), x.device)
-        sigma = (words >> 8).to(x.dtype) * (2.0 ** -24) * self.config.sigma_max
+        sigma = self.noise_levels(x, step)
         n = normal(x.numel(), derive_seed(self.seed, NOISE_STREAM), int(step), x.device).to(x.dtype)
         noisy = x + sigma.view(b, *([1] * (x.dim() - 1))) * n.view_as(x)
         return noisy.clamp(0.0, 1.0) if self.config.clip else noisy
@@ -114,8 +122,12 @@ class ResidualConvDenoiser(Autoencoder):
         target = x if target is None else target
         z = self.encode(self.add_noise(x, step))
         x_hat = self.decode(z)
-        recon = losses.mse(x_hat, target)
-        return {"x_hat": x_hat, "z": z, "recon": recon, "loss": recon}
+        errors = losses.per_example((x_hat - target) ** 2)
+        recon = errors.mean()
+        loss = recon
+        if self.config.balance_levels:
+            loss = (errors * (30 / 255) / (self.noise_levels(x, step) + 5 / 255)).mean()
+        return {"x_hat": x_hat, "z": z, "recon": recon, "loss": loss}
 
 
 def conv_block(cin: int, cout: int, batchnorm: bool) -> nn.Sequential:
