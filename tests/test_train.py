@@ -62,6 +62,9 @@ def test_run_folder_and_exact_resume(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert _metrics(straight) == _metrics(interrupted)
+    header = (straight / "metrics.csv").read_text().splitlines()[0]
+    assert (interrupted / "metrics.csv").read_text().splitlines()[0] == header  # same column order
+    assert header.startswith("epoch,step,")
 
 
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path):

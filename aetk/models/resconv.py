@@ -13,14 +13,15 @@ the noise, which is subtracted:
 
 With ``context = K > 0`` the middle of the stack also sees two coarser scales, as in a
 U-Net (Ronneberger et al., 2015): h is downsampled twice (strided 2x2 convs, K channels),
-processed, upsampled back (transposed 2x2 convs) and added to h. The receptive field grows
-from ~2*(depth+2) to well over a hundred pixels for little compute (the coarse levels have
-1/4 and 1/16 of the pixels). The last upsampling starts at zero, so a trunk trained without
+processed, upsampled back (transposed 2x2 convs) and added to h. That about doubles the
+receptive field (~50 to ~100 pixels across for depth 10) for little compute: the coarse
+levels have 1/4 and 1/16 of the trunk's pixels. The last upsampling starts at zero, so a trunk trained without
 the branch (``train.init_from``) starts exactly where it was and only gains.
 
 Training corrupts each clean example with Gaussian noise of its own sigma, drawn uniformly
 from [0, sigma_max] (blind: one model for every level), clipped to the data range as a
-saved 8-bit image would be; the loss is the squared error against the clean example.
+saved 8-bit image would be; the loss is the squared error against the clean example
+(with ``balance_levels``, weighted by 30 / (sigma + 5) on the 0-255 scale).
 Fully convolutional: any H x W that are multiples of 2 (of 8 with ``context``).
 """
 

@@ -197,7 +197,9 @@ class MetricsLog:
 
     def append(self, row: dict[str, float]) -> None:
         self.history.append(row)
-        keys: list[str] = []
+        # The new row's order first: rows restored from a checkpoint's JSON come back with
+        # sorted keys, and the columns should not reorder after a resume.
+        keys: list[str] = list(row)
         for r in self.history:
             keys += [k for k in r if k not in keys]
         buf = io.StringIO()
