@@ -75,12 +75,11 @@ class ResidualConvDenoiser(Autoencoder):
         if h % m or w % m:
             raise ValueError(f"model 'resconv' needs height and width that are multiples of {m}, got {h}x{w}")
         layers: list[nn.Module] = [nn.Conv2d(4 * ch, c.features, 3, padding=1), nn.ReLU()]
-        for _ in range(c.depth):
-            layers += [nn.Conv2d(c.features, c.features, 3, padding=1, bias=not c.batchnorm),
-                       *([nn.BatchNorm2d(c.features)] if c.batchnorm else []), nn.ReLU()]
+        for i in range(c.depth):
+            if i == c.depth // 2:
+                self.split = len(layers)  # where the context branch adds in: mid-stack
+            layers += [*conv_block(c.features, c.features, c.batchnorm)]  # flat: stable weight names
         self.body = nn.Sequential(*layers)
-        # Index in body after which the context branch adds in: the middle hidden layer.
-        self.split = 2 + 3 * (c.depth // 2) if c.batchnorm else 2 + 2 * (c.depth // 2)
         self.context = ContextBranch(c.features, c.context, c.batchnorm) if c.context else None
         self.noise = nn.Conv2d(c.features, 4 * ch, 3, padding=1)
         self.channels = ch
@@ -109,10 +108,10 @@ class ResidualConvDenoiser(Autoencoder):
         words = random_words(x.shape[0], derive_seed(self.seed, SIGMA_STREAM), int(step), x.device)
         return (words >> 8).to(x.dtype) * (2.0 ** -24) * self.config.sigma_max
 
-    def add_noise(self, x: Tensor, step: int) -> Tensor:
+    def add_noise(self, x: Tensor, step: int, sigma: Tensor | None = None) -> Tensor:
         """x plus Gaussian noise of a per-example sigma in [0, sigma_max], from (seed, step)."""
         b = x.shape[0]
-        sigma = self.noise_levels(x, step)
+        sigma = self.noise_levels(x, step) if sigma is None else sigma
         n = normal(x.numel(), derive_seed(self.seed, NOISE_STREAM), int(step), x.device).to(x.dtype)
         noisy = x + sigma.view(b, *([1] * (x.dim() - 1))) * n.view_as(x)
         return noisy.clamp(0.0, 1.0) if self.config.clip else noisy
@@ -121,13 +120,14 @@ class ResidualConvDenoiser(Autoencoder):
         # Like a VAE's sampling, the corruption is part of the model in both modes, so the
         # validation loss measures denoising, reproducibly through (seed, step).
         target = x if target is None else target
-        z = self.encode(self.add_noise(x, step))
+        sigma = self.noise_levels(x, step)
+        z = self.encode(self.add_noise(x, step, sigma))
         x_hat = self.decode(z)
         errors = losses.per_example((x_hat - target) ** 2)
         recon = errors.mean()
         loss = recon
         if self.config.balance_levels:
-            loss = (errors * (30 / 255) / (self.noise_levels(x, step) + 5 / 255)).mean()
+            loss = (errors * (30 / 255) / (sigma + 5 / 255)).mean()
         return {"x_hat": x_hat, "z": z, "recon": recon, "loss": loss}
 
 

@@ -122,6 +122,11 @@ def save_model(run_dir: Path, model, info: dict[str, Any]) -> None:
     save_pair(Path(run_dir) / MODEL_FILE, model.state_dict(), meta)
 
 
+def model_stem(path: Path) -> Path:
+    """A run folder's model stem, or the stem of a model.safetensors/.json path itself."""
+    return path / MODEL_FILE if path.is_dir() else path.with_suffix("")
+
+
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu"):
     """Rebuild a trained model from a run folder (or a model.safetensors/.json stem).
 
@@ -132,7 +137,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu"):
     run = Path(run_dir)
     if not run.exists():
         raise CheckpointError(f"run folder {run} does not exist")
-    stem = run / MODEL_FILE if run.is_dir() else run.with_suffix("")
+    stem = model_stem(run)
     tensors, meta = load_pair(stem)
     for key in ("kind", "config", "input_shape"):
         if key not in meta:
@@ -151,7 +156,7 @@ def init_weights(model, source: str | Path) -> tuple[list[str], list[str]]:
     source must exist in the model with the same shape; the model's other tensors (new layers)
     keep their fresh initialisation. Returns (copied names, new names)."""
     src = Path(source)
-    stem = src / MODEL_FILE if src.is_dir() else src.with_suffix("")
+    stem = model_stem(src)
     if not stem.with_suffix(".safetensors").is_file():
         raise CheckpointError(f"train.init_from: {src} is not a run folder with {MODEL_FILE}.safetensors "
                               f"(or a .safetensors file)")
