@@ -69,6 +69,9 @@ def export_cli(
                                               help="Model name prefix in the repository (default: the run folder's name)."),
     triton_max_batch: int = typer.Option(1024, "--triton-max-batch", min=1, help="Triton max_batch_size."),
     triton_kind: str = typer.Option("auto", "--triton-kind", help="Triton instance group: auto, gpu or cpu."),
+    atol: float = typer.Option(1e-5, "--atol", min=0.0, help="Validation: absolute tolerance, ONNX Runtime vs PyTorch "
+                               "(deep conv nets may need 1e-4: float32 rounding adds up over layers)."),
+    rtol: float = typer.Option(1e-5, "--rtol", min=0.0, help="Validation: relative tolerance."),
 ) -> None:
     """Export a trained run to ONNX: encoder, decoder and autoencoder, validated against PyTorch."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -90,7 +93,7 @@ def export_cli(
 
             result = export_run(run, out, opset=opset, fp16=fp16, int8=int8, triton=triton,
                                 triton_name=triton_name, triton_max_batch=triton_max_batch,
-                                triton_kind=triton_kind, progress=step)
+                                triton_kind=triton_kind, atol=atol, rtol=rtol, progress=step)
     except (ExportError, CheckpointError, MetadataError, ValueError, OSError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1)

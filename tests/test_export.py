@@ -230,6 +230,7 @@ def test_compare_outputs_names_shapes_values():
     with pytest.raises(OutputValueMismatch) as info:
         compare_outputs({"z": np.full((2, 3), 1e-3, np.float32)}, want, "encoder", "real")
     assert info.value.max_abs_diff == pytest.approx(1e-3) and info.value.output == "z"
+    assert "aetk export --atol" in str(info.value)  # says how to accept float32 rounding
     with pytest.raises(OutputValueMismatch):
         compare_outputs({"z": np.full((2, 3), np.nan, np.float32)}, want, "encoder", "real")
     assert compare_outputs({"z": np.full((2, 3), 5e-6, np.float32)}, want, "e", "r")["z"]["max_abs_diff"] < 1e-5
@@ -322,6 +323,22 @@ def test_cli_export_with_triton_repository(trained_run, tmp_path):
                 assert c.data_type == model_config_pb2.TYPE_FP32
         params = {k: v.string_value for k, v in cfg.parameters.items()}
         assert params["aetk.graph"] == graph and params["aetk.kind"] == "conv"
+
+
+def test_cli_export_tolerances_reach_the_validation(trained_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from aetk.cli.main import app
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["export", str(trained_run), "-o", str(out), "--atol", "1e-4", "--rtol", "0"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "export.json").read_text())["validation"]
+    checked = [s for graph in report.values() for batch in graph.values() for s in batch.values()]
+    assert checked and all(s["atol"] == 1e-4 and s["rtol"] == 0 for s in checked)
+    res = CliRunner().invoke(app, ["export", str(trained_run), "-o", str(tmp_path / "o2"), "--atol", "-1"])
+    assert res.exit_code != 0 and "--atol" in res.output
+    assert not (tmp_path / "o2").exists()
 
 
 def test_triton_config_marks_dynamic_spatial_dims(tmp_path):

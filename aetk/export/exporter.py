@@ -342,7 +342,7 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = DEFAULT_OPSET, fp16: bool = False,
                int8: bool = False, triton: str | Path | None = None, triton_name: str | None = None,
-               triton_max_batch: int = 1024, triton_kind: str = "auto",
+               triton_max_batch: int = 1024, triton_kind: str = "auto", atol: float = 1e-5, rtol: float = 1e-5,
                progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export a run folder written by ``aetk train``: the model with its data's normalization,
     validated on real examples of the run's test split (training split for calibration)."""
@@ -367,7 +367,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = DEFAULT
     except CheckpointError as exc:
         raise ExportError(f"cannot export {run_dir}: {exc}") from exc
     result = export_model(model, out_dir, normalization=normalization, real_batch=real,
-                          calibration=calibration, opset=opset, fp16=fp16, int8=int8, progress=progress)
+                          calibration=calibration, opset=opset, fp16=fp16, int8=int8, atol=atol, rtol=rtol,
+                          progress=progress)
     result.warnings = notes + result.warnings
     if triton is not None:
         from aetk.export.triton import write_triton_repo

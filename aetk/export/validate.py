@@ -64,7 +64,8 @@ def compare_outputs(got: dict[str, np.ndarray], expected: dict[str, np.ndarray],
         if bad.any():
             raise OutputValueMismatch(
                 f"{graph}.onnx output '{name}' on the {batch} batch differs from PyTorch by up to "
-                f"{max_diff:.3g} (atol {atol:g}, rtol {rtol:g}) at {int(bad.sum())} of {diff.size} values",
+                f"{max_diff:.3g} (atol {atol:g}, rtol {rtol:g}) at {int(bad.sum())} of {diff.size} values "
+                f"(if a few values of a deep model are off by float32 rounding, `aetk export --atol` raises the tolerance)",
                 graph, name, max_diff, atol)
         report[name] = {"max_abs_diff": max_diff, "atol": atol, "rtol": rtol, "shape": list(want.shape)}
     return report
