@@ -34,7 +34,7 @@ import torch
 import aetk
 from aetk.export.errors import ExportError
 from aetk.export.graphs import GraphSpec, graph_specs, is_variational
-from aetk.export.validate import check_model, cpu_session, run_session, validate_graph
+from aetk.export.validate import ATOL, RTOL, check_model, cpu_session, run_session, validate_graph
 from aetk.export.variants import accuracy_change, to_float16, to_int8
 from aetk.runtime.metadata import ModelMetadata
 
@@ -242,7 +242,7 @@ def _feeds(inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, Any] | None = None,
                  real_batch: torch.Tensor | None = None, calibration: torch.Tensor | None = None,
                  opset: int = DEFAULT_OPSET, fp16: bool = False, int8: bool = False,
-                 atol: float = 1e-5, rtol: float = 1e-5,
+                 atol: float = ATOL, rtol: float = RTOL,
                  external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
                  progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export ``model`` (an aetk Autoencoder) to ``out_dir``; see the module docstring.
@@ -342,7 +342,7 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = DEFAULT_OPSET, fp16: bool = False,
                int8: bool = False, triton: str | Path | None = None, triton_name: str | None = None,
-               triton_max_batch: int = 1024, triton_kind: str = "auto", atol: float = 1e-5, rtol: float = 1e-5,
+               triton_max_batch: int = 1024, triton_kind: str = "auto", atol: float = ATOL, rtol: float = RTOL,
                progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export a run folder written by ``aetk train``: the model with its data's normalization,
     validated on real examples of the run's test split (training split for calibration)."""

@@ -15,6 +15,8 @@ import torch
 
 from aetk.export.errors import OnnxCheckError, OutputNameMismatch, OutputShapeMismatch, OutputValueMismatch
 
+ATOL = RTOL = 1e-5  # default tolerances; deep conv nets may need a larger atol (float32 rounding adds up)
+
 
 def check_model(model: onnx.ModelProto | str, graph: str) -> None:
     """onnx.checker with full_check, and shape inference in strict mode. ``model`` is a path
@@ -46,7 +48,7 @@ def run_session(sess, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def compare_outputs(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], graph: str,
-                    batch: str, atol: float = 1e-5, rtol: float = 1e-5) -> dict[str, dict[str, Any]]:
+                    batch: str, atol: float = ATOL, rtol: float = RTOL) -> dict[str, dict[str, Any]]:
     """Names, then shapes, then values; a typed error at the first mismatch, else a report."""
     if list(got) != list(expected):
         raise OutputNameMismatch(
@@ -80,7 +82,7 @@ def torch_outputs(module: torch.nn.Module, inputs: dict[str, torch.Tensor], name
 
 
 def validate_graph(model_bytes: bytes, module: torch.nn.Module, graph: str, outputs: list[str],
-                   batches: dict[str, dict[str, torch.Tensor]], atol: float = 1e-5, rtol: float = 1e-5
+                   batches: dict[str, dict[str, torch.Tensor]], atol: float = ATOL, rtol: float = RTOL
                    ) -> dict[str, Any]:
     """Run the file in ONNX Runtime on each batch ("random", "real") and compare with PyTorch."""
     sess = cpu_session(model_bytes)

@@ -78,7 +78,7 @@ class ResidualConvDenoiser(Autoencoder):
         for i in range(c.depth):
             if i == c.depth // 2:
                 self.split = len(layers)  # where the context branch adds in: mid-stack
-            layers += [*conv_block(c.features, c.features, c.batchnorm)]  # flat: stable weight names
+            layers += conv_block(c.features, c.features, c.batchnorm)  # its modules, flat: stable weight names
         self.body = nn.Sequential(*layers)
         self.context = ContextBranch(c.features, c.context, c.batchnorm) if c.context else None
         self.noise = nn.Conv2d(c.features, 4 * ch, 3, padding=1)
