@@ -468,6 +468,10 @@ def test_resconv_balance_levels_weights_light_noise_up():
     errors = ((b["x_hat"] - x) ** 2).flatten(1).sum(1)
     torch.testing.assert_close(b["loss"], (errors * 30 / (sigma + 5)).mean())
     assert not torch.allclose(b["loss"], b["recon"])
+    tilted = build("resconv", (1, 16, 16), dict(features=4, depth=1, balance_levels=True, balance_power=2.0))
+    torch.testing.assert_close(tilted(x, step=3)["loss"], (errors * (30 / (sigma + 5)) ** 2).mean())
+    with pytest.raises(ValueError, match="balance_power"):
+        create_model("resconv", (1, 16, 16), balance_levels=True, balance_power=-1.0)
 
 
 def test_resconv_context_branch_starts_as_the_trunk_and_then_learns():

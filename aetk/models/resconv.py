@@ -21,7 +21,7 @@ the branch (``train.init_from``) starts exactly where it was and only gains.
 Training corrupts each clean example with Gaussian noise of its own sigma, drawn uniformly
 from [0, sigma_max] (blind: one model for every level), clipped to the data range as a
 saved 8-bit image would be; the loss is the squared error against the clean example
-(with ``balance_levels``, weighted by 30 / (sigma + 5) on the 0-255 scale).
+(with ``balance_levels``, weighted by (30 / (sigma + 5)) ** balance_power on the 0-255 scale).
 Fully convolutional: any H x W that are multiples of 2 (of 8 with ``context``).
 """
 
@@ -56,11 +56,15 @@ class ResidualConvDenoiser(Autoencoder):
         # denoiser's error grows about like sigma, so this gives light noise as much say as
         # heavy noise in the training signal (PSNR-like), where plain MSE heeds mostly the heavy.
         balance_levels: bool = False
+        # The weight's exponent: above 1 tilts training further towards light noise (a blind
+        # model's weakest range against classical denoisers), at some cost on heavy noise.
+        balance_power: float = 1.0
 
         def __post_init__(self):
             check_positive_int("features", self.features)
             check_positive_int("depth", self.depth, allow_zero=True)
             check_nonnegative("sigma_max", self.sigma_max)
+            check_nonnegative("balance_power", self.balance_power)
             check_positive_int("context", self.context, allow_zero=True)
             if self.context and self.depth < 2:
                 raise ValueError(f"model.context needs model.depth >= 2 (the branch sits mid-stack), "
@@ -127,7 +131,7 @@ class ResidualConvDenoiser(Autoencoder):
         recon = errors.mean()
         loss = recon
         if self.config.balance_levels:
-            loss = (errors * (30 / 255) / (sigma + 5 / 255)).mean()
+            loss = (errors * ((30 / 255) / (sigma + 5 / 255)) ** self.config.balance_power).mean()
         return {"x_hat": x_hat, "z": z, "recon": recon, "loss": loss}
 
 
