@@ -472,6 +472,8 @@ def test_resconv_balance_levels_weights_light_noise_up():
     torch.testing.assert_close(tilted(x, step=3)["loss"], (errors * (30 / (sigma + 5)) ** 2).mean())
     with pytest.raises(ValueError, match="balance_power"):
         create_model("resconv", (1, 16, 16), balance_levels=True, balance_power=-1.0)
+    with pytest.raises(ValueError, match="balance_levels"):  # not silently ignored
+        create_model("resconv", (1, 16, 16), balance_power=2.0)
 
 
 def test_resconv_context_branch_starts_as_the_trunk_and_then_learns():

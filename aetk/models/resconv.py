@@ -65,6 +65,9 @@ class ResidualConvDenoiser(Autoencoder):
             check_positive_int("depth", self.depth, allow_zero=True)
             check_nonnegative("sigma_max", self.sigma_max)
             check_nonnegative("balance_power", self.balance_power)
+            if self.balance_power != 1.0 and not self.balance_levels:
+                raise ValueError(f"model.balance_power={self.balance_power} has no effect without "
+                                 f"model.balance_levels=true (it is the exponent of that weight)")
             check_positive_int("context", self.context, allow_zero=True)
             if self.context and self.depth < 2:
                 raise ValueError(f"model.context needs model.depth >= 2 (the branch sits mid-stack), "
