@@ -476,6 +476,33 @@ def test_resconv_balance_levels_weights_light_noise_up():
         create_model("resconv", (1, 16, 16), balance_power=2.0)
 
 
+def test_resconv_grows_wider_computing_the_same_function(monkeypatch):
+    from aetk.models import resconv
+
+    narrow = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=5))
+    for bn in (m for m in narrow.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        torch.nn.init.uniform_(bn.weight, 0.5, 2), torch.nn.init.normal_(bn.bias)
+        bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
+    torch.nn.init.normal_(narrow.context.up1.weight, std=0.3)  # the branch in play too
+    wide = build("resconv", (1, 16, 16), dict(features=7, depth=3, context=5), seed=1)
+    y = torch.rand(3, 1, 16, 24)
+    monkeypatch.setattr(resconv, "GROW_JITTER", 0.0)
+    wide.load_state_dict(wide.grow_state(narrow.state_dict()))
+    for mode in (False, True):  # eval: running statistics; training: copies share batch statistics
+        narrow.train(mode), wide.train(mode)
+        torch.testing.assert_close(wide.decode(wide.encode(y)), narrow.decode(narrow.encode(y)),
+                                   rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(resconv, "GROW_JITTER", 0.01)
+    wide.load_state_dict(wide.grow_state(narrow.state_dict()))
+    w = wide.body[2].weight  # first hidden conv: channels 4..6 are jittered copies of 0..3
+    assert w.shape[:2] == (7, 7) and not any(torch.equal(w[i], w[j]) for i in range(4, 7) for j in range(7) if i != j)
+    wide.eval(), narrow.eval()
+    out_wide, out_narrow = wide.decode(wide.encode(y)), narrow.decode(narrow.encode(y))
+    assert 0 < (out_wide - out_narrow).abs().max() < 0.05  # the same function, up to the jitter
+    same = wide.state_dict()
+    assert wide.grow_state(same) is same  # same width: nothing to do
+
+
 def test_resconv_context_branch_starts_as_the_trunk_and_then_learns():
     trunk = build("resconv", (1, 16, 16), dict(features=4, depth=3))
     ctx = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=5), seed=1)

@@ -93,8 +93,14 @@ def test_init_from_starts_a_larger_model_from_a_trained_run(tmp_path, capsys):
 
     with pytest.raises(ckpt.CheckpointError, match="train.init_from: .* not a run folder"):
         train(load_config(None, small + [f'train.init_from="{tmp_path / "nowhere"}"']), tmp_path / "a")
+    # Wider (resconv grows, function-preserving, see test_models); narrower does not fit.
+    train(load_config(None, small + ["model.features=6", "train.lr=0", f'train.init_from="{tmp_path / "trunk"}"']),
+          tmp_path / "wide")
+    wide = load_file(tmp_path / "wide" / "model.safetensors")
+    assert wide["body.2.weight"].shape == (6, 6, 3, 3)
+    assert torch.equal(wide["body.0.weight"][:4], trunk["body.0.weight"])  # old channels first, unjittered
     with pytest.raises(ckpt.CheckpointError, match="train.init_from: shapes of .* do not fit"):
-        train(load_config(None, small + ["model.features=5", f'train.init_from="{tmp_path / "trunk"}"']),
+        train(load_config(None, small + ["model.features=3", f'train.init_from="{tmp_path / "trunk"}"']),
               tmp_path / "b")
     with pytest.raises(ckpt.CheckpointError, match="are not in this resconv model"):
         train(load_config(None, grown[:-1] + [f'train.init_from="{tmp_path / "grown"}"', "model.context=0"]),

@@ -79,3 +79,9 @@ class Autoencoder(nn.Module):
 
     def hyperparameters(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
+
+    def grow_state(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Weights of a trained, smaller model of this kind made to fit this one
+        (``train.init_from``); the tensors of the shapes kept pass through. Kinds that can grow
+        override it; by default nothing changes, and tensors of other shapes are refused."""
+        return tensors

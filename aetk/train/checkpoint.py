@@ -153,7 +153,8 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu"):
 
 def init_weights(model, source: str | Path) -> tuple[list[str], list[str]]:
     """Start ``model`` from a trained run's weights (``train.init_from``): every tensor of the
-    source must exist in the model with the same shape; the model's other tensors (new layers)
+    source must exist in the model with the same shape, after ``model.grow_state`` (a kind that
+    can grow, e.g. resconv to more features, adapts them); the model's other tensors (new layers)
     keep their fresh initialisation. Returns (copied names, new names)."""
     src = Path(source)
     stem = model_stem(src)
@@ -161,6 +162,7 @@ def init_weights(model, source: str | Path) -> tuple[list[str], list[str]]:
         raise CheckpointError(f"train.init_from: {src} is not a run folder with {MODEL_FILE}.safetensors "
                               f"(or a .safetensors file)")
     tensors, _ = load_pair(stem)
+    tensors = model.grow_state(tensors)  # e.g. a narrower resconv widened to this one's features
     own = model.state_dict()
     unknown = sorted(set(tensors) - set(own))
     if unknown:
