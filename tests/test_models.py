@@ -476,15 +476,16 @@ def test_resconv_balance_levels_weights_light_noise_up():
         create_model("resconv", (1, 16, 16), balance_power=2.0)
 
 
-def test_resconv_grows_wider_computing_the_same_function(monkeypatch):
+@pytest.mark.parametrize("context", [5, 7])  # 7: a branch as wide as the grown trunk
+def test_resconv_grows_wider_computing_the_same_function(monkeypatch, context):
     from aetk.models import resconv
 
-    narrow = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=5))
+    narrow = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=context))
     for bn in (m for m in narrow.modules() if isinstance(m, torch.nn.BatchNorm2d)):
         torch.nn.init.uniform_(bn.weight, 0.5, 2), torch.nn.init.normal_(bn.bias)
         bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
     torch.nn.init.normal_(narrow.context.up1.weight, std=0.3)  # the branch in play too
-    wide = build("resconv", (1, 16, 16), dict(features=7, depth=3, context=5), seed=1)
+    wide = build("resconv", (1, 16, 16), dict(features=7, depth=3, context=context), seed=1)
     y = torch.rand(3, 1, 16, 24)
     monkeypatch.setattr(resconv, "GROW_JITTER", 0.0)
     wide.load_state_dict(wide.grow_state(narrow.state_dict()))

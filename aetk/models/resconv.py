@@ -130,7 +130,9 @@ class ResidualConvDenoiser(Autoencoder):
         copies = torch.bincount(source, minlength=old)[source].to(torch.float32)
         grown = dict(tensors)
         for name, module in self.named_modules():
-            if isinstance(module, nn.BatchNorm2d) and module.num_features == new:
+            # Both sizes checked: a context branch as wide as the new trunk must be left alone.
+            if isinstance(module, nn.BatchNorm2d) and module.num_features == new \
+                    and tensors[f"{name}.weight"].shape[0] == old:
                 for key in ("weight", "bias", "running_mean", "running_var"):
                     grown[f"{name}.{key}"] = tensors[f"{name}.{key}"][source].clone()
             elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
