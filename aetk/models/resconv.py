@@ -139,9 +139,7 @@ class ResidualConvDenoiser(Autoencoder):
                 w = tensors[f"{name}.weight"]
                 out_dim, in_dim = (1, 0) if isinstance(module, nn.ConvTranspose2d) else (0, 1)
                 if module.weight.shape[in_dim] == new and w.shape[in_dim] == old:
-                    shape = [1] * w.dim()
-                    shape[in_dim] = new
-                    w = w.index_select(in_dim, source) / copies.view(shape)
+                    w = w.index_select(in_dim, source) / copies.view(-1, *[1] * (w.dim() - in_dim - 1))
                 if module.weight.shape[out_dim] == new and w.shape[out_dim] == old:
                     w = w.index_select(out_dim, source)
                     added = w.narrow(out_dim, old, new - old)
