@@ -23,13 +23,13 @@ def denoise_cli(
                                         "or an `aetk train` run (default: the shipped blind Gaussian denoiser)."),
     sigma: Optional[float] = typer.Option(None, "--sigma", min=0, help="Noise level (0-255 scale) for non-blind models."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Tiles per model call."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Tiles per model call (default 4)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads decoding and encoding files."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime intra-op threads."),
-    tile: Optional[int] = typer.Option(None, "--tile", min=8, help="Tile size in pixels (default 256)."),
+    tile: Optional[int] = typer.Option(None, "--tile", min=8, help="Largest tile side in pixels (default 512); images are cut into equal tiles."),
     overlap: Optional[int] = typer.Option(None, "--overlap", min=0, help="Tile overlap in pixels (default 32)."),
-    ensemble: int = typer.Option(1, "--ensemble", help="Average the model over 1, 2 or 4 mirrored copies "
-                                 "of each tile: a little more quality for 2x or 4x the time."),
+    ensemble: int = typer.Option(1, "--ensemble", help="Average the model over 1, 2, 4 or 8 mirrored and "
+                                 "rotated copies of each tile: a little more quality for 2x, 4x or 8x the time."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Write this format instead of the input's: "
                                       "png, jpeg, tiff, bmp or webp."),
     quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG/WebP quality."),

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from aetk.denoise import SHIPPED_MODEL, DenoiseInputError, denoise_paths, load_denoiser
-from aetk.denoise.tiling import Blender, pad_to, ramp, starts, tile_shape
+from aetk.denoise.tiling import Blender, pad_to, ramp, starts, tile_count, tile_shape
 
 UNIT = {"kind": "unit", "scale": 255.0, "mean": None, "std": None, "shape": None, "value_range": [0.0, 1.0]}
 
@@ -60,6 +60,20 @@ def test_tiles_cover_every_pixel(size, tile, overlap):
     assert (w > 0).all() and w.max() == 1.0
 
 
+@pytest.mark.parametrize("size,tile,overlap,multiple", [(512, 256, 32, 8), (600, 512, 32, 8), (1000, 512, 32, 2),
+                                                      (100, 512, 32, 8), (97, 16, 4, 1), (4000, 512, 32, 8)])
+def test_tiles_are_as_few_and_as_small_as_cover_the_image(size, tile, overlap, multiple):
+    (t, _) = tile_shape((size, 50), tile, multiple, overlap)
+    s = starts(size, t, overlap)
+    assert t <= max(tile, multiple) and t % multiple == 0
+    assert len(s) == tile_count(size, tile, overlap)
+    assert s[-1] + t >= size and all(b - a <= t - overlap for a, b in zip(s, s[1:]))  # covered, overlapping
+    if len(s) > 1:  # as few tiles as can cover it, and none larger than needed
+        assert (len(s) - 1) * (tile - overlap) + overlap < size
+        assert len(s) * (t - multiple) - (len(s) - 1) * overlap < size
+    assert tile_shape((512, 512), 256, 8, 32) == (192, 192)  # 3 x 3 tiles of 192, not of 256
+
+
 def test_blending_an_identity_is_exact():
     rng = np.random.default_rng(0)
     img = rng.random((3, 123, 77), dtype=np.float32)
@@ -90,15 +104,30 @@ def test_colour_images_are_denoised_per_channel(random_model):
     np.testing.assert_allclose(out[1], den.denoise(rgb[1:2])[0], rtol=1e-5, atol=1e-6)
 
 
-def test_ensemble_averages_the_mirrored_tiles(random_model):
-    img = np.random.default_rng(4).random((1, 48, 40), dtype=np.float32)
+def test_ensemble_averages_the_mirrored_and_rotated_tiles(random_model):
+    img = np.random.default_rng(4).random((1, 48, 40), dtype=np.float32)  # not square: rotation swaps H, W
     one = load_denoiser(random_model, device="cpu", tile=256)
-    expected = (one.denoise(img) + one.denoise(img[:, :, ::-1].copy())[:, :, ::-1]
-                + one.denoise(img[:, ::-1].copy())[:, ::-1] + one.denoise(img[:, ::-1, ::-1].copy())[:, ::-1, ::-1]) / 4
+    # The eight symmetries of the plane, each undone on its output: k quarter turns, then a mirror.
+    outs = []
+    for mirror in (False, True):
+        for k in range(4):
+            t = np.rot90(img, k, axes=(1, 2))
+            t = t[:, :, ::-1] if mirror else t
+            o = one.denoise(np.ascontiguousarray(t))
+            o = o[:, :, ::-1] if mirror else o
+            outs.append(np.rot90(o, -k, axes=(1, 2)))
+    mirrors = (one.denoise(img) + one.denoise(img[:, :, ::-1].copy())[:, :, ::-1]
+               + one.denoise(img[:, ::-1].copy())[:, ::-1] + one.denoise(img[:, ::-1, ::-1].copy())[:, ::-1, ::-1]) / 4
     four = load_denoiser(random_model, device="cpu", tile=256, ensemble=4).denoise(img)
-    np.testing.assert_allclose(four, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(four, mirrors, rtol=1e-5, atol=1e-6)
+    eight = load_denoiser(random_model, device="cpu", tile=256, ensemble=8).denoise(img)
+    np.testing.assert_allclose(eight, np.mean(outs, axis=0), rtol=1e-5, atol=1e-6)
     assert np.abs(four - one.denoise(img)).max() > 1e-4  # a random net is not mirror-symmetric
-    with pytest.raises(ValueError, match="--ensemble must be 1, 2 or 4"):
+    assert np.abs(eight - four).max() > 1e-4  # nor symmetric under rotation
+    # On non-square tiles too (a transposed tile is W x H): the same up to the blending.
+    tiled = load_denoiser(random_model, device="cpu", tile=32, overlap=8, ensemble=8).denoise(img)
+    assert np.abs(tiled - eight).mean() < 1e-3
+    with pytest.raises(ValueError, match="--ensemble must be 1, 2, 4 or 8"):
         load_denoiser(random_model, device="cpu", ensemble=3)
 
 

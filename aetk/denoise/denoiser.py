@@ -9,8 +9,9 @@ Models with one input channel (like the shipped one) denoise each colour channel
 grayscale image; models with C channels take C-channel images (a grayscale image is repeated
 C times and the result averaged back). A model with a second input named ``sigma`` is
 non-blind: it gets the noise level (``--sigma``, on the 0-255 scale) as a (batch, 1) input.
-``ensemble=2`` or ``4`` averages the model's outputs on the mirrored tiles (left-right, then
-up-down too): a little more quality for 2x or 4x the time.
+``ensemble=2``, ``4`` or ``8`` averages the model's outputs on mirrored tiles (left-right, then
+up-down too, then all four again transposed, i.e. rotated): a little more quality for 2x, 4x
+or 8x the time.
 """
 
 from __future__ import annotations
@@ -24,10 +25,28 @@ import numpy as np
 from aetk.denoise.tiling import Blender, pad_to, tile_shape
 
 SHIPPED_MODEL = Path(__file__).parent / "models" / "blind-gaussian.onnx"
-DEFAULT_TILE = 256
+# A photo of up to about 512 pixels a side is one tile; larger images run as evenly sized
+# tiles (tiling.tile_shape). Four 512-pixel tiles a call peak at about 1 GB on a
+# 12-megapixel colour photo (the shipped model); 256-pixel tiles cost 1.5x the time.
+DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
-# Mirrorings of a tile (flip axes of (N, C, H, W)), each its own inverse, in the order used.
-ENSEMBLE_FLIPS = ((), (3,), (2,), (2, 3))
+DEFAULT_BATCH = 4
+# The eight symmetries of a square (dihedral group) as (transpose H and W?, flip axes of
+# (N, C, H, W)), in the order used: --ensemble N averages the first N. Mirrorings first, then
+# the same on the transposed tile (90-degree rotations): each transposition adds more
+# diversity than a further flip.
+ENSEMBLE_TRANSFORMS = ((False, ()), (False, (3,)), (False, (2,)), (False, (2, 3)),
+                       (True, ()), (True, (3,)), (True, (2,)), (True, (2, 3)))
+ENSEMBLE_SIZES = (1, 2, 4, 8)
+
+
+def transform(batch: np.ndarray, transpose: bool, flips: tuple[int, ...]) -> np.ndarray:
+    return np.ascontiguousarray(np.flip(batch.swapaxes(2, 3) if transpose else batch, flips))
+
+
+def untransform(out: np.ndarray, transpose: bool, flips: tuple[int, ...]) -> np.ndarray:
+    out = np.flip(out, flips)
+    return out.swapaxes(2, 3) if transpose else out
 
 
 class DenoiserError(ValueError):
@@ -56,14 +75,15 @@ def resolve_model(model: str | Path | None) -> Path:
 
 
 class Denoiser:
-    def __init__(self, path: Path, device: str = "auto", threads: int | None = None, batch_size: int = 8,
+    def __init__(self, path: Path, device: str = "auto", threads: int | None = None, batch_size: int = DEFAULT_BATCH,
                  tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, sigma: float | None = None,
                  ensemble: int = 1):
         import aetk.runtime as rt
 
-        if ensemble not in (1, 2, 4):
-            raise DenoiserError(f"--ensemble must be 1, 2 or 4 (mirrored copies averaged), got {ensemble}")
-        self.flips = ENSEMBLE_FLIPS[:ensemble]
+        if ensemble not in ENSEMBLE_SIZES:
+            raise DenoiserError(f"--ensemble must be 1, 2, 4 or 8 (mirrored and rotated copies averaged), "
+                                f"got {ensemble}")
+        self.transforms = ENSEMBLE_TRANSFORMS[:ensemble]
 
         self.path = path
         self.session = rt.load_model(path, device=device, threads=threads, batch_size=batch_size)
@@ -101,10 +121,10 @@ class Denoiser:
         return not self.non_blind
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        if len(self.flips) == 1:
+        if len(self.transforms) == 1:
             return self._run_once(batch)
-        out = sum(np.flip(self._run_once(np.ascontiguousarray(np.flip(batch, f))), f) for f in self.flips)
-        return out / len(self.flips)
+        out = sum(untransform(self._run_once(transform(batch, *t)), *t) for t in self.transforms)
+        return out / len(self.transforms)
 
     def _run_once(self, batch: np.ndarray) -> np.ndarray:
         x = self.norm.apply(batch * self.raw_scale).astype(np.float32)
@@ -129,7 +149,7 @@ class Denoiser:
             images = np.repeat(planes[None], self.channels, axis=1)
         else:
             raise DenoiserError(f"{self.path} takes {self.channels}-channel images; this image has {c}")
-        th, tw = self.fixed or tile_shape((h, w), self.tile, self.multiple or 1)
+        th, tw = self.fixed or tile_shape((h, w), self.tile, self.multiple or 1, self.overlap)
         padded = pad_to(images, (max(h, th), max(w, tw)))
         ph, pw = padded.shape[-2:]
         blend = Blender(images.shape[0] * images.shape[1], (ph, pw), (th, tw), self.overlap)
@@ -163,5 +183,5 @@ def load_denoiser(model: str | Path | None = None, device: str = "auto", **kwarg
         return Denoiser(Path(tmp) / "autoencoder.onnx", device=device, **kwargs)
 
 
-__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "ENSEMBLE_FLIPS", "SHIPPED_MODEL", "Denoiser", "DenoiserError", "load_denoiser",
+__all__ = ["DEFAULT_BATCH", "DEFAULT_OVERLAP", "DEFAULT_TILE", "ENSEMBLE_SIZES", "ENSEMBLE_TRANSFORMS", "SHIPPED_MODEL", "Denoiser", "DenoiserError", "load_denoiser",
            "resolve_model"]

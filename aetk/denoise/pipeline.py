@@ -118,14 +118,14 @@ def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
 
 
 def denoise_paths(inputs: list[Path], out: Path | None = None, model: str | Path | None = None, *,
-                  device: str = "auto", sigma: float | None = None, batch_size: int = 8, workers: int = 2,
+                  device: str = "auto", sigma: float | None = None, batch_size: int | None = None, workers: int = 2,
                   tile: int | None = None, overlap: int | None = None, fmt: str | None = None,
                   quality: int = 95, skip_existing: bool = False, dry_run: bool = False,
                   threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                   ensemble: int = 1, on_start: Callable[[int], None] | None = None,
                   on_progress: Callable[[str, float], None] | None = None) -> Summary:
     """Plan the jobs, load the model, denoise; see ``aetk denoise --help``."""
-    from aetk.denoise.denoiser import DEFAULT_OVERLAP, DEFAULT_TILE, load_denoiser
+    from aetk.denoise.denoiser import DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, load_denoiser
 
     jobs, skipped = plan(inputs, out, fmt)
     summary = Summary(skipped=list(skipped))
@@ -135,7 +135,7 @@ def denoise_paths(inputs: list[Path], out: Path | None = None, model: str | Path
     if not jobs:
         raise ValueError(f"no images found in {', '.join(str(p) for p in inputs)} "
                          f"(looked for {', '.join(sorted(EXTENSIONS))})")
-    den = load_denoiser(model, device=device, sigma=sigma, batch_size=batch_size, threads=threads,
+    den = load_denoiser(model, device=device, sigma=sigma, batch_size=batch_size or DEFAULT_BATCH, threads=threads,
                         tile=tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
                         ensemble=ensemble)
     if sigma is not None and den.blind:
