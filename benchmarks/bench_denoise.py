@@ -4,7 +4,7 @@ shipped model, side by side, on grayscale photographs the model was not trained 
     python benchmarks/bench_denoise.py             # sigma 15, 25, 50 on every test photo
     python benchmarks/bench_denoise.py --quick     # sigma 25 on two photos
     python benchmarks/bench_denoise.py --model out/autoencoder.onnx
-    python benchmarks/bench_denoise.py --ensemble 1,4   # also aetk averaged over 4 mirrorings
+    python benchmarks/bench_denoise.py --ensemble 1,4,8 # also aetk averaged over 4 and 8 mirrorings/rotations
 
 Noise: Gaussian of standard deviation sigma (0-255 scale), added to the clean photograph,
 clipped to 0..255 and rounded to 8 bits, as a saved noisy image is. BM3D is given the true
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="an exported model (default: the shipped one)")
     ap.add_argument("--sigmas", default="15,25,50")
     ap.add_argument("--ensemble", default="1", help="aetk's --ensemble values to measure, comma-separated "
-                                                  "(1, 2 or 4 mirrored copies averaged)")
+                                                  "(1, 2, 4 or 8 mirrored and rotated copies averaged)")
     ap.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow)")
     args = ap.parse_args()
 
@@ -99,7 +99,8 @@ def main() -> None:
     console = Console()
     console.print(f"aetk {aetk.__version__} · {platform.processor() or platform.machine()} · {threads} thread(s) · "
                   f"{len(names)} test photographs ({', '.join(names)}), {megapixels:.2f} MP in all")
-    console.print(f"model: {den.path} ({den.meta.kind}, blind={den.blind}); aetk ×N: averaged over N mirrorings")
+    console.print(f"model: {den.path} ({den.meta.kind}, blind={den.blind}); aetk ×N: averaged over N mirrorings/rotations; "
+                  f"tiles of at most {den.tile} pixels")
     hf = pick_nlm_h(sigmas)
     console.print("non-local means h/sigma from the validation photo: " +
                   ", ".join(f"σ={s:g}: {v:g}" for s, v in hf.items()))
