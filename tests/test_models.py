@@ -50,6 +50,7 @@ VARIANTS = {
     "resconv-rgb-hw": ("resconv", (3, 6, 8), dict(features=5, depth=0, clip=False)),
     "resconv-2d": ("resconv", (6, 4), dict(features=4, depth=1)),
     "resconv-context": ("resconv", (1, 16, 8), dict(features=4, depth=2, context=3)),
+    "resconv-refine": ("resconv", (1, 8, 10), dict(features=4, depth=1, refine=3, refine_depth=1)),
     "lstm-1d-gaussian": ("lstm", (9,), dict(hidden_size=6, code_size=2, num_layers=2,
                                             loss="gaussian_nll")),
 }
@@ -502,6 +503,79 @@ def test_resconv_grows_wider_computing_the_same_function(monkeypatch, context):
     assert 0 < (out_wide - out_narrow).abs().max() < 0.05  # the same function, up to the jitter
     same = wide.state_dict()
     assert wide.grow_state(same) is same  # same width: nothing to do
+
+
+def _random_batchnorms(model):
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        torch.nn.init.uniform_(bn.weight, 0.5, 2), torch.nn.init.normal_(bn.bias)
+        bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
+
+
+def test_resconv_refiner_starts_as_the_first_stage_and_trains_alone():
+    base = build("resconv", (1, 16, 16), dict(features=4, depth=2))
+    _random_batchnorms(base)
+    cascade = build("resconv", (1, 16, 16), dict(features=4, depth=2, refine=5, refine_depth=2, freeze_base=True),
+                    seed=1)
+    missing, unexpected = cascade.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("refiner.") for k in missing)
+    base.eval(), cascade.eval()
+    y = torch.rand(2, 1, 16, 24)
+    # The zeroed last layer: exactly the first stage at the start.
+    torch.testing.assert_close(cascade.decode(cascade.encode(y)), base.decode(base.encode(y)))
+    cascade.train()
+    assert cascade.refiner.training and not cascade.body.training  # the frozen stage keeps its statistics
+    frozen = {k: v.clone() for k, v in cascade.state_dict().items() if not k.startswith("refiner.")}
+    opt = torch.optim.Adam(cascade.parameters(), lr=0.1)
+    for step in range(3):
+        opt.zero_grad()
+        cascade(torch.rand(4, 1, 16, 16), step=step)["loss"].backward()
+        opt.step()
+    assert all(p.grad is None for n, p in cascade.named_parameters() if not n.startswith("refiner."))
+    assert cascade.refiner.layers[-1].weight.abs().sum() > 0  # the refiner learnt
+    for k, v in cascade.state_dict().items():
+        if k in frozen:
+            assert torch.equal(v, frozen[k]), k  # weights and running statistics alike
+    cascade.eval()
+    assert not torch.allclose(cascade.decode(cascade.encode(y)), base.decode(base.encode(y)))
+    with pytest.raises(ValueError, match="freeze_base=true needs a refiner"):
+        create_model("resconv", (1, 16, 16), freeze_base=True)
+
+
+def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path):
+    """Export folds the batch norms away; from_onnx puts the weights back (folded norms as
+    shifts), computing the graph's function, and writes a run folder init_from takes."""
+    from aetk.export import export_model
+    from aetk.models.from_onnx import OnnxImportError, load_onnx_weights, main
+    from aetk.train.checkpoint import init_weights, load_model
+
+    trained = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=3))
+    _random_batchnorms(trained)
+    torch.nn.init.normal_(trained.context.up1.weight, std=0.3)  # the branch in play
+    trained.eval()
+    export_model(trained, tmp_path / "out")
+    graph = tmp_path / "out" / "autoencoder.onnx"
+    rebuilt = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=3), seed=5)
+    load_onnx_weights(rebuilt, graph)
+    y = torch.rand(2, 1, 24, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.decode(rebuilt.encode(y)), trained.decode(trained.encode(y)),
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(OnnxImportError, match="convolutions"):
+        load_onnx_weights(build("resconv", (1, 16, 16), dict(features=4, depth=2, context=3)), graph)
+    with pytest.raises(OnnxImportError, match="build it with the exported config"):
+        load_onnx_weights(build("resconv", (1, 16, 16), dict(features=5, depth=3, context=3)), graph)
+
+    main([str(graph), str(tmp_path / "run"), "features=4", "depth=3", "context=3"])
+    model, meta = load_model(tmp_path / "run")
+    assert meta["normalization"]["kind"] == "none" and meta["from_onnx"] == str(graph)  # as exported
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(model.encode(y)), trained.decode(trained.encode(y)),
+                                   rtol=1e-5, atol=1e-5)
+    cascade = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=3, refine=3, freeze_base=True))
+    copied, new = init_weights(cascade, tmp_path / "run")
+    assert new and all(k.startswith("refiner.") for k in new) and "body.0.weight" in copied
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "missing.onnx"), str(tmp_path / "run2")])
 
 
 def test_resconv_context_branch_starts_as_the_trunk_and_then_learns():

@@ -19,6 +19,14 @@ levels have 1/4 and 1/16 of the trunk's pixels. The last upsampling starts at ze
 the branch (``train.init_from``) starts exactly where it was and only gains. Likewise a trained
 model grows wider (more ``features``, ``train.init_from``) computing the same function (``grow_state``).
 
+With ``refine = R > 0`` a second stage refines the first's estimate e = u - conv(h), seeing
+the noisy image beside it (a cascade):
+
+    x_hat = shuffle_2(e + refiner([u, e]))               refiner: R features, refine_depth layers
+
+It starts at zero too; with ``freeze_base`` only the refiner trains, on top of a trained model
+(``train.init_from``), which costs a forward pass of the first stage and no backward one.
+
 Training corrupts each clean example with Gaussian noise of its own sigma, drawn uniformly
 from [0, sigma_max] (blind: one model for every level), clipped to the data range as a
 saved 8-bit image would be; the loss is the squared error against the clean example
@@ -61,6 +69,15 @@ class ResidualConvDenoiser(Autoencoder):
         # The weight's exponent: above 1 tilts training further towards light noise (a blind
         # model's weakest range against classical denoisers), at some cost on heavy noise.
         balance_power: float = 1.0
+        # A second stage (0: none) that refines the first stage's estimate from the noisy image
+        # and that estimate, `refine` features and `refine_depth` hidden layers at half
+        # resolution: a cascade, as a trained model given more depth. Its last layer starts at
+        # zero, so a trained model given a refiner (train.init_from) starts where it was.
+        refine: int = 0
+        refine_depth: int = 6
+        # Train the refiner alone: the first stage (trunk, context branch, noise layer) keeps
+        # the weights init_from gave it, and its batch norms their running statistics.
+        freeze_base: bool = False
 
         def __post_init__(self):
             check_positive_int("features", self.features)
@@ -71,6 +88,10 @@ class ResidualConvDenoiser(Autoencoder):
                 raise ValueError(f"model.balance_power={self.balance_power} has no effect without "
                                  f"model.balance_levels=true (it is the exponent of that weight)")
             check_positive_int("context", self.context, allow_zero=True)
+            check_positive_int("refine", self.refine, allow_zero=True)
+            check_positive_int("refine_depth", self.refine_depth, allow_zero=True)
+            if self.freeze_base and not self.refine:
+                raise ValueError("model.freeze_base=true needs a refiner to train (model.refine > 0)")
             if self.context and self.depth < 2:
                 raise ValueError(f"model.context needs model.depth >= 2 (the branch sits mid-stack), "
                                  f"got depth={self.depth}")
@@ -91,7 +112,22 @@ class ResidualConvDenoiser(Autoencoder):
         self.body = nn.Sequential(*layers)
         self.context = ContextBranch(c.features, c.context, c.batchnorm) if c.context else None
         self.noise = nn.Conv2d(c.features, 4 * ch, 3, padding=1)
+        self.refiner = Refiner(4 * ch, c.refine, c.refine_depth, c.batchnorm) if c.refine else None
         self.channels = ch
+        if c.freeze_base:
+            for module in self.base_modules():
+                module.requires_grad_(False)
+
+    def base_modules(self) -> list[nn.Module]:
+        """The first stage: everything but the refiner."""
+        return [m for m in (self.body, self.context, self.noise) if m is not None]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.freeze_base:  # a frozen first stage normalises with its running statistics
+            for module in self.base_modules():
+                module.eval()
+        return self
 
     @property
     def spatial_multiple(self) -> int:
@@ -109,7 +145,10 @@ class ResidualConvDenoiser(Autoencoder):
 
     def decode(self, z: Tensor) -> Tensor:
         u, h = z[:, :4 * self.channels], z[:, 4 * self.channels:]
-        out = F.pixel_shuffle(u - self.noise(h), 2)
+        estimate = u - self.noise(h)
+        if self.refiner is not None:
+            estimate = estimate + self.refiner(torch.cat([u, estimate], dim=1))
+        out = F.pixel_shuffle(estimate, 2)
         return out.squeeze(1) if len(self.input_shape) == 2 else out
 
     def grow_state(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -130,6 +169,8 @@ class ResidualConvDenoiser(Autoencoder):
         copies = torch.bincount(source, minlength=old)[source].to(torch.float32)
         grown = dict(tensors)
         for name, module in self.named_modules():
+            if f"{name}.weight" not in tensors:
+                continue  # a layer the source lacks (a new branch or refiner): nothing to grow
             # Both sizes checked: a context branch as wide as the new trunk must be left alone.
             if isinstance(module, nn.BatchNorm2d) and module.num_features == new \
                     and tensors[f"{name}.weight"].shape[0] == old:
@@ -180,6 +221,24 @@ class ResidualConvDenoiser(Autoencoder):
 def conv_block(cin: int, cout: int, batchnorm: bool) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=not batchnorm),
                          *([nn.BatchNorm2d(cout)] if batchnorm else []), nn.ReLU())
+
+
+class Refiner(nn.Module):
+    """The second stage: from the (half-resolution) noisy image and the first stage's estimate,
+    a correction to add to the estimate. Starts as zero (its last layer is zeroed)."""
+
+    def __init__(self, channels: int, width: int, depth: int, batchnorm: bool):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(2 * channels, width, 3, padding=1), nn.ReLU()]
+        for _ in range(depth):
+            layers += conv_block(width, width, batchnorm)
+        layers.append(nn.Conv2d(width, channels, 3, padding=1))
+        nn.init.zeros_(layers[-1].weight)
+        nn.init.zeros_(layers[-1].bias)
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
 
 
 class ContextBranch(nn.Module):
