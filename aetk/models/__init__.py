@@ -15,7 +15,8 @@ Importing this package registers every built-in kind:
 | `lstm`        | lstm.py         | sequence autoencoder for (T, F) time series               |
 | `resconv`     | resconv.py      | residual conv denoiser for blind Gaussian noise (FFDNet-like) |
 
-`Classifier` (classifier.py) puts a linear head on any model's codes.
+`Classifier` (classifier.py) puts a linear head on any model's codes. `from_onnx.py` rebuilds a
+conv model's weights from its exported graph (a run folder again, for ``train.init_from``).
 """
 
 from aetk.models.base import Autoencoder
