@@ -505,6 +505,17 @@ def test_resconv_grows_wider_computing_the_same_function(monkeypatch, context):
     assert wide.grow_state(same) is same  # same width: nothing to do
 
 
+def _starts_as(trained, grown, new_prefix):
+    """``grown`` given ``trained``'s weights computes the same (its new part, ``new_prefix``,
+    starts at zero): a trained model only gains. Returns the input it was checked on."""
+    missing, unexpected = grown.load_state_dict(trained.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith(new_prefix) for k in missing)
+    trained.eval(), grown.eval()
+    y = torch.rand(2, 1, 16, 24)
+    torch.testing.assert_close(grown.decode(grown.encode(y)), trained.decode(trained.encode(y)))
+    return y
+
+
 def _random_batchnorms(model):
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
         torch.nn.init.uniform_(bn.weight, 0.5, 2), torch.nn.init.normal_(bn.bias)
@@ -516,12 +527,7 @@ def test_resconv_refiner_starts_as_the_first_stage_and_trains_alone():
     _random_batchnorms(base)
     cascade = build("resconv", (1, 16, 16), dict(features=4, depth=2, refine=5, refine_depth=2, freeze_base=True),
                     seed=1)
-    missing, unexpected = cascade.load_state_dict(base.state_dict(), strict=False)
-    assert not unexpected and missing and all(k.startswith("refiner.") for k in missing)
-    base.eval(), cascade.eval()
-    y = torch.rand(2, 1, 16, 24)
-    # The zeroed last layer: exactly the first stage at the start.
-    torch.testing.assert_close(cascade.decode(cascade.encode(y)), base.decode(base.encode(y)))
+    y = _starts_as(base, cascade, "refiner.")
     cascade.train()
     assert cascade.refiner.training and not cascade.body.training  # the frozen stage keeps its statistics
     frozen = {k: v.clone() for k, v in cascade.state_dict().items() if not k.startswith("refiner.")}
@@ -582,12 +588,7 @@ def test_resconv_context_branch_starts_as_the_trunk_and_then_learns():
     trunk = build("resconv", (1, 16, 16), dict(features=4, depth=3))
     ctx = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=5), seed=1)
     assert ctx.spatial_multiple == 8 and trunk.spatial_multiple == 2
-    missing, unexpected = ctx.load_state_dict(trunk.state_dict(), strict=False)
-    assert not unexpected and missing and all(k.startswith("context.") for k in missing)
-    trunk.eval(), ctx.eval()
-    y = torch.rand(2, 1, 16, 24)
-    # The zeroed last upsampling: exactly the trunk at the start (a trained trunk only gains).
-    torch.testing.assert_close(ctx.decode(ctx.encode(y)), trunk.decode(trunk.encode(y)))
+    y = _starts_as(trunk, ctx, "context.")
     ctx.train()
     ctx(torch.rand(4, 1, 16, 16))["loss"].backward()
     assert ctx.context.up1.weight.grad.abs().sum() > 0  # the branch gets a gradient
