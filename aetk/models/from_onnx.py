@@ -54,14 +54,17 @@ def _batchnorm_after(model: nn.Module) -> dict[nn.Module, nn.BatchNorm2d]:
     return after
 
 
-def load_onnx_weights(model, onnx_path: str | Path, atol: float = 1e-4) -> None:
+def load_onnx_weights(model, onnx_path: str | Path, session=None, atol: float = 1e-4) -> None:
     """Set ``model``'s weights (an aetk conv autoencoder, built with the exported model's
-    config) from the graph at ``onnx_path``; OnnxImportError when they do not fit."""
+    config) from the graph at ``onnx_path``; OnnxImportError when they do not fit. ``session``:
+    the graph already opened with ``aetk.runtime.load_model`` (else it is opened here)."""
     import onnx
-    import onnxruntime as ort
     from onnx import numpy_helper
 
+    import aetk.runtime as rt
+
     path = Path(onnx_path)
+    session = session or rt.load_model(path, device="cpu")
     graph = onnx.load(str(path)).graph
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     nodes = [n for n in graph.node if n.op_type in ONNX_CONVS]
@@ -94,9 +97,7 @@ def load_onnx_weights(model, onnx_path: str | Path, atol: float = 1e-4) -> None:
                 bn.running_var.fill_(1.0 - bn.eps)
             elif bias.abs().max() > 0:
                 raise OnnxImportError(f"{path}: convolution {i} ({node.name}) has a bias this model has no place for")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = example.numpy()
-    expected = session.run(None, {session.get_inputs()[0].name: x})[0]
+    expected = session.run(example.numpy())[session.output_names[0]]
     with torch.no_grad():
         got = model.decode(model.encode(example)).numpy()
     diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
@@ -106,11 +107,9 @@ def load_onnx_weights(model, onnx_path: str | Path, atol: float = 1e-4) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import aetk.runtime as rt
     from aetk.config import parse_value
     from aetk.models.registry import create_model
-    import onnx
-
-    from aetk.runtime.metadata import ModelMetadata
     from aetk.train.checkpoint import save_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,18 +117,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("run_dir", type=Path, help="folder to write model.safetensors + model.json into")
     ap.add_argument("config", nargs="*", help="the model's config as key=value (its kind's Config fields)")
     args = ap.parse_args(argv)
-    if not args.onnx.is_file():
-        ap.error(f"{args.onnx} is not a file (expected an exported autoencoder.onnx)")
-    model_proto = onnx.load(str(args.onnx), load_external_data=False)
-    meta = ModelMetadata.from_props({p.key: p.value for p in model_proto.metadata_props}, str(args.onnx))
     params = {}
     for item in args.config:
         key, sep, value = item.partition("=")
         if not sep:
             ap.error(f"config items are key=value, got {item!r}")
         params[key] = parse_value(value)
-    model = create_model(meta.kind, tuple(meta.input_shape), **params)
-    load_onnx_weights(model, args.onnx)
+    try:
+        session = rt.load_model(args.onnx, device="cpu")  # checks the file, reads its aetk metadata
+        meta = session.metadata
+        model = create_model(meta.kind, tuple(meta.input_shape), **params)
+        load_onnx_weights(model, args.onnx, session)
+    except ValueError as exc:  # a bad file, unknown config keys, a graph that does not fit
+        ap.error(str(exc))
     args.run_dir.mkdir(parents=True, exist_ok=True)
     save_model(args.run_dir, model, {"normalization": meta.normalization, "from_onnx": str(args.onnx)})
     print(f"wrote {args.run_dir}/model.safetensors and model.json ({meta.kind}, {json.dumps(params)})")
