@@ -44,6 +44,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps (0: at the end of each epoch only)
     num_workers: int = 0
     grad_clip: float = 0.0
+    # Turn each training image by a random mirroring/rotation (8 symmetries of the square; input
+    # and target together): 8x the views of the data, for models that should not care.
+    flips: bool = False
     pretrain_epochs: int = 0  # greedy layer-wise pretraining epochs per stage (stacked models)
     init_from: str = ""  # a run folder whose weights start this model (same names and shapes)
     log_every: int = 50  # steps between TensorBoard scalars

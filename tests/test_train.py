@@ -287,3 +287,48 @@ def test_deterministic_mode_repeats_exactly_and_is_restored(tmp_path):
     a, b = load_file(tmp_path / "a/model.safetensors"), load_file(tmp_path / "b/model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_random_flips_are_the_eight_symmetries_drawn_from_seed_and_step():
+    from aetk.train.augment import random_flips, symmetry
+
+    image = torch.arange(12.0).reshape(1, 3, 4)[:, :3, :3]  # no symmetry of its own
+    turned = [symmetry(image, k) for k in range(8)]
+    assert len({tuple(t.flatten().tolist()) for t in turned}) == 8
+    assert torch.equal(symmetry(image, 0), image)
+    assert torch.equal(symmetry(image, 5), image.transpose(-2, -1).flip(-1))
+
+    batch = torch.randn(64, 2, 5, 5)
+    a, b = random_flips(batch, seed=7, step=3), random_flips(batch, seed=7, step=3)
+    assert torch.equal(a, b)  # reproducible from (seed, step): exact resume
+    assert not torch.equal(a, random_flips(batch, seed=7, step=4))
+    used = set()
+    for x, y in zip(batch, a):  # each example turned as a whole, channels together
+        ks = [k for k in range(8) if torch.equal(symmetry(x, k), y)]
+        assert ks, "an example is not a symmetry of its original"
+        used.update(ks)
+    assert used == set(range(8))
+    wide = random_flips(torch.randn(32, 3, 6), seed=0, step=0)  # not square: mirrorings only
+    assert wide.shape == (32, 3, 6)
+    with pytest.raises(ValueError, match="train.flips needs image batches"):
+        random_flips(torch.randn(4, 10), seed=0, step=0)
+
+
+def test_flips_train_turned_images_resume_exactly_and_refuse_tabular_data(tmp_path):
+    overrides = [*BASE, "train.epochs=2", "train.flips=true"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train(load_config(None, overrides), straight)
+    plain = train(load_config(None, [*BASE, "train.epochs=2"]), tmp_path / "plain")
+    assert _metrics(straight)[0]["train_loss"] != _metrics(plain.run_dir)[0]["train_loss"]
+    with pytest.raises(TrainingInterrupted):
+        train(load_config(None, overrides), interrupted, stop_at_step=27)
+    train(load_config(interrupted / "config.toml"), interrupted, resume=True)
+    a, b = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    table = tmp_path / "table.csv"
+    table.write_text("a,b,c\n" + "\n".join(f"{i},{i * 2},{i % 3}" for i in range(40)) + "\n")
+    cfg = load_config(None, [f'data.path="{table}"', 'model.kind="ae"', "model.code_size=2",
+                             "train.flips=true", "train.progress=false"])
+    with pytest.raises(TrainingError, match=r"train.flips=true turns images; .*table.csv holds examples of shape \(3,\)"):
+        train(cfg, tmp_path / "tabular")

@@ -33,6 +33,7 @@ from aetk.config import RunConfig, TrainConfig
 from aetk.data import LoadedData, load_data
 from aetk.models.registry import create_model
 from aetk.train import distributed
+from aetk.train.augment import random_flips
 from aetk.train.checkpoint import (
     LAST,
     atomic_write_text,
@@ -247,6 +248,9 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
     # Each process draws its own noise (rank 0 draws what a single process would).
     model.seed = tc.seed + 1_000_003 * dist_info.rank
     check_data_range(model, data)
+    if tc.flips and len(data.input_shape) not in (2, 3):
+        raise TrainingError(f"train.flips=true turns images; {cfg.data.path} holds examples of shape "
+                            f"{tuple(data.input_shape)}, not (H, W) or (C, H, W)")
     model.to(device)
 
     steps_per_epoch = len(epoch_batches(len(train_set), tc.batch_size, tc.seed, 0, dist_info))
@@ -301,6 +305,8 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
             task = bar.tasks[0].id if bar is not None and bar.tasks else None
             for b, (x, _labels) in enumerate(loader, start=first):
                 x = x.to(device, non_blocking=True)
+                if tc.flips:
+                    x = random_flips(x, model.seed, state["step"])
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     out = ddp_model(x, step=state["step"])
                 loss = out["loss"]

@@ -1,0 +1,40 @@
+"""Training-time augmentation of image examples (``train.flips``).
+
+Each example of a batch is mirrored and, when square, transposed by one of the 8 symmetries
+of the square (4 mirrorings otherwise), drawn from (seed, step) so a resumed run draws what
+an uninterrupted one would. An autoencoder's target is its input, so both turn together; a
+model that corrupts its input (denoising) corrupts the turned example.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from aetk.models.layers import derive_seed
+from aetk.ops.random import random_words
+
+FLIP_STREAM = 101  # seed sub-stream, apart from the models' own (0-9)
+
+
+def symmetry(x: Tensor, k: int) -> Tensor:
+    """Symmetry k (0-7) of images (..., H, W): bit 0 mirrors left-right, bit 1 top-bottom,
+    bit 2 transposes first (k = 0: unchanged)."""
+    if k & 4:
+        x = x.transpose(-2, -1)
+    dims = [d for bit, d in ((1, -1), (2, -2)) if k & bit]
+    return x.flip(dims) if dims else x
+
+
+def random_flips(x: Tensor, seed: int, step: int) -> Tensor:
+    """A copy of the batch x (B, [C,] H, W) with each example turned by a random symmetry."""
+    if x.dim() not in (3, 4):
+        raise ValueError(f"train.flips needs image batches (B, H, W) or (B, C, H, W), got shape {tuple(x.shape)}")
+    choices = 8 if x.shape[-1] == x.shape[-2] else 4
+    k = random_words(x.shape[0], derive_seed(seed, FLIP_STREAM), int(step)) % choices
+    out = torch.empty_like(x)
+    for t in range(choices):
+        pick = (k == t).nonzero().flatten().to(x.device)
+        if pick.numel():
+            out[pick] = symmetry(x[pick], t)
+    return out
