@@ -26,7 +26,7 @@ from aetk.denoise.tiling import Blender, pad_to, tile_shape
 
 SHIPPED_MODEL = Path(__file__).parent / "models" / "blind-gaussian.onnx"
 # A photo of up to about 512 pixels a side is one tile; larger images run as evenly sized
-# tiles (tiling.tile_shape). Four 512-pixel tiles a call peak at about 1 GB on a
+# tiles (tiling.tile_shape). Four 512-pixel tiles a call peak at about 1.3 GB on a
 # 12-megapixel colour photo (the shipped model); 256-pixel tiles cost 1.5x the time.
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
