@@ -45,7 +45,8 @@ class TrainConfig:
     num_workers: int = 0
     grad_clip: float = 0.0
     # Turn each training image by a random mirroring/rotation (8 symmetries of the square; input
-    # and target together): 8x the views of the data, for models that should not care.
+    # and target together; layer-wise pretraining too): 8x the views of the data, for models
+    # that should not care.
     flips: bool = False
     pretrain_epochs: int = 0  # greedy layer-wise pretraining epochs per stage (stacked models)
     init_from: str = ""  # a run folder whose weights start this model (same names and shapes)

@@ -332,3 +332,22 @@ def test_flips_train_turned_images_resume_exactly_and_refuse_tabular_data(tmp_pa
                              "train.flips=true", "train.progress=false"])
     with pytest.raises(TrainingError, match=r"train.flips=true turns images; .*table.csv holds examples of shape \(3,\)"):
         train(cfg, tmp_path / "tabular")
+
+
+def test_flips_also_turn_the_layerwise_pretraining_batches(tmp_path, monkeypatch):
+    from aetk.train import trainer
+
+    seeds = []
+
+    def recording(x, seed, step):
+        seeds.append(seed)
+        return real(x, seed, step)
+
+    real = trainer.random_flips
+    monkeypatch.setattr(trainer, "random_flips", recording)
+    cfg = load_config(None, ['data.path="digits"', 'model.kind="stacked"', "model.widths=[16, 8]",
+                             "train.epochs=1", "train.pretrain_epochs=1", "train.flips=true",
+                             "train.progress=false", "train.tensorboard=false"])
+    train(cfg, tmp_path / "stack")
+    pretraining = [s for s in seeds if s == 7919]  # model seed 0 + the pretraining offset
+    assert pretraining and len(seeds) > len(pretraining)  # both phases turned their batches

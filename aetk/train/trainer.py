@@ -472,6 +472,8 @@ def _pretrain(model, train_set, tc: TrainConfig, device, dist_info, main) -> Non
             total, n = 0.0, 0
             for x, _ in loader:
                 x = x.to(device)
+                if tc.flips:  # a seed of its own: not the main loop's turns of its first steps
+                    x = random_flips(x, model.seed + 7919, step)
                 with torch.no_grad():
                     inp = input_fn(x)
                 out = stage(inp, step=step)
