@@ -32,9 +32,4 @@ def random_flips(x: Tensor, seed: int, step: int) -> Tensor:
         raise ValueError(f"train.flips needs image batches (B, H, W) or (B, C, H, W), got shape {tuple(x.shape)}")
     choices = 8 if x.shape[-1] == x.shape[-2] else 4
     k = random_words(x.shape[0], derive_seed(seed, FLIP_STREAM), int(step)) % choices
-    out = torch.empty_like(x)
-    for t in range(choices):
-        pick = (k == t).nonzero().flatten().to(x.device)
-        if pick.numel():
-            out[pick] = symmetry(x[pick], t)
-    return out
+    return torch.stack([symmetry(example, int(t)) for example, t in zip(x, k)])

@@ -459,6 +459,10 @@ def _resume_optimizer(run_dir: Path, opt, sched) -> None:
     sched.load_state_dict(sched_state)
 
 
+# Pretraining draws its batch order and flips from seeds of its own, not the main loop's.
+PRETRAIN_SEED_OFFSET = 7919
+
+
 def _pretrain(model, train_set, tc: TrainConfig, device, dist_info, main) -> None:
     """Greedy layer-wise pretraining: each stage trains one layer on the codes of the
     layers below it (frozen), then the whole model fine-tunes in the main loop."""
@@ -466,14 +470,14 @@ def _pretrain(model, train_set, tc: TrainConfig, device, dist_info, main) -> Non
     for name, stage, input_fn in model.pretraining_stages():
         opt = make_optimizer(tc, [p for p in stage.parameters() if p.requires_grad])
         for epoch in range(tc.pretrain_epochs):
-            batches = epoch_batches(len(train_set), tc.batch_size, tc.seed + 7919, epoch, dist_info)
+            batches = epoch_batches(len(train_set), tc.batch_size, tc.seed + PRETRAIN_SEED_OFFSET, epoch, dist_info)
             loader = DataLoader(train_set, batch_sampler=batches, num_workers=tc.num_workers,
                                 generator=torch.Generator().manual_seed(tc.seed + epoch))
             total, n = 0.0, 0
             for x, _ in loader:
                 x = x.to(device)
-                if tc.flips:  # a seed of its own: not the main loop's turns of its first steps
-                    x = random_flips(x, model.seed + 7919, step)
+                if tc.flips:
+                    x = random_flips(x, model.seed + PRETRAIN_SEED_OFFSET, step)
                 with torch.no_grad():
                     inp = input_fn(x)
                 out = stage(inp, step=step)
