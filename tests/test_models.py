@@ -5,6 +5,7 @@ classifier head, a short training run, config errors, export-ready encode/decode
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -51,6 +52,8 @@ VARIANTS = {
     "resconv-2d": ("resconv", (6, 4), dict(features=4, depth=1)),
     "resconv-context": ("resconv", (1, 16, 8), dict(features=4, depth=2, context=3)),
     "resconv-refine": ("resconv", (1, 8, 10), dict(features=4, depth=1, refine=3, refine_depth=1)),
+    "resconv-refine-level": ("resconv", (3, 8, 10), dict(features=4, depth=1, refine=3, refine_depth=1,
+                                                         refine_level=True)),
     "lstm-1d-gaussian": ("lstm", (9,), dict(hidden_size=6, code_size=2, num_layers=2,
                                             loss="gaussian_nll")),
 }
@@ -545,6 +548,51 @@ def test_resconv_refiner_starts_as_the_first_stage_and_trains_alone():
     assert not torch.allclose(cascade.decode(cascade.encode(y)), base.decode(base.encode(y)))
     with pytest.raises(ValueError, match="freeze_base=true needs a refiner"):
         create_model("resconv", (1, 16, 16), freeze_base=True)
+
+
+def test_resconv_refiner_sees_the_noise_level_removed_from_the_whole_image(tmp_path):
+    """refine_level: one more refiner input, constant over the image, the rms of what the first
+    stage removed (scaled to 1 at sigma 25); so a pixel's output depends on pixels far outside
+    the convolutions' reach, and a trained first stage is where the cascade starts."""
+    from aetk.models.resconv import LEVEL_SCALE, removed_level
+
+    u, e = torch.rand(2, 4, 6, 6), torch.rand(2, 4, 6, 6)
+    level = removed_level(u, e)
+    assert level.shape == (2, 1, 1, 1)
+    torch.testing.assert_close(level[1, 0, 0, 0], ((u[1] - e[1]) ** 2).mean().sqrt() * LEVEL_SCALE)
+    assert LEVEL_SCALE * 25 / 255 == pytest.approx(1.0)
+
+    base = build("resconv", (1, 16, 16), dict(features=4, depth=1))
+    _random_batchnorms(base)
+    params = dict(features=4, depth=1, refine=3, refine_depth=1, freeze_base=True)
+    cascade = build("resconv", (1, 16, 16), params | dict(refine_level=True), seed=1)
+    assert cascade.refiner.layers[0].in_channels == 9  # u (4), the estimate (4), the level (1)
+    _starts_as(base, cascade, "refiner.")
+    plain = build("resconv", (1, 16, 16), params, seed=1)
+    plain.load_state_dict(base.state_dict(), strict=False)
+    for model in (cascade, plain):
+        torch.nn.init.normal_(model.refiner.layers[-1].weight, std=0.5)  # the refiner in play
+        model.eval()  # (batch statistics would mix the whole image in too)
+    y = torch.rand(1, 1, 64, 64)
+    far = y.clone()
+    far[..., :8, :8] = 1 - far[..., :8, :8]  # a corner, far beyond any pixel's receptive field in the other one
+    with torch.no_grad():
+        changed = {name: (m.decode(m.encode(far)) - m.decode(m.encode(y)))[..., 48:, 48:].abs().max()
+                   for name, m in (("level", cascade), ("plain", plain))}
+    assert changed["plain"] == 0 and changed["level"] > 1e-4
+    # Exported, the level is computed over whatever image (tile) the graph is given.
+    import onnxruntime as ort
+
+    from aetk.export import export_model
+
+    export_model(cascade, tmp_path)
+    sess = ort.InferenceSession(str(tmp_path / "autoencoder.onnx"), providers=["CPUExecutionProvider"])
+    for x in (y, far[..., :40, :24]):
+        with torch.no_grad():
+            want = cascade.decode(cascade.encode(x)).numpy()
+        np.testing.assert_allclose(sess.run(None, {"x": x.numpy()})[0], want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="refine_level=true needs a refiner"):
+        create_model("resconv", (1, 16, 16), refine_level=True)
 
 
 def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path):

@@ -24,6 +24,11 @@ the noisy image beside it (a cascade):
 
     x_hat = shuffle_2(e + refiner([u, e]))               refiner: R features, refine_depth layers
 
+With ``refine_level`` the refiner also sees how much noise the first stage removed from the
+whole image: the rms of u - e, as a constant channel (FFDNet's noise-level map, estimated). A
+blind network judges the level from its receptive field, where fine texture passes for light
+noise; the refiner gets it from every pixel, which pays most at light noise.
+
 It starts at zero too; with ``freeze_base`` only the refiner trains, on top of a trained model
 (``train.init_from``), which costs a forward pass of the first stage and no backward one.
 
@@ -75,6 +80,9 @@ class ResidualConvDenoiser(Autoencoder):
         # zero, so a trained model given a refiner (train.init_from) starts where it was.
         refine: int = 0
         refine_depth: int = 6
+        # Give the refiner the image-wide rms of what the first stage removed (u - e) as one
+        # more input channel, scaled to 1 at sigma 25 (0-255): an estimated noise-level map.
+        refine_level: bool = False
         # Train the refiner alone: the first stage (trunk, context branch, noise layer) keeps
         # the weights init_from gave it, and its batch norms their running statistics.
         freeze_base: bool = False
@@ -90,6 +98,8 @@ class ResidualConvDenoiser(Autoencoder):
             check_positive_int("context", self.context, allow_zero=True)
             check_positive_int("refine", self.refine, allow_zero=True)
             check_positive_int("refine_depth", self.refine_depth, allow_zero=True)
+            if self.refine_level and not self.refine:
+                raise ValueError("model.refine_level=true needs a refiner to feed (model.refine > 0)")
             if self.freeze_base and not self.refine:
                 raise ValueError("model.freeze_base=true needs a refiner to train (model.refine > 0)")
             if self.context and self.depth < 2:
@@ -112,7 +122,7 @@ class ResidualConvDenoiser(Autoencoder):
         self.body = nn.Sequential(*layers)
         self.context = ContextBranch(c.features, c.context, c.batchnorm) if c.context else None
         self.noise = nn.Conv2d(c.features, 4 * ch, 3, padding=1)
-        self.refiner = Refiner(4 * ch, c.refine, c.refine_depth, c.batchnorm) if c.refine else None
+        self.refiner = Refiner(4 * ch, c.refine, c.refine_depth, c.batchnorm, c.refine_level) if c.refine else None
         self.channels = ch
         if c.freeze_base:
             for module in self.base_modules():
@@ -147,7 +157,10 @@ class ResidualConvDenoiser(Autoencoder):
         u, h = z[:, :4 * self.channels], z[:, 4 * self.channels:]
         estimate = u - self.noise(h)
         if self.refiner is not None:
-            estimate = estimate + self.refiner(torch.cat([u, estimate], dim=1))
+            inputs = [u, estimate]
+            if self.config.refine_level:
+                inputs.append(removed_level(u, estimate) * torch.ones_like(u[:, :1]))
+            estimate = estimate + self.refiner(torch.cat(inputs, dim=1))
         out = F.pixel_shuffle(estimate, 2)
         return out.squeeze(1) if len(self.input_shape) == 2 else out
 
@@ -223,13 +236,24 @@ def conv_block(cin: int, cout: int, batchnorm: bool) -> nn.Sequential:
                          *([nn.BatchNorm2d(cout)] if batchnorm else []), nn.ReLU())
 
 
-class Refiner(nn.Module):
-    """The second stage: from the (half-resolution) noisy image and the first stage's estimate,
-    a correction to add to the estimate. Starts as zero (its last layer is zeroed)."""
+LEVEL_SCALE = 255 / 25  # the noise-level channel is 1 at sigma 25 on the 0-255 scale
 
-    def __init__(self, channels: int, width: int, depth: int, batchnorm: bool):
+
+def removed_level(u: Tensor, estimate: Tensor) -> Tensor:
+    """Each example's rms of what the first stage removed, over all its pixels and channels,
+    scaled by LEVEL_SCALE: shape (B, 1, 1, 1). About sigma for Gaussian noise (less where the
+    noisy image was clipped, more where texture went with the noise)."""
+    return (u - estimate).pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt() * LEVEL_SCALE
+
+
+class Refiner(nn.Module):
+    """The second stage: from the (half-resolution) noisy image and the first stage's estimate
+    (and, with ``level``, the removed noise level as one more channel), a correction to add to
+    the estimate. Starts as zero (its last layer is zeroed)."""
+
+    def __init__(self, channels: int, width: int, depth: int, batchnorm: bool, level: bool = False):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(2 * channels, width, 3, padding=1), nn.ReLU()]
+        layers: list[nn.Module] = [nn.Conv2d(2 * channels + int(level), width, 3, padding=1), nn.ReLU()]
         for _ in range(depth):
             layers += conv_block(width, width, batchnorm)
         layers.append(nn.Conv2d(width, channels, 3, padding=1))
