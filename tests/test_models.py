@@ -5,6 +5,8 @@ classifier head, a short training run, config errors, export-ready encode/decode
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -630,6 +632,56 @@ def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path):
     assert new and all(k.startswith("refiner.") for k in new) and "body.0.weight" in copied
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing.onnx"), str(tmp_path / "run2")])
+
+
+def test_rebuilt_model_calibrated_trains_on_from_where_it_was(tmp_path):
+    """A graph's folded batch norms, given statistics (--calibrate), compute the same function in
+    eval mode and about the same in training mode, where uncalibrated ones are far off; a
+    calibrated cascade takes the noise-level input (refine_level) through init_from."""
+    from aetk.export import export_model
+    from aetk.models.from_onnx import calibrate_batchnorms, load_onnx_weights, main
+    from aetk.train.checkpoint import init_weights, load_model
+
+    params = dict(features=6, depth=3, refine=5, refine_depth=2)
+    trained = build("resconv", (1, 16, 16), params)
+    _random_batchnorms(trained)
+    torch.nn.init.normal_(trained.refiner.layers[-1].weight, std=0.3)
+    trained.eval()
+    export_model(trained, tmp_path / "out")
+    graph = tmp_path / "out" / "autoencoder.onnx"
+    images = torch.rand(256, 1, 16, 16)
+    np.save(tmp_path / "images.npy", (images.numpy() * 255).astype(np.uint8))
+
+    def train_mode_error(model, x):
+        model = copy.deepcopy(model).train()  # (a training-mode pass moves the running statistics)
+        with torch.no_grad():
+            got, want = model(x)["x_hat"], trained(x)["x_hat"]
+        return float((got - want).abs().max()), float((got - want).pow(2).mean().sqrt())
+
+    x = images[:64]
+    rebuilt = build("resconv", (1, 16, 16), params, seed=5)
+    load_onnx_weights(rebuilt, graph)
+    _, rms_before = train_mode_error(rebuilt, x)
+    assert calibrate_batchnorms(rebuilt, images.split(64)) == 3 + 2
+    with torch.no_grad():  # eval mode: still the graph
+        torch.testing.assert_close(rebuilt(x)["x_hat"], trained(x)["x_hat"], rtol=1e-5, atol=1e-5)
+    _, rms_after = train_mode_error(rebuilt, x)
+    assert rms_after < 0.1 * rms_before and rms_after < 0.01, (rms_before, rms_after)
+
+    main([str(graph), str(tmp_path / "run"), *(f"{k}={v}" for k, v in params.items()),
+          "--calibrate", str(tmp_path / "images.npy"), "--calibrate-examples", "100"])
+    model, _ = load_model(tmp_path / "run")
+    assert train_mode_error(model, x)[1] < 0.1 * rms_before
+    level = build("resconv", (1, 16, 16), params | dict(refine_level=True), seed=3)
+    copied, new = init_weights(level, tmp_path / "run")
+    assert "refiner.layers.0.weight" in copied and not new
+    assert torch.equal(level.refiner.layers[0].weight[:, 8], torch.zeros(5, 3, 3))  # the level starts unheard
+    level.eval(), model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(level(x)["x_hat"], model(x)["x_hat"])
+    with pytest.raises(SystemExit):
+        main([str(graph), str(tmp_path / "run2"), *(f"{k}={v}" for k, v in params.items()),
+              "--calibrate", str(tmp_path / "images.npy"), "--calibrate-examples", "0"])
 
 
 def test_resconv_context_branch_starts_as_the_trunk_and_then_learns():

@@ -10,6 +10,12 @@ against ONNX Runtime on a random input before anything is written.
 
     python -m aetk.models.from_onnx aetk/denoise/models/blind-gaussian.onnx runs/shipped \\
         features=48 depth=10 context=96
+
+A folded batch norm computes the graph's function in eval mode only: in training it would
+normalise by batch statistics the folded convolution never had. ``--calibrate DATA`` gives
+the batch norms back statistics measured on DATA (anything ``aetk train`` reads), so that
+training mode computes about the same function and the rebuilt model can train on from
+where it was (not only grow new layers around a frozen copy).
 """
 
 from __future__ import annotations
@@ -106,6 +112,47 @@ def load_onnx_weights(model, onnx_path: str | Path, session=None, atol: float = 
                               f"(more than {atol:g}): it is not this model")
 
 
+@torch.no_grad()
+def calibrate_batchnorms(model, batches) -> int:
+    """The batch norms of a model rebuilt by ``load_onnx_weights`` (scale 1, shift b, mean 0,
+    variance 1 - eps) given statistics: each one's input is measured over ``batches`` (run in
+    eval mode, through the model's own corruption, as training sees them), mean m and variance v,
+    then mean m, variance v, scale sqrt(v + eps), shift b + m (in general: scale and shift that
+    keep the eval-mode function). Eval mode computes exactly what it did; training mode,
+    normalising by batch statistics close to (m, v), about the same.
+    Returns how many batch norms were calibrated."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    sums = {bn: [0.0, 0.0, 0] for bn in norms}
+
+    def measure(bn, inputs, _):
+        x = inputs[0].double()
+        s = sums[bn]
+        s[0] = s[0] + x.sum(dim=(0, 2, 3))
+        s[1] = s[1] + (x * x).sum(dim=(0, 2, 3))
+        s[2] += x.numel() // x.shape[1]
+
+    hooks = [bn.register_forward_hook(measure) for bn in norms]
+    try:
+        model.eval()
+        for step, x in enumerate(batches):
+            model(x, step=step)
+    finally:
+        for h in hooks:
+            h.remove()
+    for bn, (total, squares, n) in sums.items():
+        if not n:
+            raise ValueError("calibration data never reached a batch norm")
+        mean = (total / n).float()
+        var = (squares / n).float() - mean * mean
+        var = var.clamp_min(0)
+        gain = bn.weight * (bn.running_var + bn.eps).rsqrt()  # what eval mode multiplies by now
+        bn.bias.add_((mean - bn.running_mean) * gain)
+        bn.weight.copy_((var + bn.eps).sqrt() * gain)
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+    return len(norms)
+
+
 def main(argv: list[str] | None = None) -> None:
     import aetk.runtime as rt
     from aetk.config import parse_value
@@ -116,7 +163,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("onnx", type=Path, help="an exported autoencoder.onnx")
     ap.add_argument("run_dir", type=Path, help="folder to write model.safetensors + model.json into")
     ap.add_argument("config", nargs="*", help="the model's config as key=value (its kind's Config fields)")
+    ap.add_argument("--calibrate", metavar="DATA", help="give the batch norms statistics measured on DATA "
+                    "(what aetk train reads), so the model trains on from where it was")
+    ap.add_argument("--calibrate-examples", type=int, default=2048, metavar="N",
+                    help="how many of DATA's examples to measure on (default 2048)")
     args = ap.parse_args(argv)
+    if args.calibrate_examples < 1:
+        ap.error(f"--calibrate-examples must be at least 1, got {args.calibrate_examples}")
     params = {}
     for item in args.config:
         key, sep, value = item.partition("=")
@@ -128,11 +181,24 @@ def main(argv: list[str] | None = None) -> None:
         meta = session.metadata
         model = create_model(meta.kind, tuple(meta.input_shape), **params)
         load_onnx_weights(model, args.onnx, session)
-    except ValueError as exc:  # a bad file, unknown config keys, a graph that does not fit
+        if args.calibrate:
+            calibrated = calibrate_batchnorms(model, _calibration_batches(args.calibrate, args.calibrate_examples))
+            print(f"calibrated {calibrated} batch norm(s) on {args.calibrate}")
+    except ValueError as exc:  # a bad file, unknown config keys, a graph or data that does not fit
         ap.error(str(exc))
     args.run_dir.mkdir(parents=True, exist_ok=True)
     save_model(args.run_dir, model, {"normalization": meta.normalization, "from_onnx": str(args.onnx)})
     print(f"wrote {args.run_dir}/model.safetensors and model.json ({meta.kind}, {json.dumps(params)})")
+
+
+def _calibration_batches(path: str, examples: int, batch_size: int = 64):
+    from aetk.data import DataConfig, load_data
+
+    data = load_data(DataConfig(path=path)).train
+    # Evenly spread over the data: files often hold one source after another.
+    chosen = np.unique(np.linspace(0, len(data) - 1, min(examples, len(data))).round().astype(int)).tolist()
+    for i in range(0, len(chosen), batch_size):
+        yield torch.stack([data[j][0] for j in chosen[i:i + batch_size]])
 
 
 if __name__ == "__main__":

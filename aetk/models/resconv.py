@@ -171,9 +171,11 @@ class ResidualConvDenoiser(Autoencoder):
         same batch statistics, so they stay equal in training too), and every weight reading a
         copied channel is split evenly among its copies. Copies would also get equal gradients,
         so their incoming weights get a little noise (GROW_JITTER): on the shipped model grown
-        from 48 to 64 features that moved a photo's output by 8e-4 rms (a fifth of an 8-bit step)."""
+        from 48 to 64 features that moved a photo's output by 8e-4 rms (a fifth of an 8-bit step).
+        A trained refiner also gains the noise-level input here (``refine_level``, starting at zero)."""
         if "body.0.weight" not in tensors:
             return tensors  # not a resconv: refused by the name check
+        tensors = self._add_level_input(tensors)
         old, new = tensors["body.0.weight"].shape[0], self.config.features
         if old >= new:
             return tensors  # same width (or narrower: refused by the shape check)
@@ -202,6 +204,17 @@ class ResidualConvDenoiser(Autoencoder):
                         grown[f"{name}.bias"] = tensors[f"{name}.bias"][source].clone()
                 grown[f"{name}.weight"] = w.contiguous()
         return grown
+
+    def _add_level_input(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A trained refiner given the noise-level input (``refine_level``): its first layer
+        gets the new channel with zero weights, so it computes what it did."""
+        key = "refiner.layers.0.weight"
+        if not self.config.refine_level or key not in tensors:
+            return tensors
+        w = tensors[key]
+        if w.shape[1] != 8 * self.channels:
+            return tensors  # already has it (or another shape: refused by the shape check)
+        return {**tensors, key: torch.cat([w, w.new_zeros(w.shape[0], 1, *w.shape[2:])], dim=1)}
 
     def noise_levels(self, x: Tensor, step: int) -> Tensor:
         """Each example's sigma, uniform in [0, sigma_max], from (seed, step): shape (B,)."""
