@@ -634,6 +634,33 @@ def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path):
         main([str(tmp_path / "missing.onnx"), str(tmp_path / "run2")])
 
 
+def test_resconv_with_frozen_norms_trains_from_exactly_where_it_was():
+    """freeze_norms: in training the batch norms normalise with their running statistics (as in
+    eval mode), which stay as they were, while every weight (the norms' scale and shift too) learns."""
+    model = build("resconv", (1, 16, 16), dict(features=4, depth=2, refine=3, refine_depth=1, freeze_norms=True))
+    _random_batchnorms(model)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    stats = [(bn.running_mean.clone(), bn.running_var.clone()) for bn in norms]
+    scale = norms[0].weight.detach().clone()
+    x = torch.rand(4, 1, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        evaluated = model(x, step=7)["x_hat"]
+    model.train()
+    assert not any(bn.training for bn in norms) and model.body[0].training
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    out = model(x, step=7)
+    torch.testing.assert_close(out["x_hat"], evaluated)  # training starts where eval mode is
+    out["loss"].backward()
+    opt.step()
+    for bn, (mean, var) in zip(norms, stats):
+        assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
+    assert not torch.equal(norms[0].weight, scale)  # the scale learnt
+    plain = build("resconv", (1, 16, 16), dict(features=4, depth=2))
+    plain.train()
+    assert all(m.training for m in plain.modules())  # default: batch statistics
+
+
 def test_rebuilt_model_calibrated_trains_on_from_where_it_was(tmp_path):
     """A graph's folded batch norms, given statistics (--calibrate), compute the same function in
     eval mode and about the same in training mode, where uncalibrated ones are far off; a

@@ -86,6 +86,11 @@ class ResidualConvDenoiser(Autoencoder):
         # Train the refiner alone: the first stage (trunk, context branch, noise layer) keeps
         # the weights init_from gave it, and its batch norms their running statistics.
         freeze_base: bool = False
+        # Batch norms keep their running statistics in training (eval mode; their scale and
+        # shift still learn): fine-tuning a trained model with small batches starts exactly
+        # where it was, where batch statistics would first knock it off (e.g. -10% val loss
+        # lost in a first epoch of the shipped model at lr 1e-4, batch 16).
+        freeze_norms: bool = False
 
         def __post_init__(self):
             check_positive_int("features", self.features)
@@ -137,6 +142,10 @@ class ResidualConvDenoiser(Autoencoder):
         if self.config.freeze_base:  # a frozen first stage normalises with its running statistics
             for module in self.base_modules():
                 module.eval()
+        if self.config.freeze_norms:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
         return self
 
     @property
