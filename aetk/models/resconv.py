@@ -88,8 +88,8 @@ class ResidualConvDenoiser(Autoencoder):
         freeze_base: bool = False
         # Batch norms keep their running statistics in training (eval mode; their scale and
         # shift still learn): fine-tuning a trained model with small batches starts exactly
-        # where it was, where batch statistics would first knock it off (e.g. -10% val loss
-        # lost in a first epoch of the shipped model at lr 1e-4, batch 16).
+        # where it was, where batch statistics would first knock it off (the shipped cascade,
+        # lr 1e-4, batch 16: validation loss 10.6% worse after a first epoch).
         freeze_norms: bool = False
 
         def __post_init__(self):
