@@ -709,6 +709,11 @@ def test_rebuilt_model_calibrated_trains_on_from_where_it_was(tmp_path):
     with pytest.raises(SystemExit):
         main([str(graph), str(tmp_path / "run2"), *(f"{k}={v}" for k, v in params.items()),
               "--calibrate", str(tmp_path / "images.npy"), "--calibrate-examples", "0"])
+    np.save(tmp_path / "wrong.npy", np.zeros((8, 1, 12, 12), np.uint8))
+    with pytest.raises(SystemExit):
+        main([str(graph), str(tmp_path / "run3"), *(f"{k}={v}" for k, v in params.items()),
+              "--calibrate", str(tmp_path / "wrong.npy")])
+    assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists()
 
 
 def test_resconv_context_branch_starts_as_the_trunk_and_then_learns():

@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         model = create_model(meta.kind, tuple(meta.input_shape), **params)
         load_onnx_weights(model, args.onnx, session)
         if args.calibrate:
-            calibrated = calibrate_batchnorms(model, _calibration_batches(args.calibrate, args.calibrate_examples))
+            batches = _calibration_batches(args.calibrate, args.calibrate_examples, tuple(model.input_shape))
+            calibrated = calibrate_batchnorms(model, batches)
             print(f"calibrated {calibrated} batch norm(s) on {args.calibrate}")
     except ValueError as exc:  # a bad file, unknown config keys, a graph or data that does not fit
         ap.error(str(exc))
@@ -191,10 +192,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.run_dir}/model.safetensors and model.json ({meta.kind}, {json.dumps(params)})")
 
 
-def _calibration_batches(path: str, examples: int, batch_size: int = 64):
+def _calibration_batches(path: str, examples: int, shape: tuple[int, ...], batch_size: int = 64):
     from aetk.data import DataConfig, load_data
 
-    data = load_data(DataConfig(path=path)).train
+    loaded = load_data(DataConfig(path=path))
+    if tuple(loaded.input_shape) != shape:
+        raise ValueError(f"--calibrate {path}: its examples have shape {tuple(loaded.input_shape)}, "
+                         f"the model takes {shape}")
+    data = loaded.train
     # Evenly spread over the data: files often hold one source after another.
     chosen = np.unique(np.linspace(0, len(data) - 1, min(examples, len(data))).round().astype(int)).tolist()
     for i in range(0, len(chosen), batch_size):
