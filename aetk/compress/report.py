@@ -25,12 +25,13 @@ def _image_like(shape: list[int], dtype: str) -> bool:
 
 def png_bytes(parts: list, n: int) -> tuple[float | None, int]:
     """(mean PNG bytes per image over an evenly spaced sample of n items, images measured)."""
+    from aetk.data.source import evenly_spaced
     from aetk.data.stream import read_range
 
     total = sum(len(p) for p in parts)
     if n <= 0 or total == 0 or not all(_image_like(list(p.source.input_shape), p.dtype) for p in parts):
         return None, 0
-    picks = np.unique(np.linspace(0, total - 1, num=min(n, total)).round().astype(np.int64))
+    picks = evenly_spaced(total, n)
     sizes = []
     for p in parts:
         vmax = float(getattr(p.source, "depth_max", np.iinfo(np.dtype(p.dtype)).max))

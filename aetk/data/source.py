@@ -89,6 +89,12 @@ class Source:
         return idx[np.sort(pick)]
 
 
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """Up to k distinct indices spread evenly over range(n), first and last included: a sample
+    that sees every part of data stored one source (or one series) after another."""
+    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(np.int64))
+
+
 def _count(fraction: float, n: int, name: str) -> int:
     n_test = int(round(fraction * n))
     n_test = max(n_test, 1)  # a positive fraction always holds something out

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
+from aetk.data.source import evenly_spaced
 from aetk.evaluate.loading import (
     EvaluationError,
     LoadedRun,
@@ -94,7 +95,7 @@ def _pick_examples(labels: np.ndarray, n: int, k: int = SHOW) -> np.ndarray:
     of a time series would all look alike)."""
     k = min(k, n)
     if not (labels.size and np.any(labels >= 0)):
-        return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+        return evenly_spaced(n, k)
     picked = [int(np.argmax(labels == c)) for c in sorted(set(int(v) for v in labels if v >= 0))]
     chosen = set(picked)
     picked += [i for i in range(n) if i not in chosen][:max(0, k - len(picked))]

@@ -193,17 +193,18 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _calibration_batches(path: str, examples: int, shape: tuple[int, ...], batch_size: int = 64):
+    from torch.utils.data import Subset
+
     from aetk.data import DataConfig, load_data
+    from aetk.data.source import evenly_spaced
+    from aetk.evaluate.loading import collect
 
     loaded = load_data(DataConfig(path=path))
     if tuple(loaded.input_shape) != shape:
         raise ValueError(f"--calibrate {path}: its examples have shape {tuple(loaded.input_shape)}, "
                          f"the model takes {shape}")
-    data = loaded.train
-    # Evenly spread over the data: files often hold one source after another.
-    chosen = np.unique(np.linspace(0, len(data) - 1, min(examples, len(data))).round().astype(int)).tolist()
-    for i in range(0, len(chosen), batch_size):
-        yield torch.stack([data[j][0] for j in chosen[i:i + batch_size]])
+    x, _ = collect(Subset(loaded.train, evenly_spaced(len(loaded.train), examples).tolist()))
+    return x.split(batch_size)
 
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ class ResidualConvDenoiser(Autoencoder):
         if not self.config.refine_level or key not in tensors:
             return tensors
         w = tensors[key]
-        if w.shape[1] != 8 * self.channels:
+        if w.shape[1] != self.refiner.layers[0].in_channels - 1:
             return tensors  # already has it (or another shape: refused by the shape check)
         return {**tensors, key: torch.cat([w, w.new_zeros(w.shape[0], 1, *w.shape[2:])], dim=1)}
 
