@@ -307,6 +307,76 @@ def test_shipped_model_denoises_a_photograph():
     assert psnr(out) > psnr(noisy) + 6.0, (psnr(noisy), psnr(out))
 
 
+def test_shipped_model_spends_more_on_light_noise():
+    from aetk.denoise.denoiser import SHIPPED_LIGHT_MODEL, AveragedDenoiser, RoutedDenoiser, ensemble_transforms
+    from aetk.denoise.photos import load_photo
+    from aetk.runtime.metadata import ModelMetadata
+    import onnx
+
+    assert SHIPPED_LIGHT_MODEL.is_file() and SHIPPED_LIGHT_MODEL.stat().st_size < 4_000_000
+    meta = ModelMetadata.from_props({p.key: p.value for p in onnx.load(str(SHIPPED_LIGHT_MODEL)).metadata_props})
+    assert meta.kind == "resconv" and meta.graph == "autoencoder" and meta.dynamic_spatial
+    general_meta = ModelMetadata.from_props({p.key: p.value for p in onnx.load(str(SHIPPED_MODEL)).metadata_props})
+    assert meta.weights_sha256 != general_meta.weights_sha256 and meta.input_shape == general_meta.input_shape
+
+    den = load_denoiser(device="cpu")
+    assert isinstance(den, RoutedDenoiser) and den.path == SHIPPED_MODEL and len(den.general.transforms) == 1
+    # light noise: the general model on two mirrorings, the light one on the other two
+    assert isinstance(den.light, AveragedDenoiser) and den.light.passes == 4
+    general2, light2 = den.light.members
+    assert general2.session is den.general.session and general2.transforms == ensemble_transforms(2)
+    assert light2.path == SHIPPED_LIGHT_MODEL and light2.transforms == ensemble_transforms(2, first=2)
+    clean = load_photo("camera")[128:256, 128:256].astype(np.float32) / 255.0
+    rng = np.random.default_rng(1)
+    for sigma, expected in ((0, den.light), (12, den.light), (35, den.general), (50, den.general)):
+        noisy = np.clip(clean + rng.normal(0, sigma / 255, clean.shape), 0, 1).astype(np.float32)[None]
+        assert den.pick(noisy) is expected, sigma
+        np.testing.assert_array_equal(den.denoise(noisy), expected.denoise(noisy))
+    np.testing.assert_allclose(den.light.denoise(noisy), (general2.denoise(noisy) + light2.denoise(noisy)) / 2,
+                               atol=1e-6)
+    # --ensemble N: N passes for every image, shared between the two models on light noise
+    two = load_denoiser(device="cpu", ensemble=2)
+    assert len(two.general.transforms) == 2 and two.light.passes == 2
+    one = load_denoiser(device="cpu", ensemble=1)
+    assert one.light.path == SHIPPED_LIGHT_MODEL and len(one.light.transforms) == 1
+    with pytest.raises(ValueError, match="--ensemble must be 1, 2, 4 or 8"):
+        load_denoiser(device="cpu", ensemble=3)
+    # an explicit --model is that model alone, the shipped general one included
+    plain = load_denoiser(SHIPPED_MODEL, device="cpu")
+    assert not isinstance(plain, RoutedDenoiser) and len(plain.transforms) == 1
+
+
+def test_shipped_model_without_its_light_copy_mirrors_the_general_one(monkeypatch, tmp_path):
+    from aetk.denoise import denoiser
+
+    monkeypatch.setattr(denoiser, "SHIPPED_LIGHT_MODEL", tmp_path / "absent.onnx")
+    den = load_denoiser(device="cpu")
+    assert den.light.session is den.general.session and den.light.transforms == denoiser.ensemble_transforms(4)
+
+
+# -- the noise level estimate ------------------------------------------------------------------------------
+def test_noise_level_estimate_reads_sigma():
+    from aetk.denoise.noise_level import estimate_sigma, image_sigma
+    from aetk.denoise.photos import load_photo
+
+    rng = np.random.default_rng(0)
+    ramp_image = np.add.outer(np.linspace(0.2, 0.8, 256), np.linspace(0, 0.1, 320)).astype(np.float32)
+    for sigma in (5, 15, 30):
+        noisy = ramp_image + rng.normal(0, sigma / 255, ramp_image.shape).astype(np.float32)
+        assert abs(estimate_sigma(noisy) - sigma) < 0.05 * sigma, sigma
+    photo = load_photo("camera").astype(np.float32) / 255.0
+    assert estimate_sigma(photo) < 3  # a clean photograph reads as (almost) no noise
+    # clipped noise: half the image black, whose clipped noise would read low, is left out
+    half = np.where(np.arange(320) < 160, 0.0, 0.5)[None].repeat(256, 0)
+    clipped = np.clip(half + rng.normal(0, 20 / 255, half.shape), 0, 1)
+    assert abs(estimate_sigma(clipped) - 20) < 1.5
+    # a colour image reads as its noisiest channel
+    planes = np.stack([ramp_image, ramp_image + rng.normal(0, 0.1, ramp_image.shape)]).astype(np.float32)
+    assert abs(image_sigma(planes) - 25.5) < 1.5
+    with pytest.raises(ValueError, match=r"one \(H, W\) plane"):
+        estimate_sigma(planes)
+
+
 # -- the training photographs -----------------------------------------------------------------------------
 def test_wallpapers_missing_package_is_named(tmp_path, monkeypatch):
     from aetk.denoise import photos

@@ -6,6 +6,7 @@
 | imagefiles.py  | images to float planes and back, in the input's mode and bit depth   |
 | tiling.py      | overlapping tiles blended with a smooth window                        |
 | denoiser.py    | the model (aetk.runtime) on tiles, per channel or per colour image    |
+| noise_level.py | how noisy an image is (routes the shipped model's light-noise images) |
 | pipeline.py    | worker threads for decoding and encoding around the model             |
 | photos.py      | the offline photographs the shipped model is trained and tested on    |
 

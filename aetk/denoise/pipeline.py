@@ -122,7 +122,7 @@ def denoise_paths(inputs: list[Path], out: Path | None = None, model: str | Path
                   tile: int | None = None, overlap: int | None = None, fmt: str | None = None,
                   quality: int = 95, skip_existing: bool = False, dry_run: bool = False,
                   threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                  ensemble: int = 1, on_start: Callable[[int], None] | None = None,
+                  ensemble: int | None = None, on_start: Callable[[int], None] | None = None,
                   on_progress: Callable[[str, float], None] | None = None) -> Summary:
     """Plan the jobs, load the model, denoise; see ``aetk denoise --help``."""
     from aetk.denoise.denoiser import DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, load_denoiser
