@@ -102,12 +102,9 @@ def main() -> None:
     console = Console()
     console.print(f"aetk {aetk.__version__} · {platform.processor() or platform.machine()} · {threads} thread(s) · "
                   f"{len(names)} test photographs ({', '.join(names)}), {megapixels:.2f} MP in all")
-    light = getattr(den, "light", None)
     console.print(f"model: {den.path} ({den.meta.kind}, blind={den.blind}); aetk ×N: averaged over N mirrorings/rotations; "
                   f"tiles of at most {den.tile} pixels")
-    if light is not None:
-        console.print(f"aetk: images whose estimated noise level is below {den.light_below:g} run as {light.path.name} "
-                      f"×{len(light.transforms)}, the rest as {den.general.path.name} ×{len(den.general.transforms)}")
+    console.print(f"aetk: {den.describe()}")
     hf = pick_nlm_h(sigmas)
     console.print("non-local means h/sigma from the validation photo: " +
                   ", ".join(f"σ={s:g}: {v:g}" for s, v in hf.items()))

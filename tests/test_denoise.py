@@ -326,6 +326,8 @@ def test_shipped_model_spends_more_on_light_noise():
     general2, light2 = den.light.members
     assert general2.session is den.general.session and general2.transforms == ensemble_transforms(2)
     assert light2.path == SHIPPED_LIGHT_MODEL and light2.transforms == ensemble_transforms(2, first=2)
+    assert den.describe() == ("estimated noise level below 22: blind-gaussian.onnx ×2 + "
+                              "blind-gaussian-light.onnx ×2 averaged; otherwise blind-gaussian.onnx ×1")
     clean = load_photo("camera")[128:256, 128:256].astype(np.float32) / 255.0
     rng = np.random.default_rng(1)
     for sigma, expected in ((0, den.light), (12, den.light), (35, den.general), (50, den.general)):

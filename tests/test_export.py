@@ -186,6 +186,38 @@ def test_fp16_and_int8_variants_report_their_accuracy(tmp_path):
     assert _ort(tmp_path / "autoencoder.fp16.onnx", {"x": x})[0].dtype == np.float32
 
 
+def test_float16_storage_halves_the_file_and_computes_in_float32(tmp_path):
+    from aetk.export.variants import STORAGE_KEY, main, to_float16_storage
+
+    model = create_model("resconv", (1, 16, 16), features=32, depth=3).eval()  # weights most of the file
+    export_model(model, tmp_path / "out")
+    src, dst = tmp_path / "out" / "autoencoder.onnx", tmp_path / "small.onnx"
+    main(["--float16-storage", str(src), str(dst)])
+    proto = onnx.load(str(dst))
+
+    def weight_bytes(p, dtype):
+        return sum(onnx.numpy_helper.to_array(t).nbytes for t in p.graph.initializer if t.data_type == dtype)
+
+    assert weight_bytes(proto, onnx.TensorProto.FLOAT16) == weight_bytes(onnx.load(str(src)), onnx.TensorProto.FLOAT) / 2
+    assert weight_bytes(proto, onnx.TensorProto.FLOAT) == 0
+    assert dst.stat().st_size < 0.65 * src.stat().st_size
+    casts = [n for n in proto.graph.node if n.op_type == "Cast"]
+    assert casts and all(a.i == onnx.TensorProto.FLOAT for n in casts for a in n.attribute)
+    assert _props(dst)[STORAGE_KEY] == "float16" and _props(dst)["aetk.kind"] == "resconv"
+    x = np.random.default_rng(0).random((2, 1, 24, 32), dtype=np.float32)
+    want, got = _ort(src, {"x": x})[0], _ort(dst, {"x": x})[0]
+    assert got.dtype == np.float32 and 0 < np.abs(got - want).max() < 1e-2  # rounded weights, nothing more
+    with pytest.raises(SystemExit, match="is not a file"):
+        main(["--float16-storage", str(tmp_path / "missing.onnx"), str(dst)])
+    with pytest.raises(SystemExit, match="OUT .* is IN"):
+        main(["--float16-storage", str(src), str(src)])
+    big = onnx.load(str(src))
+    big.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.full((2,), 1e6, np.float32),
+                                                                    big.graph.initializer[0].name))
+    with pytest.raises(ExportError, match="beyond float16's range"):
+        to_float16_storage(big)
+
+
 def test_int8_of_an_mlp_is_dynamic(tmp_path):
     export_model(_model("deep"), tmp_path, int8=True)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "encoder.int8.onnx")).graph.node}

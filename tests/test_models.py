@@ -621,6 +621,17 @@ def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path):
     with pytest.raises(OnnxImportError, match="build it with the exported config"):
         load_onnx_weights(build("resconv", (1, 16, 16), dict(features=5, depth=3, context=3)), graph)
 
+    # a graph whose weights are stored as float16 (as the shipped denoisers are) reads the same
+    import onnx
+
+    from aetk.export.variants import to_float16_storage
+
+    half = tmp_path / "half.onnx"
+    half.write_bytes(to_float16_storage(onnx.load(str(graph))).SerializeToString())
+    from_half = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=3), seed=6)
+    load_onnx_weights(from_half, half)
+    first = next(p for p in from_half.parameters())
+    assert torch.equal(first, first.half().float())  # the stored float16 values, exactly
     main([str(graph), str(tmp_path / "run"), "features=4", "depth=3", "context=3"])
     model, meta = load_model(tmp_path / "run")
     assert meta["normalization"]["kind"] == "none" and meta["from_onnx"] == str(graph)  # as exported

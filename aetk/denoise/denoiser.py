@@ -136,6 +136,9 @@ class Denoiser:
         # Pixels in [0, 1] -> the model's raw data scale (8-bit data for standardized models).
         self.raw_scale = self.norm.scale if self.norm.kind == "unit" else (255.0 if self.norm.kind == "standardize" else 1.0)
 
+    def describe(self) -> str:
+        return f"{self.path.name} ×{len(self.transforms)}"
+
     def with_ensemble(self, ensemble: int, first: int = 0) -> Denoiser:
         """The same model (one ONNX Runtime session) averaged over ``ensemble`` mirrorings,
         from the ``first``th of ENSEMBLE_TRANSFORMS on."""
@@ -205,6 +208,9 @@ class AveragedDenoiser:
         self.members = members
         self.passes = sum(len(m.transforms) for m in members)
 
+    def describe(self) -> str:
+        return " + ".join(m.describe() for m in self.members) + " averaged"
+
     def denoise(self, planes: np.ndarray) -> np.ndarray:
         return sum(len(m.transforms) * m.denoise(planes) for m in self.members) / self.passes
 
@@ -217,6 +223,10 @@ class RoutedDenoiser:
     def __init__(self, general: Denoiser, light: Denoiser | AveragedDenoiser, light_below: float = LIGHT_BELOW):
         self.general, self.light, self.light_below = general, light, float(light_below)
         self.path, self.meta, self.tile, self.blind = general.path, general.meta, general.tile, general.blind
+
+    def describe(self) -> str:
+        return (f"estimated noise level below {self.light_below:g}: {self.light.describe()}; "
+                f"otherwise {self.general.describe()}")
 
     def pick(self, planes: np.ndarray) -> Denoiser | AveragedDenoiser:
         return self.light if image_sigma(planes) < self.light_below else self.general
