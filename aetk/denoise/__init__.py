@@ -11,8 +11,9 @@
 | photos.py      | the offline photographs the shipped model is trained and tested on    |
 
 The shipped model, ``models/blind-gaussian.onnx``, is a ``resconv`` model (aetk/models/resconv.py)
-for blind Gaussian noise, sigma 0-55 on the 0-255 scale; the README gives the commands that
-reproduce it.
+for blind Gaussian noise, sigma 0-55 on the 0-255 scale; lightly noisy images also go through
+``models/blind-gaussian-light.onnx``, a copy fine-tuned on sigma 0-30 (denoiser.py says how).
+The README gives the commands that reproduce both.
 """
 
 from aetk.denoise.denoiser import SHIPPED_MODEL, Denoiser, DenoiserError, load_denoiser
