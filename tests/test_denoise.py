@@ -343,6 +343,8 @@ def test_shipped_model_spends_more_on_light_noise():
     assert one.light.path == SHIPPED_LIGHT_MODEL and len(one.light.transforms) == 1
     with pytest.raises(ValueError, match="--ensemble must be 1, 2, 4 or 8"):
         load_denoiser(device="cpu", ensemble=3)
+    with pytest.raises(ValueError, match="mirrorings 6 to 9 asked for; there are 8"):
+        den.general.with_ensemble(4, first=6)
     # an explicit --model is that model alone, the shipped general one included
     plain = load_denoiser(SHIPPED_MODEL, device="cpu")
     assert not isinstance(plain, RoutedDenoiser) and len(plain.transforms) == 1

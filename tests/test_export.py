@@ -211,6 +211,10 @@ def test_float16_storage_halves_the_file_and_computes_in_float32(tmp_path):
         main(["--float16-storage", str(tmp_path / "missing.onnx"), str(dst)])
     with pytest.raises(SystemExit, match="OUT .* is IN"):
         main(["--float16-storage", str(src), str(src)])
+    (tmp_path / "text.onnx").write_text("not a graph")
+    with pytest.raises(SystemExit, match="is not an ONNX graph"):
+        main(["--float16-storage", str(tmp_path / "text.onnx"), str(tmp_path / "out2.onnx")])
+    assert not (tmp_path / "out2.onnx").exists()
     big = onnx.load(str(src))
     big.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.full((2,), 1e6, np.float32),
                                                                     big.graph.initializer[0].name))

@@ -72,7 +72,8 @@ def ensemble_transforms(ensemble: int, first: int = 0) -> tuple:
     if ensemble not in ENSEMBLE_SIZES:
         raise DenoiserError(f"--ensemble must be 1, 2, 4 or 8 (mirrored and rotated copies averaged), got {ensemble}")
     if not 0 <= first <= len(ENSEMBLE_TRANSFORMS) - ensemble:
-        raise DenoiserError(f"{ensemble} mirrorings from the {first}th run past the {len(ENSEMBLE_TRANSFORMS)} there are")
+        raise DenoiserError(f"mirrorings {first} to {first + ensemble - 1} asked for; there are "
+                            f"{len(ENSEMBLE_TRANSFORMS)} (0 to {len(ENSEMBLE_TRANSFORMS) - 1})")
     return ENSEMBLE_TRANSFORMS[first:first + ensemble]
 
 

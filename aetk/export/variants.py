@@ -171,8 +171,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"IN {src} is not a file (expected an exported .onnx graph)")
     if dst.resolve() == src.resolve():
         raise SystemExit(f"OUT {dst} is IN: write the variant to another file")
-    proto = onnx.load(str(src))
-    variant = to_float16_storage(proto)
+    try:
+        proto = onnx.load(str(src))
+        variant = to_float16_storage(proto)
+    except ExportError as exc:
+        raise SystemExit(f"IN {src}: {exc}") from exc
+    except Exception as exc:  # not an ONNX file: protobuf's decode error
+        raise SystemExit(f"IN {src} is not an ONNX graph ({type(exc).__name__}: {str(exc)[:200]})") from exc
     onnx.checker.check_model(variant)
     data = variant.SerializeToString()
     # Same outputs as the float32 graph up to the weights' rounding, on a random input.
