@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 CONSTRAINTS := .ci/constraints.txt
 BUILD_DEPS := scikit-build-core pybind11 cmake ninja
 
-.PHONY: install dev test demo bench clean
+.PHONY: install data dev test demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,15 @@ dev: install
 	cp $$($(PY) -c "import glob, sysconfig; print(glob.glob(sysconfig.get_paths()['platlib'] + '/aetk/_C*.so')[0])") aetk/
 	ln -sfn ../cli aetk/cli
 
-test: install
+# Fashion-MNIST's real files come from Debian (dataset-fashion-mnist, offline); installed here
+# when apt can (as root), else the one test that reads them says it skipped and why.
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+data:
+	@test -f $(FASHION) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } || \
+		echo "note: dataset-fashion-mnist is not installed (apt install dataset-fashion-mnist); its test will skip"
+
+test: install data
 	$(VENV)/bin/pytest tests
 
 DEMO_RUN ?= runs/demo-conv
