@@ -10,8 +10,8 @@ Noise: Gaussian of standard deviation sigma (0-255 scale), added to the clean ph
 clipped to 0..255 and rounded to 8 bits, as a saved noisy image is. BM3D is given the true
 sigma (it is not blind); non-local means gets h = HF * sigma with HF chosen on the
 validation photo; aetk's model is blind. "aetk" is `aetk denoise` as it runs by default: the
-shipped model once, or 4 times mirrored (ensemble=4) on images whose estimated noise level is
-light; "aetk ×N" is every image N times. PSNR and SSIM are against the clean photograph;
+shipped model once, or on images whose estimated noise level is light four passes shared
+with its light-noise copy (aetk/denoise/denoiser.py); "aetk ×N" is N passes for every image. PSNR and SSIM are against the clean photograph;
 time is wall-clock seconds per megapixel on this machine, every method on the same threads.
 
 Needs: pip install opencv-python-headless bm3d   (the `bench` extra)
