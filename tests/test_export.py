@@ -187,12 +187,12 @@ def test_fp16_and_int8_variants_report_their_accuracy(tmp_path):
 
 
 def test_float16_storage_halves_the_file_and_computes_in_float32(tmp_path):
-    from aetk.export.variants import STORAGE_KEY, main, to_float16_storage
+    from aetk.export.float16_storage import STORAGE_KEY, main, to_float16_storage
 
     model = create_model("resconv", (1, 16, 16), features=32, depth=3).eval()  # weights most of the file
     export_model(model, tmp_path / "out")
     src, dst = tmp_path / "out" / "autoencoder.onnx", tmp_path / "small.onnx"
-    main(["--float16-storage", str(src), str(dst)])
+    main([str(src), str(dst)])
     proto = onnx.load(str(dst))
 
     def weight_bytes(p, dtype):
@@ -208,12 +208,12 @@ def test_float16_storage_halves_the_file_and_computes_in_float32(tmp_path):
     want, got = _ort(src, {"x": x})[0], _ort(dst, {"x": x})[0]
     assert got.dtype == np.float32 and 0 < np.abs(got - want).max() < 1e-2  # rounded weights, nothing more
     with pytest.raises(SystemExit, match="is not a file"):
-        main(["--float16-storage", str(tmp_path / "missing.onnx"), str(dst)])
+        main([str(tmp_path / "missing.onnx"), str(dst)])
     with pytest.raises(SystemExit, match="OUT .* is IN"):
-        main(["--float16-storage", str(src), str(src)])
+        main([str(src), str(src)])
     (tmp_path / "text.onnx").write_text("not a graph")
     with pytest.raises(SystemExit, match="is not an ONNX graph"):
-        main(["--float16-storage", str(tmp_path / "text.onnx"), str(tmp_path / "out2.onnx")])
+        main([str(tmp_path / "text.onnx"), str(tmp_path / "out2.onnx")])
     assert not (tmp_path / "out2.onnx").exists()
     big = onnx.load(str(src))
     big.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.full((2,), 1e6, np.float32),

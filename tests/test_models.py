@@ -624,7 +624,7 @@ def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path):
     # a graph whose weights are stored as float16 (as the shipped denoisers are) reads the same
     import onnx
 
-    from aetk.export.variants import to_float16_storage
+    from aetk.export.float16_storage import to_float16_storage
 
     half = tmp_path / "half.onnx"
     half.write_bytes(to_float16_storage(onnx.load(str(graph))).SerializeToString())

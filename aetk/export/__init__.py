@@ -6,6 +6,7 @@
 | exporter.py   | export_run / export_model: export, metadata, staging, report       |
 | validate.py   | onnx.checker, shape inference, ONNX Runtime vs PyTorch             |
 | variants.py   | float16 and int8 variants with their accuracy change               |
+| float16_storage.py | float32 graphs with float16-stored weights (python -m)        |
 | triton.py     | a Triton model repository from an export folder                    |
 | errors.py     | ExportError and the typed validation errors                        |
 

@@ -2,10 +2,7 @@
 
 - float16 (for GPUs): weights and activations in half precision; the inputs and outputs stay
   float32 so callers need not change (``keep_io_types``).
-- float16 storage (for shipping): the same float32 graph with its weights stored as float16,
-  each cast back to float32 where it is used: half the file, float32 arithmetic, and as fast
-  (ONNX Runtime folds the casts when it loads the graph); the weights lose their low bits.
-  ``python -m aetk.export.variants --float16-storage IN.onnx OUT.onnx``
+- float16 storage (for shipping; float16_storage.py): float32 arithmetic, half the file.
 - int8 (ONNX Runtime quantization): static QDQ with per-channel weights for convolutional
   models, calibrated on training data; dynamic (weights int8, activations quantized on the
   fly) for MLPs and LSTMs, where static activation ranges buy little.
@@ -31,43 +28,6 @@ def to_float16(proto: onnx.ModelProto) -> onnx.ModelProto:
     half = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
     topological_sort(half.graph)  # the converter appends its input casts at the end
     return half
-
-
-FLOAT16_MAX = 65504.0
-STORAGE_KEY = "aetk.weights_storage"  # metadata: how the weights are stored, when not as computed
-
-
-def to_float16_storage(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``proto`` with every float32 initializer stored as float16 and cast back to float32."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    graph = out.graph
-    names = {n for node in graph.node for n in node.output} | {i.name for i in graph.initializer}
-    kept, halves, casts = [], [], []
-    for t in graph.initializer:
-        if t.data_type != TensorProto.FLOAT or t.data_location == TensorProto.EXTERNAL:
-            kept.append(t)
-            continue
-        w = numpy_helper.to_array(t)
-        if w.size and float(np.abs(w).max()) > FLOAT16_MAX:
-            raise ExportError(f"initializer {t.name!r} holds {float(np.abs(w).max()):.3g}, beyond float16's "
-                              f"range ({FLOAT16_MAX:g}): it cannot be stored as float16")
-        half = t.name + "_float16"
-        while half in names:
-            half += "_"
-        names.add(half)
-        halves.append(numpy_helper.from_array(w.astype(np.float16), half))
-        casts.append(helper.make_node("Cast", [half], [t.name], to=TensorProto.FLOAT, name=half + "_cast"))
-    del graph.initializer[:]
-    graph.initializer.extend(kept + halves)
-    nodes = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(casts + nodes)
-    entry = next((p for p in out.metadata_props if p.key == STORAGE_KEY), None) or out.metadata_props.add()
-    entry.key, entry.value = STORAGE_KEY, "float16"
-    return out
 
 
 def topological_sort(graph: onnx.GraphProto) -> None:
@@ -156,46 +116,4 @@ def accuracy_change(variant: bytes, ref: dict[str, np.ndarray], inputs: dict[str
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    from aetk.atomic import atomic_write_bytes
-
-    ap = argparse.ArgumentParser(prog="python -m aetk.export.variants",
-                                 description="Write a reduced-precision variant of an exported graph.")
-    ap.add_argument("--float16-storage", nargs=2, metavar=("IN", "OUT"), required=True,
-                    help="IN.onnx (float32) -> OUT.onnx with its weights stored as float16, computing in float32")
-    args = ap.parse_args(argv)
-    src, dst = (Path(p) for p in args.float16_storage)
-    if not src.is_file():
-        raise SystemExit(f"IN {src} is not a file (expected an exported .onnx graph)")
-    if dst.resolve() == src.resolve():
-        raise SystemExit(f"OUT {dst} is IN: write the variant to another file")
-    try:
-        proto = onnx.load(str(src))
-        variant = to_float16_storage(proto)
-    except ExportError as exc:
-        raise SystemExit(f"IN {src}: {exc}") from exc
-    except Exception as exc:  # not an ONNX file: protobuf's decode error
-        raise SystemExit(f"IN {src} is not an ONNX graph ({type(exc).__name__}: {str(exc)[:200]})") from exc
-    onnx.checker.check_model(variant)
-    data = variant.SerializeToString()
-    # Same outputs as the float32 graph up to the weights' rounding, on a random input.
-    session = cpu_session(proto.SerializeToString())
-    feeds = {}
-    for i in session.get_inputs():
-        shape = [d if isinstance(d, int) else 64 for d in i.shape]
-        feeds[i.name] = np.random.default_rng(0).random(shape, dtype=np.float32)
-    ref = run_session(session, feeds)
-    got = run_session(cpu_session(data), feeds)
-    diff = max(float(np.abs(got[k] - ref[k]).max()) for k in ref)
-    atomic_write_bytes(dst, data)
-    print(f"wrote {dst} ({len(data) / 1e6:.1f} MB, was {src.stat().st_size / 1e6:.1f} MB); "
-          f"largest output change on a random input: {diff:.2g}")
-
-
-if __name__ == "__main__":
-    main()
-
-
-__all__ = ["accuracy_change", "to_float16", "to_float16_storage", "to_int8"]
+__all__ = ["accuracy_change", "to_float16", "to_int8"]

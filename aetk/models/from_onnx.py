@@ -73,7 +73,7 @@ def load_onnx_weights(model, onnx_path: str | Path, session=None, atol: float = 
     session = session or rt.load_model(path, device="cpu")
     graph = onnx.load(str(path)).graph
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    # Weights stored in float16 and cast to float32 where used (variants.to_float16_storage).
+    # Weights stored in float16 and cast to float32 where used (aetk.export.float16_storage).
     weights.update({n.output[0]: weights[n.input[0]].astype(np.float32) for n in graph.node
                     if n.op_type == "Cast" and n.input[0] in weights})
     nodes = [n for n in graph.node if n.op_type in ONNX_CONVS]
