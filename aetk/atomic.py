@@ -10,24 +10,64 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
+from aetk.errors import UserInputError
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_name_pattern(name: str) -> str:
+    """The glob that matches the temporaries an interrupted write of ``name`` may leave."""
+    return f".{name}.*{TEMP_SUFFIX}"
+
+
+def stray_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Temporaries that killed writes left in ``folder`` (not its subfolders)."""
+    return sorted(p for p in Path(folder).glob(f".*{TEMP_SUFFIX}") if p.is_file())
+
+
+def new_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file under the current umask."""
+    try:  # Linux tells the umask without changing it (safe with threads)
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere reading the umask means setting it: put it back at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """``with atomic_path(p) as tmp: writer(tmp)``: for writers that take a file name (safetensors,
+    numpy). ``tmp`` is a temporary beside ``p`` with the umask's mode; it is fsynced and renamed
+    over ``p`` when the block ends without error, and removed when it does not."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        os.fchmod(fd, new_file_mode())  # mkstemp makes 0600; files follow the umask
+        os.close(fd)
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """``with atomic_open(p) as f: f.write(...)``: p appears when the block ends without error."""
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open writes whole files: mode must be 'wb' or 'w', not {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -54,10 +94,11 @@ def fsync_folder(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "fsync_folder"]
+__all__ = ["TEMP_SUFFIX", "atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text",
+           "fsync_folder", "new_file_mode", "stray_temporaries", "temp_name_pattern"]
 
 
-class NotAFolderError(OSError):
+class NotAFolderError(UserInputError, OSError):
     """The path exists, and is a file, not a folder."""
 
 

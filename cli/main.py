@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import traceback
+
 import typer
+from typer.core import TyperGroup
+
+from aetk.errors import EXIT_BUG, AetkError, exit_code_for, one_line
 
 from .classify import classify_cli
 from .compress import compress_cli, decompress_cli, neighbors_cli
@@ -12,8 +18,39 @@ from .export import export_cli
 from .info import info_cli
 from .train import train_cli
 
+class _OneLineErrors(TyperGroup):
+    """Every command's errors end here: an AetkError or a disk error is one line and its exit
+    code (aetk/errors.py has the table); anything else is a bug and keeps its traceback.
+    ``aetk --debug`` (or AETK_DEBUG=1) shows the traceback for every error."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # Typer's own: usage errors, exits
+            raise
+        except (AetkError, OSError, KeyboardInterrupt) as exc:
+            if _debug(ctx):
+                traceback.print_exc()
+            if isinstance(exc, KeyboardInterrupt):
+                typer.secho("interrupted", fg="red", err=True)
+            else:
+                typer.secho(f"error: {one_line(exc)}", fg="red", err=True)
+            ctx.exit(exit_code_for(exc))
+        except Exception as exc:  # a bug: say so, with the traceback to report
+            traceback.print_exc()
+            typer.secho(f"internal error (a bug in aetk, please report it): {one_line(exc)}",
+                        fg="red", err=True)
+            ctx.exit(EXIT_BUG)
+
+
+def _debug(ctx: typer.Context) -> bool:
+    return bool((ctx.obj or {}).get("debug")) or os.environ.get("AETK_DEBUG", "") not in ("", "0")
+
+
 app = typer.Typer(
     name="aetk",
+    cls=_OneLineErrors,
+    pretty_exceptions_enable=False,
     help="aetk, the autoencoder toolkit: train, export, denoise and compress.",
     no_args_is_help=True,
     add_completion=False,
@@ -22,9 +59,10 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(ctx: typer.Context,
+          debug: bool = typer.Option(False, "--debug", help="Show the traceback of every error.")) -> None:
     """aetk, the autoencoder toolkit: train, export, denoise and compress."""
-    # A callback keeps `aetk` a command group even while it has a single subcommand.
+    ctx.obj = {"debug": debug}
 
 
 app.command("info", help="Show the version, the native kernels built, and the runtimes.")(info_cli)

@@ -4,8 +4,10 @@ caller can catch one class; failures of the disk itself stay OSErrors."""
 
 from __future__ import annotations
 
+from aetk.errors import IntegrityError, UserInputError
 
-class CompressError(ValueError):
+
+class CompressError(UserInputError):
     """Options, data or a codes folder that cannot be used as asked."""
 
 
@@ -21,7 +23,7 @@ class IncompleteCodesError(CompressError):
     """A codes folder without a complete manifest (a compress run that did not finish)."""
 
 
-class CorruptShardError(CompressError):
+class CorruptShardError(IntegrityError, CompressError):
     """Shards (or model files) whose bytes do not match the manifest's checksums."""
 
     def __init__(self, message: str, problems: list[str] | None = None):

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from aetk.atomic import atomic_write_text
+from aetk.atomic import atomic_write_text, stray_temporaries
 from aetk.compress.errors import CompressError, IncompleteCodesError, StaleCodesError
 from aetk.compress.shards import NAME_PREFIX, is_shard_file, shard_name
 
@@ -216,7 +216,7 @@ def remove_temporaries(codes: Path) -> None:
     """Temporary files a killed run left behind (atomic writes name them .NAME.*.tmp)."""
     for folder in (codes, codes / PROGRESS, codes / MODEL_DIR):
         if folder.is_dir():
-            for p in folder.glob(".*.tmp"):
+            for p in stray_temporaries(folder):
                 p.unlink(missing_ok=True)
 
 

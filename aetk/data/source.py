@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from aetk.errors import UserInputError
+
 # Seed of the held-out split and of the `limit` subset: the same data and options always
 # give the same examples, on every machine.
 SPLIT_SEED = 0
@@ -18,7 +20,7 @@ SPLIT_SEED = 0
 CHUNK_BYTES = 32 << 20
 
 
-class DataError(ValueError):
+class DataError(UserInputError):
     """Data that cannot be read as asked: the message names the file or option at fault."""
 
 

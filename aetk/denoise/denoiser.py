@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from aetk.denoise.noise_level import image_sigma
+from aetk.errors import UserInputError
 from aetk.denoise.tiling import Blender, pad_to, tile_shape
 
 SHIPPED_MODEL = Path(__file__).parent / "models" / "blind-gaussian.onnx"
@@ -64,7 +65,7 @@ def untransform(out: np.ndarray, transpose: bool, flips: tuple[int, ...]) -> np.
     return out.swapaxes(2, 3) if transpose else out
 
 
-class DenoiserError(ValueError):
+class DenoiserError(UserInputError):
     """A model that cannot denoise images as asked."""
 
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aetk.denoise.imagefiles import EXTENSIONS, FORMATS
+from aetk.errors import UserInputError
 
 
-class DenoiseInputError(ValueError):
+class DenoiseInputError(UserInputError):
     """Inputs or output folder that cannot be used as given."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from aetk.atomic import atomic_open
+from aetk.errors import UserInputError
 from aetk.data.images import IMAGE_SUFFIXES
 
 # The suffixes `aetk train` reads as images, each with the Pillow format that writes it.
@@ -31,7 +32,7 @@ SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default limit
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserInputError):
     """A file that cannot be read as an image (corrupt, truncated, not an image, too large)."""
 
 

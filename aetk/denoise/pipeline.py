@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from aetk.atomic import temp_name_pattern
 from aetk.denoise.denoiser import Denoiser
 from aetk.denoise.files import Job, plan
 from aetk.denoise.imagefiles import DEFAULT_MAX_PIXELS, EXTENSIONS, ImageReadError, read_image, write_image
@@ -45,7 +46,7 @@ def _remove_stale_temporaries(jobs: list[Job]) -> None:
     """Temporary files a killed run left behind (writes are atomic, so they are never outputs)."""
     for job in jobs:
         if job.dst.parent.is_dir():
-            for tmp in job.dst.parent.glob(f".{job.dst.name}.*.tmp"):
+            for tmp in job.dst.parent.glob(temp_name_pattern(job.dst.name)):
                 tmp.unlink(missing_ok=True)
 
 

@@ -12,12 +12,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from aetk.normalization import Normalization
+from aetk.errors import UserInputError
 from aetk.train.checkpoint import MODEL_FILE, CheckpointError
 
 EVAL_DIR = "eval"
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(UserInputError, RuntimeError):
     """A run that cannot be evaluated as asked (no config, data unreadable, bad option)."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from aetk.errors import AetkError
 
-class ExportError(RuntimeError):
+
+class ExportError(AetkError, RuntimeError):
     """An export that cannot be done as asked (bad run, unwritable folder, bad option)."""
 
 

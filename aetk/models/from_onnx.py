@@ -28,11 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from aetk.errors import UserInputError
+
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 ONNX_CONVS = ("Conv", "ConvTranspose")
 
 
-class OnnxImportError(ValueError):
+class OnnxImportError(UserInputError):
     """The graph does not hold this model's weights."""
 
 

@@ -5,8 +5,10 @@ RuntimeError, TypeError). Standard library only: ``metadata`` imports this modul
 
 from __future__ import annotations
 
+from aetk.errors import UserInputError
 
-class RuntimeModelError(ValueError):
+
+class RuntimeModelError(UserInputError):
     """Base class: a model file, a device request or an input the runtime cannot use."""
 
 

@@ -14,8 +14,6 @@ kind, hyperparameters, input shape, the data normalization, the aetk version.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +21,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from aetk.atomic import atomic_write_bytes, atomic_write_text  # noqa: F401 (used here, re-exported)
+from aetk.errors import IntegrityError
+from aetk.atomic import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401 (used here, re-exported)
 
 MODEL_FILE = "model"
 LAST = "checkpoints/last"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(IntegrityError, RuntimeError):
     """A run folder or checkpoint that is missing, incomplete or corrupt."""
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_pair(stem: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from aetk.config import RunConfig, TrainConfig
+from aetk.errors import AetkError
 from aetk.data import LoadedData, load_data
 from aetk.models.registry import create_model
 from aetk.train import distributed
@@ -46,7 +47,7 @@ from aetk.train.checkpoint import (
 )
 
 
-class TrainingError(RuntimeError):
+class TrainingError(AetkError, RuntimeError):
     """Training cannot go on (diverged loss, data the model cannot take, bad resume)."""
 
 
