@@ -1,8 +1,10 @@
 """Folders of images (PNG, JPEG, TIFF, BMP, WebP), searched recursively and streamed:
 the source keeps only the list of paths and decodes one image per ``get``.
 
-The initial scan opens each file's header with Pillow (size and mode, no pixel data):
-unreadable or non-image files are skipped and reported, differing sizes without
+The initial scan opens each file's header with Pillow (size and mode, no pixel data)
+through aetk.data.imageguard (regular files only, size and decode memory checked, PNG and
+JPEG checked complete): special files (FIFOs), truncated, unreadable or non-image files are
+skipped and reported, differing sizes without
 ``data.image_size`` are an error. Images in first-level subfolders are labelled by the
 folder's name (sorted names -> ids 0, 1, ...).
 
@@ -19,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from aetk.data.imageguard import (DEFAULT_MAX_PIXELS, ImageReadError, check_complete, guarded_image,
+                                  regular_file_problem)
 from aetk.data.source import DataError, Source
 from aetk.data.config import DataConfig
 
@@ -97,7 +101,8 @@ def decode_image(path: str, channels: int, depth_max: float, size: tuple[int, in
     """One image file -> float32 (channels, H, W) raw values in 0..depth_max."""
     Image = _pil()
     try:
-        with Image.open(path) as im:
+        # Regular files only, size and decode memory checked from the header (imageguard).
+        with guarded_image(path, DEFAULT_MAX_PIXELS, hint="") as im:
             if im.mode in SIXTEEN_BIT_MODES:
                 a = np.clip(np.asarray(im, dtype=np.float32), 0, 65535)[None]
                 a = np.repeat(a, 3, axis=0) if channels == 3 else a
@@ -121,8 +126,10 @@ def decode_image(path: str, channels: int, depth_max: float, size: tuple[int, in
                 a = np.asarray(im, dtype=np.float32)
                 a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
                 src_max = 255.0
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"could not decode image {path}: {exc} (it passed the initial scan, so "
+    except ImageReadError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(f"could not decode image {path}: {exc} (it passed the initial scan, so "
                         f"it is truncated or changed since; remove or replace it)") from exc
     if src_max != depth_max:
         a = a * np.float32(depth_max / src_max)
@@ -180,11 +187,18 @@ def read_image_folder(path: Path, cfg: DataConfig, like: Source | None, stream: 
             skipped.append((str(f), f"not an image file (suffix {f.suffix!r}; reading "
                                     f"{', '.join(IMAGE_SUFFIXES)})"))
             continue
+        if problem := regular_file_problem(f):  # a FIFO would block the scan forever
+            skipped.append((str(f), problem))
+            continue
         try:
-            with Image.open(f) as im:  # reads the header only
+            # Header only (size checked against the decode memory budget), then a cheap
+            # completeness check (PNG chunks, JPEG end marker): a truncated file is skipped
+            # here, not found mid-training.
+            with guarded_image(f, DEFAULT_MAX_PIXELS, hint="") as im:
                 w, h = im.size
                 mode = im.mode
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+                check_complete(f, im)
+        except (ImageReadError, OSError, SyntaxError, ValueError) as exc:
             skipped.append((str(f), f"unreadable image: {exc}"))
             continue
         if w <= 0 or h <= 0:

@@ -147,6 +147,12 @@ def read_source(path: str, cfg: DataConfig, like: Source | None = None, what: st
     if not p.exists():
         raise FileNotFoundError(f"{what}={path!r} does not exist; expected a file, a folder, or "
                                 f"a built-in dataset name ({', '.join(BUILTINS)})")
+    if not p.is_dir():
+        from aetk.data.imageguard import regular_file_problem
+
+        if problem := regular_file_problem(p):  # a FIFO would block the reader forever
+            raise DataError(f"{what}={path!r} is {problem.removesuffix(': skipped')}; expected a data "
+                            f"file or folder")
     fmt = detect_format(p) if cfg.format == "auto" else cfg.format
     if p.is_dir() and fmt in ("npy", "npz", "csv"):
         raise DataError(f"{what}={path!r} is a folder, but data.format={fmt!r} reads one file")

@@ -7,6 +7,8 @@
   OUT/<folder name> and each file to OUT/<file name>. Without ``-o``: a folder X goes to the
   sibling folder X_denoised, a file a/b.png to a/b_denoised.png.
 - Every output path is checked to lie inside its output root, and never to be an input.
+- Only regular files are read: a FIFO, socket or device in a folder is skipped with a
+  message (it could block the run forever); one named on the command line is an error.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from aetk.data.imageguard import regular_file_problem
 from aetk.denoise.imagefiles import EXTENSIONS, FORMATS
 from aetk.errors import UserInputError
 
@@ -56,6 +59,9 @@ def plan(inputs: list[Path], out: Path | None, fmt: str | None = None) -> tuple[
             raise DenoiseInputError(f"input {inp} does not exist")
         if not os.access(inp, os.R_OK):
             raise DenoiseInputError(f"input {inp} is not readable")
+        if not inp.is_dir() and (problem := regular_file_problem(inp)):
+            raise DenoiseInputError(f"input {inp} is {problem.removesuffix(': skipped')}; "
+                                    f"name image files or folders")
     single = len(inputs) == 1
     for inp in inputs:
         if inp.is_dir():
@@ -75,6 +81,9 @@ def plan(inputs: list[Path], out: Path | None, fmt: str | None = None) -> tuple[
                         continue
                     if src.is_symlink() and not _inside(src, inp):
                         skipped.append((str(src), "symbolic link leading out of the input tree: not followed"))
+                        continue
+                    if problem := regular_file_problem(src):
+                        skipped.append((str(src), problem))
                         continue
                     rel = src.relative_to(inp)
                     jobs.append(Job(src, root / _out_name(rel, fmt), str(src), root))

@@ -3,16 +3,19 @@
     img = read_image(path, max_pixels)          # DecodedImage: (C, H, W) float32 in [0, 1]
     write_image(out_path, img, denoised, fmt)   # same mode and bit depth, alpha untouched
 
-Modes kept as they are: L, LA, RGB, RGBA (8-bit) and I;16 (16-bit grayscale). Others are
-converted on reading and written in the converted mode: P/PA (palette) to RGB/RGBA, 1
-(bilevel) to L, CMYK/YCbCr to RGB; 32-bit integer images holding 16-bit values to I;16.
-EXIF orientation is applied on reading (the output is stored upright, without the tag); the
-ICC profile and the rest of the EXIF data are passed on. Writes are atomic.
+Modes kept as they are: L, LA, RGB, RGBA (8-bit), I;16 (16-bit grayscale) and, for PNG and
+TIFF, 16-bit colour (RGB;16, RGBA;16: read and written with OpenCV, since Pillow keeps only
+8 of their 16 bits). Others are converted on reading and written in the converted mode: P/PA
+(palette) to RGB/RGBA, 1 (bilevel) to L, CMYK/YCbCr to RGB; 32-bit integer images holding
+16-bit values to I;16. A 16-bit image written to an 8-bit-only format (JPEG, BMP, WebP) is
+rounded to 8 bits, and the summary says so. EXIF orientation is applied on reading (the
+output is stored upright, without the tag); the ICC profile and the rest of the EXIF data
+are passed on (not for 16-bit colour, whose writer cannot carry them). Files are opened
+through aetk.data.imageguard (regular files only, decode memory bounded); writes are atomic.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 from aetk.atomic import atomic_open
-from aetk.errors import UserInputError
+from aetk.data.imageguard import (DEFAULT_MAX_PIXELS, ImageReadError, guarded_image, open_regular,
+                                  read_16bit_colour, sixteen_bit_colour)
 from aetk.data.images import IMAGE_SUFFIXES
 
 # The suffixes `aetk train` reads as images, each with the Pillow format that writes it.
@@ -29,25 +33,21 @@ EXTENSIONS = {suffix: Image.registered_extensions()[suffix] for suffix in IMAGE_
 FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "tiff": ".tif", "tif": ".tif", "bmp": ".bmp",
            "webp": ".webp"}
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
-DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default limit
-
-
-class ImageReadError(UserInputError):
-    """A file that cannot be read as an image (corrupt, truncated, not an image, too large)."""
+SIXTEEN_BIT_MODES = ("I;16", "RGB;16", "RGBA;16")
 
 
 @dataclass
 class DecodedImage:
     path: Path
     planes: np.ndarray  # (C, H, W) float32 in [0, 1]: the colour channels
-    mode: str  # the mode written back: L, LA, RGB, RGBA or I;16
+    mode: str  # the mode written back: L, LA, RGB, RGBA, I;16, RGB;16 or RGBA;16
     format: str  # Pillow format name of the input
-    alpha: np.ndarray | None = None  # (H, W), passed through untouched
+    alpha: np.ndarray | None = None  # (H, W) uint8 (uint16 for RGBA;16), passed through untouched
     info: dict[str, Any] = field(default_factory=dict)  # exif / icc_profile to pass on
 
     @property
     def bits(self) -> int:
-        return 16 if self.mode == "I;16" else 8
+        return 16 if self.mode in SIXTEEN_BIT_MODES else 8
 
     @property
     def megapixels(self) -> float:
@@ -55,20 +55,16 @@ class DecodedImage:
 
 
 def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    from PIL import ImageOps, UnidentifiedImageError
+    """One image file as float planes; ImageReadError (one line naming the file) when it is
+    not a regular file, not an image, corrupt, or too large for --max-pixels or the decode
+    memory budget (checked from the header, before decoding)."""
+    from PIL import ImageOps
 
     try:
-        with warnings.catch_warnings():
-            # We check the size ourselves below, with a message naming the file and the option.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
-        with im:
-            w, h = im.size
-            if max_pixels is not None and w * h > max_pixels:
-                raise ImageReadError(
-                    f"{path}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} "
-                    f"(a guard against decompression bombs; raise it with --max-pixels)")
+        with guarded_image(path, max_pixels) as im:
             fmt = im.format or "PNG"
+            if sixteen_bit_colour(im) and fmt in SIXTEEN_BIT_FORMATS:
+                return _decode_16bit_colour(path, im, fmt)
             im.load()
             im = ImageOps.exif_transpose(im)
             info = {k: im.info[k] for k in ("icc_profile", "exif") if im.info.get(k)}
@@ -77,18 +73,33 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Decod
             return _decode(path, im, fmt, info)
     except ImageReadError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{path}: refused as a possible decompression bomb ({exc}); "
-                             f"raise the limit with --max-pixels") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageReadError(f"{path}: not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated / corrupt data
         raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from exc
 
 
+# EXIF orientation (tag 0x0112) -> (transpose H and W?, numpy axes to flip), applied in order.
+_ORIENT = {2: (False, (1,)), 3: (False, (0, 1)), 4: (False, (0,)), 5: (True, ()), 6: (True, (1,)),
+           7: (True, (0, 1)), 8: (True, (0,))}
+
+
+def _decode_16bit_colour(path: Path, im, fmt: str) -> DecodedImage:
+    orientation = im.getexif().get(0x0112, 1)
+    a = read_16bit_colour(path)  # (H, W, 3 or 4) uint16
+    if a.shape[:2] != im.size[::-1]:
+        raise ImageReadError(f"{path}: the header says {im.size[0]}x{im.size[1]} but the pixels "
+                             f"decode as {a.shape[1]}x{a.shape[0]}")
+    if orientation in _ORIENT:
+        transpose, flips = _ORIENT[orientation]
+        a = np.flip(a.swapaxes(0, 1) if transpose else a, flips)
+    alpha = a[..., 3].copy() if a.shape[-1] == 4 else None
+    planes = np.moveaxis(a[..., :3], -1, 0).astype(np.float32) / 65535.0
+    return DecodedImage(path, np.ascontiguousarray(planes), "RGBA;16" if alpha is not None else "RGB;16",
+                        fmt, alpha, {})
+
+
 def _webp_is_lossless(path: Path) -> bool:
     """A lossless WebP stores its image in a VP8L chunk (a lossy one in VP8)."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         head = f.read(4096)
     return b"VP8L" in head and b"VP8 " not in head
 
@@ -129,19 +140,39 @@ def encode(img: DecodedImage, planes: np.ndarray, fmt: str):
         return Image.fromarray(np.rint(planes[0] * 65535.0).astype(np.uint16))  # mode I;16
     u8 = np.rint(planes * 255.0).astype(np.uint8)
     hwc = np.moveaxis(u8, 0, -1)
-    mode = "L" if img.mode == "I;16" else img.mode
+    mode = {"I;16": "L", "RGB;16": "RGB", "RGBA;16": "RGBA"}.get(img.mode, img.mode)
     if img.alpha is not None:
-        hwc = np.concatenate([hwc, img.alpha[..., None].astype(np.uint8)], axis=-1)
+        alpha = img.alpha if img.alpha.dtype == np.uint8 else np.rint(img.alpha / 257.0)
+        hwc = np.concatenate([hwc, alpha[..., None].astype(np.uint8)], axis=-1)
     if fmt == "JPEG" and mode in ("LA", "RGBA"):  # JPEG has no alpha
         hwc, mode = hwc[..., :-1], mode[:-1] or "L"
     # Pillow picks L, LA, RGB or RGBA from the channel count.
     return Image.fromarray(np.ascontiguousarray(hwc[..., 0] if hwc.shape[-1] == 1 else hwc))
 
 
+def encode_16bit_colour(img: DecodedImage, planes: np.ndarray, fmt: str) -> bytes:
+    """The file bytes of 16-bit colour ``planes`` (3, H, W, in [0, 1]) as PNG or TIFF."""
+    import cv2
+
+    hwc = np.moveaxis(np.rint(np.clip(planes, 0.0, 1.0) * 65535.0).astype(np.uint16), 0, -1)
+    if img.alpha is not None:
+        hwc = np.concatenate([hwc, img.alpha[..., None].astype(np.uint16)], axis=-1)
+    bgr = np.ascontiguousarray(hwc[..., [2, 1, 0, 3][:hwc.shape[-1]]])
+    ok, buf = cv2.imencode(".png" if fmt == "PNG" else ".tif", bgr)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {bgr.shape} 16-bit {fmt}")
+    return buf.tobytes()
+
+
 def write_image(path: Path, img: DecodedImage, planes: np.ndarray, fmt: str | None = None,
                 quality: int = 95) -> None:
     """Write atomically: a temporary file in the same folder, flushed, then renamed."""
     fmt = fmt or img.format
+    if img.mode in ("RGB;16", "RGBA;16") and fmt in SIXTEEN_BIT_FORMATS:
+        data = encode_16bit_colour(img, planes, fmt)
+        with atomic_open(path, "wb") as f:
+            f.write(data)
+        return
     pil = encode(img, planes, fmt)
     kwargs: dict[str, Any] = {}
     if fmt in ("JPEG", "WEBP"):
@@ -155,5 +186,5 @@ def write_image(path: Path, img: DecodedImage, planes: np.ndarray, fmt: str | No
         pil.save(f, format=fmt, **kwargs)
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "EXTENSIONS", "FORMATS", "DecodedImage", "ImageReadError", "encode",
-           "read_image", "write_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "EXTENSIONS", "FORMATS", "SIXTEEN_BIT_MODES", "DecodedImage", "ImageReadError",
+           "encode", "encode_16bit_colour", "read_image", "write_image"]
