@@ -15,14 +15,8 @@ def classify_cli(
     freeze: bool = typer.Option(False, "--freeze", help="Train the head only (linear probe)."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    from aetk.train.checkpoint import CheckpointError
     from aetk.train.classify import finetune_classifier
 
-    try:
-        r = finetune_classifier(run, labelled=labelled, epochs=epochs, lr=lr,
-                                fine_tune=not freeze, seed=seed)
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from exc
+    r = finetune_classifier(run, labelled=labelled, epochs=epochs, lr=lr, fine_tune=not freeze, seed=seed)
     typer.echo(f"test accuracy with {r['labelled']} labels: {r['accuracy']:.4f} from the pretrained "
                f"encoder, {r['scratch_accuracy']:.4f} from scratch")

@@ -3,6 +3,7 @@
     aetk train run.toml train.epochs=5 model.widths=[256,64] --run-dir runs/deep
     aetk train --model conv --data fashion-mnist --run-dir runs/conv
     aetk train --run-dir runs/conv --resume
+    aetk train --run-dir runs/conv --resume --epochs 20     # the run's config, 20 epochs
     aetk train run.toml --nproc-per-node 2 --run-dir runs/ddp
 """
 
@@ -32,7 +33,9 @@ def train_cli(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model kind (model.kind)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset path or name (data.path)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (train.epochs)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --run-dir from its saved config; overrides may "
+        "change only epochs, early stopping, checkpointing, logging and the device."),
     nproc_per_node: int = typer.Option(
         1, "--nproc-per-node", help="Data-parallel processes (torch.distributed.run)."),
 ) -> None:
@@ -49,24 +52,19 @@ def train_cli(
         overrides.insert(0, f"data.path={data!r}".replace("'", '"'))
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
-    if resume and config is None and not overrides:
-        saved = run_dir / "config.toml"
-        if not saved.is_file():
-            raise typer.BadParameter(f"{saved} does not exist; nothing to resume", param_hint="--run-dir")
-        config = str(saved)
     run_training(config, overrides, run_dir, resume=resume, nproc_per_node=nproc_per_node)
 
 
 def run_training(config: str | None, overrides: list[str], run_dir: Path, *, resume: bool = False,
                  nproc_per_node: int = 1) -> None:
-    """The work behind ``aetk train`` (callable from Python)."""
-    from aetk.config import load_config
-    from aetk.train.trainer import TrainingError, train
+    """The work behind ``aetk train`` (callable from Python). A resumed run starts from
+    RUN/config.toml, with ``config``'s values and ``overrides`` on top (safe keys only).
+    Every config value is checked here, before any data is read or any file written; errors
+    (aetk.errors) go to the CLI's one-line handler."""
+    from aetk.config import load_config, resume_config
+    from aetk.train.trainer import train
 
-    try:
-        cfg = load_config(config, overrides)
-    except (ValueError, FileNotFoundError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    cfg = resume_config(run_dir, config, overrides) if resume else load_config(config, overrides)
     if nproc_per_node > 1:
         from aetk.train.distributed import launch
 
@@ -79,11 +77,7 @@ def run_training(config: str | None, overrides: list[str], run_dir: Path, *, res
         if code:
             raise typer.Exit(code)
         return
-    try:
-        result = train(cfg, run_dir, resume=resume)
-    except TrainingError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(1) from exc
+    result = train(cfg, run_dir, resume=resume)
     last = result.history[-1] if result.history else {}
     summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.endswith("loss"))
     typer.echo(f"trained {result.epochs} epoch(s), {result.steps} steps into {run_dir} ({summary})")

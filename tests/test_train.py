@@ -43,7 +43,7 @@ def test_run_folder_and_exact_resume(tmp_path):
     result = train(cfg, straight)
     assert result.epochs == 3 and result.steps > 40
     for name in ("config.toml", "model.safetensors", "model.json", "metrics.csv",
-                 "checkpoints/last.safetensors", "checkpoints/last.json"):
+                 "checkpoints/last.safetensors"):
         assert (straight / name).is_file(), name
     assert any((straight / "tb").iterdir()), "no TensorBoard events"
     assert len(_metrics(straight)) == 3
@@ -123,7 +123,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     run = tmp_path / "nan"
     with pytest.raises(TrainingError, match=r"loss became nan at step 30 \(epoch 2\)"):
         train(cfg, run)
-    tensors, info = ckpt.load_pair(run / ckpt.LAST)
+    tensors, info = ckpt.load_checkpoint(run / ckpt.LAST)
     assert info["state"]["step"] == 21 and info["state"]["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
 
@@ -140,10 +140,10 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypa
 
     monkeypatch.setattr(ckpt, "save_file", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        ckpt.save_pair(run / ckpt.LAST, {"w": torch.zeros(3)}, {"x": 1})
+        ckpt.save_checkpoint(run / ckpt.LAST, {"w": torch.zeros(3)}, {"x": 1})
     assert (run / "checkpoints/last.safetensors").read_bytes() == before
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
-    ckpt.load_pair(run / ckpt.LAST)  # still loads
+    ckpt.load_checkpoint(run / ckpt.LAST)  # still loads
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -65,13 +64,11 @@ class ExportResult:
 
 # -- facts about the model ---------------------------------------------------------------------------
 def weights_sha256(model: torch.nn.Module) -> str:
-    """A hash of the trained weights: every tensor's name, dtype, shape and bytes, by name."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    """A hash of the trained weights: every tensor's name, dtype, shape and bytes, by name (the
+    ``weights_sha256`` a run's model.json records, so the two name the same weights)."""
+    from aetk.train.checkpoint import tensors_sha256
+
+    return tensors_sha256(model.state_dict())
 
 
 def _inner(model: Any) -> Any:
@@ -364,8 +361,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = DEFAULT
         model, meta = load_model(run_dir)
         normalization = meta.get("normalization")
         notes.append(f"the run's data could not be loaded ({exc})")
-    except CheckpointError as exc:
-        raise ExportError(f"cannot export {run_dir}: {exc}") from exc
+    except CheckpointError as exc:  # same class (a hash mismatch stays an IntegrityError, exit 3)
+        raise type(exc)(f"cannot export {run_dir}: {exc}") from exc
     result = export_model(model, out_dir, normalization=normalization, real_batch=real,
                           calibration=calibration, opset=opset, fp16=fp16, int8=int8, atol=atol, rtol=rtol,
                           progress=progress)

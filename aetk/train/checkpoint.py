@@ -3,42 +3,79 @@
 A run folder holds:
     config.toml                 the resolved run configuration
     model.safetensors/.json     the final (or best, with early stopping) model
-    checkpoints/last.*          the full training state, for --resume
+    checkpoints/last.safetensors  the full training state, for --resume: one file, so one
+                                  rename makes it whole (its JSON rides in the safetensors header)
+    .aetk-train.lock            held (flock) by the `aetk train` process working in the folder
     metrics.csv, tb/            per-epoch metrics and TensorBoard logs
     eval/                       what `aetk eval` and `aetk sample` write
 
 ``model.json`` carries everything needed to rebuild the model without the config:
-kind, hyperparameters, input shape, the data normalization, the aetk version.
+kind, hyperparameters, input shape, the data normalization, the aetk version, and the
+``weights_sha256`` of the tensors in ``model.safetensors`` (the same hash `aetk export`
+writes into the ONNX metadata), which every load checks: a flipped byte, an edited file or
+weights from another save are an IntegrityError naming the file. Folders written before the
+hash was recorded still load.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from aetk.errors import IntegrityError
-from aetk.atomic import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401 (used here, re-exported)
+from aetk.errors import AetkError, IntegrityError, UserInputError
+from aetk.atomic import (  # noqa: F401 (used here, re-exported)
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    stray_temporaries,
+)
 
 MODEL_FILE = "model"
 LAST = "checkpoints/last"
+LOCK_FILE = ".aetk-train.lock"
+WEIGHTS_HASH = "weights_sha256"  # the key, in a pair's JSON, of its tensors' hash
+CHECKPOINT_KEY = "aetk.checkpoint"  # the safetensors header entry holding a checkpoint's JSON
 
 
 class CheckpointError(IntegrityError, RuntimeError):
     """A run folder or checkpoint that is missing, incomplete or corrupt."""
 
 
+class MissingRunError(UserInputError, CheckpointError):
+    """A run folder or one of its files that is not there: a bad path (exit 2), not a torn file."""
+
+
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """One safetensors file, whole or not at all (a temporary renamed over ``path``)."""
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
 
 
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of a set of tensors: each one's name, dtype, shape and bytes, in name order (what
+    `aetk export` records as the ONNX metadata's weights_sha256)."""
+    h = hashlib.sha256()
+    for name, t in sorted(tensors.items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_pair(stem: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
-    """``stem.safetensors`` then ``stem.json``; the JSON, written last, marks it complete."""
+    """``stem.safetensors`` then ``stem.json``, which records the tensors' hash: a JSON that
+    does not name the weights beside it (a kill between the two renames, an edit, a flipped
+    byte) fails to load."""
+    info = {**info, WEIGHTS_HASH: tensors_sha256(tensors)}
     atomic_save_tensors(stem.with_suffix(".safetensors"), tensors)
     atomic_write_text(stem.with_suffix(".json"), json.dumps(info, indent=2, sort_keys=True))
 
@@ -47,16 +84,138 @@ def load_pair(stem: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     st, js = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     for p in (st, js):
         if not p.is_file():
-            raise CheckpointError(f"checkpoint file {p} is missing")
+            raise MissingRunError(f"checkpoint file {p} is missing")
     try:
         info = json.loads(js.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"checkpoint metadata {js} is not valid JSON: {exc}") from exc
+    if not isinstance(info, dict):
+        raise CheckpointError(f"checkpoint metadata {js} is not a JSON object")
+    tensors = _read_tensors(st)
+    verify_weights(tensors, info.get(WEIGHTS_HASH), st, js)
+    return tensors, info
+
+
+def verify_weights(tensors: dict[str, torch.Tensor], recorded: Any, st: Path, where: Path) -> None:
+    """IntegrityError unless the tensors read from ``st`` have the hash recorded in ``where``
+    (nothing recorded: a folder from before the hash, accepted)."""
+    if recorded is None:
+        return
+    actual = tensors_sha256(tensors)
+    if actual != recorded:
+        raise CheckpointError(
+            f"{st} does not match {where}: its weights hash to {actual[:12]}..., {where.name} "
+            f"records {str(recorded)[:12]}... (the file was changed or corrupted, or comes from "
+            f"another save); refusing to use it")
+
+
+def _read_tensors(st: Path) -> dict[str, torch.Tensor]:
     try:
-        tensors = load_file(st)
+        return load_file(st)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint weights {st} are unreadable or corrupt: {exc}") from exc
+
+
+def save_checkpoint(stem: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    """The training state as ONE file, ``stem.safetensors``, its JSON (with the tensors' hash)
+    in the safetensors header: one rename makes it whole, so no kill can pair the weights of
+    one step with the state of another. A ``stem.json`` of the older two-file layout is
+    removed once the new file is in place."""
+    info = {**info, WEIGHTS_HASH: tensors_sha256(tensors)}
+    atomic_save_tensors(stem.with_suffix(".safetensors"), tensors,
+                        metadata={CHECKPOINT_KEY: json.dumps(info, sort_keys=True)})
+    stem.with_suffix(".json").unlink(missing_ok=True)
+
+
+def load_checkpoint(stem: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read what :func:`save_checkpoint` wrote (or an older two-file pair), hash checked."""
+    st = stem.with_suffix(".safetensors")
+    if not st.is_file():
+        raise CheckpointError(f"checkpoint file {st} is missing")
+    try:
+        with safe_open(st, framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {st} is unreadable or corrupt: {exc}") from exc
+    if CHECKPOINT_KEY not in header:
+        return load_pair(stem)  # the older layout: last.safetensors + last.json
+    try:
+        info = json.loads(header[CHECKPOINT_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"checkpoint {st} holds invalid JSON in its header: {exc}") from exc
+    if not isinstance(info, dict) or WEIGHTS_HASH not in info:
+        raise CheckpointError(f"checkpoint {st} lacks its {WEIGHTS_HASH}; is it an aetk checkpoint?")
+    tensors = _read_tensors(st)
+    verify_weights(tensors, info[WEIGHTS_HASH], st, st)
     return tensors, info
+
+
+def read_checkpoint_info(stem: Path) -> dict[str, Any]:
+    """A checkpoint's JSON alone, without reading (or checking) its tensors."""
+    st = stem.with_suffix(".safetensors")
+    try:
+        with safe_open(st, framework="pt") as f:
+            header = f.metadata() or {}
+        text = header[CHECKPOINT_KEY] if CHECKPOINT_KEY in header else stem.with_suffix(".json").read_text()
+        info = json.loads(text)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {st} is unreadable or corrupt: {exc}") from exc
+    if not isinstance(info, dict):
+        raise CheckpointError(f"checkpoint {st} holds no JSON object")
+    return info
+
+
+def checkpoint_exists(run_dir: Path) -> bool:
+    return any((Path(run_dir) / (LAST + suffix)).exists() for suffix in (".safetensors", ".json"))
+
+
+def remove_stray_temporaries(run_dir: Path) -> list[Path]:
+    """Remove the temporaries killed writes left in a run folder and its checkpoints folder
+    (call it holding the run's lock: no live writer can own them then). Returns them."""
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        if folder.is_dir():
+            for p in stray_temporaries(folder):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+class RunLockedError(AetkError, RuntimeError):
+    """Another process is training in this run folder."""
+
+
+class RunLock:
+    """``with RunLock(run_dir):`` holds an exclusive flock on ``run_dir/.aetk-train.lock``
+    while one `aetk train` works in the folder; a second is refused at once. The kernel
+    drops the lock when its process dies, however it dies, so a killed run never leaves a
+    folder locked."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunLockedError(f"another `aetk train` is working in {self.path.parent} (it holds "
+                                 f"{self.path}); wait for it to finish or stop it") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for a curious user
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the lock
+            self.fd = None
 
 
 def flatten_state(prefix: str, obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -126,7 +285,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu"):
 
     run = Path(run_dir)
     if not run.exists():
-        raise CheckpointError(f"run folder {run} does not exist")
+        raise MissingRunError(f"run folder {run} does not exist")
     stem = model_stem(run)
     tensors, meta = load_pair(stem)
     for key in ("kind", "config", "input_shape"):
@@ -149,7 +308,7 @@ def init_weights(model, source: str | Path) -> tuple[list[str], list[str]]:
     src = Path(source)
     stem = model_stem(src)
     if not stem.with_suffix(".safetensors").is_file():
-        raise CheckpointError(f"train.init_from: {src} is not a run folder with {MODEL_FILE}.safetensors "
+        raise MissingRunError(f"train.init_from: {src} is not a run folder with {MODEL_FILE}.safetensors "
                               f"(or a .safetensors file)")
     tensors, _ = load_pair(stem)
     tensors = model.grow_state(tensors)  # e.g. a narrower resconv widened to this one's features

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Subset
 
 from aetk.config import load_config
 from aetk.data import load_data
+from aetk.errors import UserInputError
 from aetk.models.classifier import Classifier
 from aetk.models.registry import create_model
 from aetk.train.checkpoint import atomic_write_text, load_model, save_pair
@@ -68,10 +69,10 @@ def finetune_classifier(run_dir: str | Path, *, labelled: int = 1000, epochs: in
     cfg = load_config(run / "config.toml")
     data = load_data(cfg.data)
     if not data.num_classes:
-        raise ValueError(f"the run's data ({data.source}) has no labels to train a classifier on")
+        raise UserInputError(f"the run's data ({data.source}) has no labels to train a classifier on")
     labels = torch.as_tensor(data.train.labels)
     if labelled < data.num_classes:
-        raise ValueError(f"labelled must be at least the number of classes ({data.num_classes}), "
+        raise UserInputError(f"--labelled must be at least the number of classes ({data.num_classes}), "
                          f"got {labelled}")
     train_set = Subset(data.train, _labelled_subset(labels, labelled, seed))
     test_set = data.test if data.test is not None else data.train

@@ -13,6 +13,7 @@ ends with weights identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from aetk.config import RunConfig, TrainConfig
+from aetk.config import RunConfig, TrainConfig, check_resume
 from aetk.errors import AetkError
 from aetk.data import LoadedData, load_data
 from aetk.models.registry import create_model
@@ -37,12 +38,17 @@ from aetk.train import distributed
 from aetk.train.augment import random_flips
 from aetk.train.checkpoint import (
     LAST,
+    CheckpointError,
+    RunLock,
     atomic_write_text,
+    checkpoint_exists,
     flatten_state,
     init_weights,
-    load_pair,
+    load_checkpoint,
+    read_checkpoint_info,
+    remove_stray_temporaries,
+    save_checkpoint,
     save_model,
-    save_pair,
     unflatten_state,
 )
 
@@ -218,14 +224,22 @@ class MetricsLog:
 
 def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
           stop_at_step: int | None = None) -> TrainResult:
-    """Train ``cfg`` into ``run_dir``; ``resume`` continues from checkpoints/last."""
+    """Train ``cfg`` into ``run_dir``; ``resume`` continues from checkpoints/last (``cfg`` may
+    then differ from the run's own config only in RESUME_SAFE keys, see aetk.config).
+
+    The config is checked first (a ConfigError names the key), and one process at a time
+    trains in a run folder (a lock; a second is refused)."""
+    cfg.check()  # before any work, whether it came from load_config or was built in Python
     tc = cfg.train
     run_dir = Path(run_dir)
     device = pick_device(tc.device)
     dist_info = distributed.setup(device)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
-        return _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step)
+        if dist_info.is_main and resume and not checkpoint_exists(run_dir):
+            raise TrainingError(f"cannot resume: {run_dir / (LAST + '.safetensors')} does not exist")
+        with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():
+            return _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)  # process-wide: put it back
         distributed.teardown(dist_info)
@@ -285,7 +299,7 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     def save_last() -> None:
-        _save_training_state(run_dir, model, opt, sched, state, history)
+        _save_training_state(run_dir, model, opt, sched, state, history, cfg)
 
     start_epoch = state["epoch"]
     for epoch in range(start_epoch, tc.epochs):
@@ -410,22 +424,33 @@ def _model_info(data: LoadedData, state, row) -> dict[str, Any]:
 
 
 def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
+    """Under the run's lock: clear what killed writes left, check a resume, write config.toml."""
+    removed = remove_stray_temporaries(run_dir)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) an interrupted write left in {run_dir}")
     if resume:
-        if not (run_dir / (LAST + ".json")).is_file():
-            raise TrainingError(f"cannot resume: {run_dir / (LAST + '.json')} does not exist")
-        return
-    if (run_dir / (LAST + ".json")).exists():
+        if not checkpoint_exists(run_dir):
+            raise TrainingError(f"cannot resume: {run_dir / (LAST + '.safetensors')} does not exist")
+        # The config the checkpoint was written with (older checkpoints: the run's config.toml).
+        saved = read_checkpoint_info(run_dir / LAST).get("config")
+        if saved is None and (run_dir / "config.toml").is_file():
+            from aetk.config import load_config
+
+            saved = load_config(run_dir / "config.toml").to_dict()
+        if saved is not None:
+            check_resume(saved, cfg.to_dict(), run_dir)
+    elif checkpoint_exists(run_dir):
         raise TrainingError(
             f"{run_dir} already holds a training run; pass --resume to continue it or choose "
             "another --run-dir")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.toml", cfg.to_toml())
+        atomic_write_text(run_dir / "config.toml", cfg.to_toml())  # on resume: with the safe changes
     except OSError as exc:
         raise TrainingError(f"cannot write the run folder {run_dir}: {exc}") from exc
 
 
-def _save_training_state(run_dir, model, opt, sched, state, history) -> None:
+def _save_training_state(run_dir, model, opt, sched, state, history, cfg: RunConfig) -> None:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = {
         "model": flatten_state("model", model.state_dict(), tensors),
@@ -434,19 +459,24 @@ def _save_training_state(run_dir, model, opt, sched, state, history) -> None:
                                                   if k != "lr_lambdas"}, tensors),
         "rng": flatten_state("rng", rng_state(), tensors),
     }
-    info = {"state": state, "history": history, "skeleton": skeleton}
-    save_pair(run_dir / LAST, tensors, info)
+    info = {"state": state, "history": history, "skeleton": skeleton, "config": cfg.to_dict()}
+    save_checkpoint(run_dir / LAST, tensors, info)
 
 
 def _load_last(run_dir: Path):
-    tensors, info = load_pair(run_dir / LAST)
+    tensors, info = load_checkpoint(run_dir / LAST)
     return tensors, info
 
 
 def _resume(run_dir: Path, model, device):
     tensors, info = _load_last(run_dir)
     sk = info["skeleton"]
-    model.load_state_dict(unflatten_state(sk["model"], tensors))
+    try:
+        model.load_state_dict(unflatten_state(sk["model"], tensors))
+    except RuntimeError as exc:
+        raise CheckpointError(f"the checkpoint {run_dir / (LAST + '.safetensors')} does not fit this "
+                              f"{model.kind} model (was the run's config edited?): "
+                              f"{str(exc).splitlines()[0]}") from exc
     set_rng_state(unflatten_state(sk["rng"], tensors))
     return dict(info["state"]), list(info["history"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aetk.config import load_config
+from aetk.config import load_config, resume_config
 from aetk.train.trainer import train
 
 
@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--set", action="append", default=[], dest="overrides")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    cfg = (resume_config(args.run_dir, args.config, args.overrides) if args.resume
+           else load_config(args.config, args.overrides))
     train(cfg, args.run_dir, resume=args.resume)
     return 0
 
