@@ -101,7 +101,7 @@ def resolve_model(model: str | Path | None) -> Path:
 
 class Denoiser:
     def __init__(self, path: Path, device: str = "auto", threads: int | None = None, batch_size: int = DEFAULT_BATCH,
-                 tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, sigma: float | None = None,
+                 tile: int | None = None, overlap: int | None = None, sigma: float | None = None,
                  ensemble: int = 1):
         import aetk.runtime as rt
 
@@ -114,10 +114,18 @@ class Denoiser:
             raise DenoiserError(f"{path} is the {meta.graph} graph; denoising needs autoencoder.onnx")
         if meta.layout not in ("NCHW", "NHW"):
             raise DenoiserError(f"{path} is a {meta.kind} model for {meta.layout} data, not images")
+        from aetk.denoise.modelcheck import check_denoiser_metadata
+
+        check_denoiser_metadata(meta, path)  # a denoiser, fully convolutional, 1 or 3 channels
         self.meta = meta
         self.channels = meta.input_shape[0] if meta.layout == "NCHW" else 1
         self.multiple = meta.spatial_multiple if meta.dynamic_spatial else 0
         fixed = None if meta.dynamic_spatial else tuple(meta.input_shape[-2:])
+        # Defaults the model can take, so that no option the user did not pass can fail.
+        if tile is None:
+            tile = -(-DEFAULT_TILE // (self.multiple or 1)) * (self.multiple or 1)
+        if overlap is None:
+            overlap = min(DEFAULT_OVERLAP, (fixed[0] if fixed else tile) // 4)
         if fixed is not None:
             tile = fixed[0]
             if fixed[0] != fixed[1]:
@@ -261,7 +269,10 @@ def load_denoiser(model: str | Path | None = None, device: str = "auto", ensembl
     kwargs["ensemble"] = ensemble or 1
     if not path.is_dir():
         return Denoiser(path, device=device, **kwargs)
+    from aetk.denoise.modelcheck import check_run_folder
     from aetk.export import export_run  # a run folder (needs torch)
+
+    check_run_folder(path)  # a denoiser? from model.json, before exporting
 
     # ONNX Runtime holds the model in memory once the session exists: the export can go.
     with tempfile.TemporaryDirectory(prefix="aetk-denoise-export-") as tmp:

@@ -32,6 +32,7 @@ class Job:
     dst: Path
     label: str  # the path shown to the user
     root: Path  # the output folder dst must stay inside
+    source_root: Path | None = None  # the input folder src was found in (None: named on its own)
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -86,7 +87,7 @@ def plan(inputs: list[Path], out: Path | None, fmt: str | None = None) -> tuple[
                         skipped.append((str(src), problem))
                         continue
                     rel = src.relative_to(inp)
-                    jobs.append(Job(src, root / _out_name(rel, fmt), str(src), root))
+                    jobs.append(Job(src, root / _out_name(rel, fmt), str(src), root, inp))
         else:
             if out is not None:
                 dst = out / _out_name(Path(inp.name), fmt)

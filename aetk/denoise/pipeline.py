@@ -19,7 +19,10 @@ from typing import Callable
 from aetk.atomic import temp_name_pattern
 from aetk.denoise.denoiser import Denoiser
 from aetk.denoise.files import Job, plan
-from aetk.denoise.imagefiles import DEFAULT_MAX_PIXELS, EXTENSIONS, ImageReadError, read_image, write_image
+from aetk.denoise.files import DenoiseInputError
+from aetk.denoise.imagefiles import (DEFAULT_MAX_PIXELS, EXTENSIONS, SIXTEEN_BIT_FORMATS, ImageReadError, read_image,
+                                    write_image)
+from aetk.denoise.report import Report, find_reference, quantize, score_image
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Summary:
     seconds: float = 0.0
     planned: list[tuple[str, str]] = field(default_factory=list)  # dry run: (input, output)
     notes: list[str] = field(default_factory=list)
+    report: Report | None = None  # with a reference folder: PSNR/SSIM per image
 
     @property
     def ok(self) -> bool:
@@ -52,10 +56,13 @@ def _remove_stale_temporaries(jobs: list[Job]) -> None:
 
 def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
                  quality: int = 95, skip_existing: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 on_progress: Callable[[str, float], None] | None = None, summary: Summary | None = None
-                 ) -> Summary:
-    """Run the jobs; ``on_progress(status, megapixels)`` is called once per job."""
+                 on_progress: Callable[[str, float], None] | None = None, summary: Summary | None = None,
+                 reference: Path | None = None) -> Summary:
+    """Run the jobs; ``on_progress(status, megapixels)`` is called once per job. With
+    ``reference`` (a folder of clean images), ``summary.report`` scores each output."""
     summary = summary or Summary()
+    if reference is not None and summary.report is None:
+        summary.report = Report()
     tick = on_progress or (lambda _status, _mp: None)
     todo = []
     _remove_stale_temporaries(jobs)
@@ -110,6 +117,12 @@ def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
                 summary.failed.append((job.label, str(exc)))
                 tick("failed", 0.0)
                 continue
+            if summary.report is not None:
+                _score(summary.report, job, img, clean, reference, max_pixels)
+            if img.bits == 16 and _format_of(job) not in SIXTEEN_BIT_FORMATS:
+                note = f"16-bit images written as {_format_of(job)} are rounded to 8 bits (PNG and TIFF keep 16)"
+                if note not in summary.notes:
+                    summary.notes.append(note)
             writes.append((job, writers.submit(write_image, job.dst, img, clean, _format_of(job), quality),
                            img.megapixels))
             finish_writes(2 * workers)
@@ -118,33 +131,54 @@ def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
     return summary
 
 
+def _score(report: Report, job: Job, img, clean, reference: Path, max_pixels: int | None) -> None:
+    """Add the job's PSNR/SSIM against its clean reference (or why there is none)."""
+    ref_path = find_reference(job.src, job.source_root, reference)
+    if ref_path is None:
+        report.missing.append((job.label, f"no reference image for it in {reference}"))
+        return
+    try:
+        ref = read_image(ref_path, max_pixels)
+        report.scores.append(score_image(img.planes, quantize(clean, img.bits), ref.planes, job.label))
+    except ValueError as exc:  # unreadable, or another size or channel count
+        report.missing.append((job.label, str(exc)))
+
+
 def denoise_paths(inputs: list[Path], out: Path | None = None, model: str | Path | None = None, *,
                   device: str = "auto", sigma: float | None = None, batch_size: int | None = None, workers: int = 2,
                   tile: int | None = None, overlap: int | None = None, fmt: str | None = None,
                   quality: int = 95, skip_existing: bool = False, dry_run: bool = False,
                   threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                   ensemble: int | None = None, on_start: Callable[[int], None] | None = None,
-                  on_progress: Callable[[str, float], None] | None = None) -> Summary:
-    """Plan the jobs, load the model, denoise; see ``aetk denoise --help``."""
-    from aetk.denoise.denoiser import DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, load_denoiser
+                  on_progress: Callable[[str, float], None] | None = None,
+                  reference: Path | None = None) -> Summary:
+    """Load and check the model, plan the jobs, denoise; see ``aetk denoise --help``.
 
+    The model comes first: a --model that cannot denoise photographs (not a denoiser, not
+    fully convolutional, a channel count it cannot take) is refused before any input is
+    looked at. Tile size and overlap default to what the model takes (Denoiser)."""
+    from aetk.denoise.denoiser import DEFAULT_BATCH, load_denoiser
+
+    if reference is not None and not Path(reference).is_dir():
+        raise DenoiseInputError(f"--reference {reference} is not a folder (expected a folder of clean images "
+                                f"laid out like the inputs)")
+    den = load_denoiser(model, device=device, sigma=sigma, batch_size=batch_size or DEFAULT_BATCH, threads=threads,
+                        tile=tile, overlap=overlap, ensemble=ensemble)
     jobs, skipped = plan(inputs, out, fmt)
     summary = Summary(skipped=list(skipped))
     if dry_run:
         summary.planned = [(j.label, str(j.dst)) for j in jobs]
         return summary
     if not jobs:
-        raise ValueError(f"no images found in {', '.join(str(p) for p in inputs)} "
-                         f"(looked for {', '.join(sorted(EXTENSIONS))})")
-    den = load_denoiser(model, device=device, sigma=sigma, batch_size=batch_size or DEFAULT_BATCH, threads=threads,
-                        tile=tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
-                        ensemble=ensemble)
+        raise DenoiseInputError(f"no images found in {', '.join(str(p) for p in inputs)} "
+                                f"(looked for {', '.join(sorted(EXTENSIONS))})")
     if sigma is not None and den.blind:
         summary.notes.append(f"{den.path.name} is a blind model: --sigma is not used")
     if on_start:
         on_start(len(jobs))
     return denoise_jobs(jobs, den, workers=workers, quality=quality, skip_existing=skip_existing,
-                        max_pixels=max_pixels, on_progress=on_progress, summary=summary)
+                        max_pixels=max_pixels, on_progress=on_progress, summary=summary,
+                        reference=Path(reference) if reference is not None else None)
 
 
 __all__ = ["Summary", "denoise_jobs", "denoise_paths"]
