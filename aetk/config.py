@@ -181,8 +181,10 @@ def resume_config(run_dir: str | Path, config: str | Path | None = None,
                 d.setdefault(section, {}).update(values)
             else:
                 d[section] = values
-    cfg = from_dict(apply_overrides(d, overrides or []))
-    check_resume(from_dict(saved).to_dict(), cfg.to_dict(), run_dir)
+    d = apply_overrides(d, overrides or [])
+    check_resume(saved, d, run_dir)  # as written first: a changed kind is named, not its options
+    cfg = from_dict(d)
+    check_resume(from_dict(saved).to_dict(), cfg.to_dict(), run_dir)  # then resolved
     return cfg
 
 

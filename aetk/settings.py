@@ -54,12 +54,12 @@ def check_fields(section: str, obj: Any) -> None:
 
 
 def check_value(key: str, value: Any, hint: Any, rules: dict[str, Any]) -> Any:
-    ok, value = _conforms(value, hint)
+    ok, checked = _conforms(value, hint)
     if ok:
-        ok = _in_range(value, rules)
+        ok = _in_range(checked, rules)
     if not ok:
         raise ConfigError(f"{key} must be {rules.get('what') or describe(hint, rules)}, got {value!r}")
-    return value
+    return checked
 
 
 def describe(hint: Any, rules: dict[str, Any]) -> str:
