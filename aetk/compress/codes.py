@@ -5,6 +5,11 @@ before use, codes back as float32 with the item each row belongs to, and ``verif
     for record in codes.records:
         z, items = codes.read(record)       # (rows, *code_shape) float32, (rows,) int64
     problems = codes.verify()               # [] when every shard and model file checks out
+
+Opening a folder checks the manifest itself (its checksum, every path inside the folder);
+reading a shard checks its sha256 and that every code is finite; ``verify`` also checks
+that the model in CODES/model/ is the one the manifest says made the codes (its
+weights_sha256), so a folder that mixes one model's codes with another's is caught.
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ class Codes:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise CorruptShardError(f"shard {path} is missing", [f"{record['file']}: missing"]) from None
+            raise CorruptShardError(f"shard {path} is missing", [f"{record['file']}: is missing"]) from None
         problem = _check(record, data)
         if problem:
             raise CorruptShardError(f"shard {path} {problem}; rerun `aetk compress` with the same "
@@ -90,25 +95,27 @@ class Codes:
         items = shard_items(record)
         if len(q) != record["rows"] or (index is not None and not np.array_equal(index, items)):
             raise CorruptShardError(f"shard {record['file']} holds {len(q)} rows but its record "
-                                    f"says {record['rows']}", [f"{record['file']}: row count"])
-        return dequantize(q, self.precision, record.get("quantization")), items
+                                    f"says {record['rows']}", [f"{record['file']}: holds {len(q)} rows, its record says {record['rows']}"])
+        z = dequantize(q, self.precision, record.get("quantization"))
+        bad = ~np.isfinite(z.reshape(len(z), -1)).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise CorruptShardError(f"shard {record['file']} holds NaN or infinite codes in {len(rows)} "
+                                    f"row(s) (items {items[rows[:5]].tolist()}); they would decode to "
+                                    f"garbage", [f"{record['file']}: holds NaN or infinite codes in {len(rows)} row(s)"])
+        return z, items
 
-    def verify(self) -> list[str]:
-        """Every problem with the shards and model files, as 'file: what' lines."""
+    def verify(self, on_shard: Any = None) -> list[str]:
+        """Every problem with the shards (bytes, parsing, finite codes) and the model files
+        (bytes, weights), as 'file: what' lines; `on_shard()` is called after each shard."""
         problems = []
         for record in self.records:
-            path = self.folder / record["file"]
             try:
-                problem = _check(record, path.read_bytes())
-            except FileNotFoundError:
-                problem = "is missing"
-            if not problem:
-                try:
-                    self.read(record)
-                except CorruptShardError as exc:
-                    problem = str(exc)
-            if problem:
-                problems.append(f"{record['file']}: {problem}")
+                self.read(record)
+            except CorruptShardError as exc:
+                problems.append(exc.problems[0] if exc.problems else f"{record['file']}: {exc}")
+            if on_shard:
+                on_shard()
         return problems + self.verify_model()
 
     def check_model(self) -> None:
@@ -118,14 +125,32 @@ class Codes:
                                     f"{'; '.join(bad)}", bad)
 
     def verify_model(self) -> list[str]:
+        """Problems with CODES/model/: each file against its sha256, then the graphs' own
+        weights_sha256 against the one the codes were made with."""
         out = []
         for name, digest in self.manifest["model_files"].items():
             path = self.model_dir / name
-            if not path.is_file():
+            if not path.is_file() or path.is_symlink():
                 out.append(f"{MODEL_DIR}/{name}: is missing")
             elif sha256_file(path) != digest:
                 out.append(f"{MODEL_DIR}/{name}: does not match its sha256 in the manifest (changed or damaged)")
+        if not out:
+            out += self._weights_problems()
         return out
+
+    def _weights_problems(self) -> list[str]:
+        from aetk.runtime import load_export
+        from aetk.runtime.errors import RuntimeModelError
+
+        want = self.job["model"]["weights_sha256"]
+        try:
+            have = load_export(self.model_dir, device="cpu", batch_size=None).metadata.weights_sha256
+        except (RuntimeModelError, ValueError, OSError) as exc:
+            return [f"{MODEL_DIR}: cannot be loaded ({exc})"]
+        if have != want:
+            return [f"{MODEL_DIR}: its weights_sha256 is {have[:12]}..., but the manifest says the codes "
+                    f"were made by {str(want)[:12]}...; these codes and this model do not belong together"]
+        return []
 
 
 def _check(record: dict[str, Any], data: bytes) -> str:

@@ -51,6 +51,9 @@ class Settings:
     device: str = "auto"
     threads: int | None = None  # ONNX Runtime intra-op threads (None: its default)
     prefetch: int = 4  # batches read ahead
+    # Image folders: raw values (0..the folder's depth) times this are the model's raw units
+    # (e.g. 255/65535 for 16-bit images into a model trained on 8-bit ones).
+    input_scale: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,7 +91,10 @@ class ShardEncoder:
             for a in range(sh.start, sh.stop, bs):
                 b = min(a + bs, sh.stop)
                 rows = read_range(part, a, b)
-                x = self.model.preprocess(rows.x) if len(rows.x) else rows.x
+                x = rows.x
+                if part.is_images and self.s.input_scale != 1.0:  # the folder's depth -> the model's
+                    x = x * np.float32(self.s.input_scale)
+                x = self.model.preprocess(x) if len(x) else x
                 put((sh, np.ascontiguousarray(x, dtype=np.float32), rows.index, rows.skipped, b - a))
             put((sh, None, None, None, 0))  # end of this shard
         put(None)
@@ -100,6 +106,11 @@ class ShardEncoder:
         shape = tuple(self.s.code_shape)
         z = np.concatenate(codes) if codes else np.zeros((0, *shape), np.float32)
         local = np.concatenate(index) if index else np.zeros(0, np.int64)
+        bad = ~np.isfinite(z.reshape(len(z), -1)).all(axis=1)
+        if bad.any():  # a code that is NaN or infinite decodes to garbage: no code, say why
+            skipped = sorted([*skipped, *((int(i), "the encoder gave NaN or infinite codes for it")
+                                          for i in local[bad])])
+            z, local = z[~bad], local[~bad]
         q, params = quantize(z, self.s.precision)
         data = to_bytes(q, part.start + local, self.s.container, self.s.compression, self.s.zstd_level)
         atomic_write_bytes(self.out / sh.file, data)
@@ -111,6 +122,9 @@ class ShardEncoder:
         }
         if part.is_images:
             record["ids"] = [part.ident(int(i)) for i in local]
+            layouts = [part.item_layout(int(i)) for i in local]
+            if all(x is not None for x in layouts):
+                record["layout"] = layouts  # per row: [H, W, mode] of the file it came from
         if params is not None:
             record["quantization"] = params
         self.journal.add(record)

@@ -1,6 +1,7 @@
 """Errors of ``aetk compress`` / ``decompress`` / ``neighbors``; each names the argument or
-file at fault and what would have been valid. All are ValueErrors (bad input), so a
-caller can catch one class; failures of the disk itself stay OSErrors."""
+file at fault and what would have been valid. All are UserInputErrors (exit 2) or, for
+bytes that disagree with their checksum, IntegrityErrors (exit 3); both are ValueErrors, so
+a caller can catch one class. Failures of the disk itself stay OSErrors."""
 
 from __future__ import annotations
 
@@ -31,5 +32,15 @@ class CorruptShardError(IntegrityError, CompressError):
         self.problems = list(problems or [])
 
 
-__all__ = ["CompressError", "CorruptShardError", "IncompleteCodesError", "ShapeMismatchError",
-           "StaleCodesError"]
+class UnsafeManifestError(IntegrityError, CompressError):
+    """A manifest that was edited after it was written (its own checksum disagrees), or that
+    names a path outside its folder (``../``, an absolute path) or a model it was not made by."""
+
+
+class OutputExistsError(CompressError):
+    """Decompressing would replace files: the data's own source, or (without --overwrite)
+    files already in the output folder."""
+
+
+__all__ = ["CompressError", "CorruptShardError", "IncompleteCodesError", "OutputExistsError",
+           "ShapeMismatchError", "StaleCodesError", "UnsafeManifestError"]

@@ -31,10 +31,10 @@ import aetk
 from aetk.atomic import atomic_write_text, fsync_folder
 from aetk.compress.encode import Settings, ShardEncoder
 from aetk.compress.errors import CompressError
-from aetk.compress.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, MODEL_DIR, PROGRESS, REPORT, Journal,
-                                    clear, dumps, job_differences, load_manifest, locked, plan_shards, refuse_stale,
+from aetk.compress.manifest import (CHECKSUM, FORMAT, FORMAT_VERSION, MANIFEST, MODEL_DIR, PROGRESS, REPORT,
+                                    Journal, checksum, clear, dumps, job_differences, load_manifest, locked, plan_shards, refuse_stale,
                                     remove_temporaries, write_manifest)
-from aetk.compress.model import check_shapes, install_model, model_identity, resolve_model
+from aetk.compress.model import check_model_folder, check_shapes, install_model, model_identity, resolve_model
 from aetk.compress.quantize import check_precision
 from aetk.compress.shards import check_container, is_shard_file, sha256_file
 
@@ -97,6 +97,24 @@ def reader_options(data_options: dict[str, Any] | None, run_dir: Path | None) ->
         raise CompressError(f"unknown data options {unknown}; valid: {', '.join(READER_OPTIONS)}")
     opts.update({k: v for k, v in (data_options or {}).items() if v is not None})
     return opts
+
+
+def image_depths(parts: list, normalization: dict[str, Any] | None) -> tuple[float | None, float]:
+    """(the model's raw maximum for images, the factor from the folder's raw values to it).
+
+    An image folder is read in 0..its depth (255, or 65535 when any image is 16-bit). A
+    model with unit scaling was trained on raw values 0..its scale (255 for 8-bit images),
+    so 16-bit images are brought to that range before encoding (and each decoded image back
+    to its own file's depth); a standardized model keeps the folder's values as they are.
+    Not images: (None, 1.0)."""
+    if not parts or not parts[0].is_images:
+        return None, 1.0
+    depth = float(parts[0].source.depth_max)
+    norm = normalization or {}
+    if norm.get("kind") == "unit" and float(norm.get("scale", 0)) > 0:
+        model_max = float(norm["scale"])
+        return model_max, model_max / depth
+    return depth, 1.0
 
 
 def _prepare_out(codes: Path) -> None:
@@ -167,6 +185,7 @@ def compress(data: str, model: str | os.PathLike, out: str | os.PathLike, *,
         data_shape = tuple(parts[0].source.input_shape)
         code_shape = check_shapes(encoder, data_shape, data)
         meta = encoder.metadata
+        model_max, input_scale = image_depths(parts, meta.normalization)
 
         # 2. what the folder holds
         _prepare_out(codes)
@@ -174,7 +193,7 @@ def compress(data: str, model: str | os.PathLike, out: str | os.PathLike, *,
         job = {
             "model": model_identity(meta),
             "preprocessing": {"reader": opts, "normalization": meta.normalization,
-                              "input_shape": list(data_shape)},
+                              "input_shape": list(data_shape), "model_max": model_max},
             "codes": {"precision": precision, "shard_format": shard_format, "compression": compression,
                       "zstd_level": zstd_level if zstd else None, "shard_size": shard_size,
                       "code_shape": list(code_shape)},
@@ -182,6 +201,7 @@ def compress(data: str, model: str | os.PathLike, out: str | os.PathLike, *,
                        "parts": [p.describe() for p in parts]},
         }
         journal = Journal(codes)
+        check_model_folder(codes, ours=overwrite or (codes / MANIFEST).is_file() or journal.exists())
         if overwrite:
             clear(codes)
         remove_temporaries(codes)
@@ -223,7 +243,7 @@ def compress(data: str, model: str | os.PathLike, out: str | os.PathLike, *,
                                 model_dir=str(codes / MODEL_DIR), out=str(codes), precision=precision,
                                 container=shard_format, compression=compression, zstd_level=zstd_level,
                                 batch_size=batch_size, code_shape=list(code_shape), device=device,
-                                threads=threads)
+                                threads=threads, input_scale=input_scale)
             progress.stage(f"encoding {items} items into {len(pending)} shards", total=items)
             t1 = time.perf_counter()
             try:
@@ -255,6 +275,7 @@ def compress(data: str, model: str | os.PathLike, out: str | os.PathLike, *,
                        "shards": len(records), "bytes": sum(r["bytes"] for r in records)},
             "shards": records,
         }
+        manifest[CHECKSUM] = checksum(manifest)
         if not (codes / MANIFEST).is_file() or load_manifest(codes) != manifest:
             write_manifest(codes, manifest)
             fsync_folder(codes)
@@ -284,4 +305,4 @@ def compress(data: str, model: str | os.PathLike, out: str | os.PathLike, *,
                               engine=engine, notes=notes)
 
 
-__all__ = ["ENGINES", "CompressResult", "Progress", "compress", "reader_options"]
+__all__ = ["ENGINES", "CompressResult", "Progress", "compress", "image_depths", "reader_options"]

@@ -2,7 +2,8 @@
 progress journal of a run in flight, and the manifest that marks a folder complete.
 
     CODES/
-      manifest.json          written once every shard is, atomically: the folder is complete
+      manifest.json          written once every shard is, atomically: the folder is complete;
+                             carries manifest_sha256, the sha256 of its own canonical JSON
       report.json            sizes, ratios (and PSNR with --eval); no timings
       model/                 encoder.onnx, decoder.onnx: what encoded the codes, to decode them
       shard-00000.npy ...    the codes, one file per fixed range of items
@@ -23,20 +24,28 @@ format, compression, shard size) and the source (path and item counts). A rerun 
 differs from the folder's refuses to mix shards (``StaleCodesError``) unless told to start
 over. No timestamps anywhere, so an interrupted and resumed run ends byte-identical to an
 uninterrupted one.
+
+A manifest is input like any other: a folder may come from someone else. Every reader
+(``Codes.open``) checks its checksum (an edit is an ``UnsafeManifestError``, an
+IntegrityError) and that every path it names stays inside its folder: shard and model
+file names are plain names, image paths are relative without ``..``, source file names
+are plain names. ``check_paths`` is that check.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from aetk.atomic import atomic_write_text, stray_temporaries
-from aetk.compress.errors import CompressError, IncompleteCodesError, StaleCodesError
+from aetk.compress.errors import CompressError, IncompleteCodesError, StaleCodesError, UnsafeManifestError
 from aetk.compress.shards import NAME_PREFIX, is_shard_file, shard_name
 
 MANIFEST = "manifest.json"
@@ -44,7 +53,10 @@ REPORT = "report.json"
 PROGRESS = ".progress"
 MODEL_DIR = "model"
 FORMAT = "aetk-codes"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: manifest_sha256, paths checked, each item's layout recorded
+CHECKSUM = "manifest_sha256"
+# Names of parts, npz members and model files: one plain path component.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -79,12 +91,76 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _read_json(path: Path, what: str) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # parse_constant: NaN and Infinity are not JSON, and aetk never writes them
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constants)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise CompressError(f"{what} {path} is unreadable or not valid JSON ({exc}); it was damaged "
                             f"after being written atomically") from exc
+
+
+def checksum(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON, without its own checksum."""
+    body = {k: v for k, v in manifest.items() if k != CHECKSUM}
+    return hashlib.sha256(dumps(body).encode()).hexdigest()
+
+
+def _unsafe(path: Path, what: str) -> UnsafeManifestError:
+    return UnsafeManifestError(f"{path} {what}; refusing to use it (it was edited or made by something "
+                               f"other than `aetk compress`; recompress from the data)")
+
+
+def plain_name(name: Any) -> bool:
+    """One path component with no way out of its folder."""
+    return isinstance(name, str) and bool(PLAIN_NAME.fullmatch(name)) and name not in (".", "..")
+
+
+def relative_path(rel: Any) -> bool:
+    """A relative POSIX path that stays inside its folder: no absolute path, no '..', no
+    empty or '.' component, no NUL."""
+    if not isinstance(rel, str) or not rel or "\0" in rel or len(rel) > 4096:
+        return False
+    p = PurePosixPath(rel)
+    return (not p.is_absolute() and rel == p.as_posix()
+            and all(c not in ("", ".", "..") for c in rel.split("/")))
+
+
+def check_paths(m: dict[str, Any], path: Path) -> None:
+    """Every path the manifest names stays inside its folder (UnsafeManifestError)."""
+    from aetk.compress.shards import is_shard_file
+
+    try:
+        parts = m["job"]["source"]["parts"]
+        for part in parts:
+            if not plain_name(part["name"]):
+                raise _unsafe(path, f"names a part {part['name']!r}, which is not a plain name")
+            origin = part["origin"]
+            if origin.get("file") is not None and not (relative_path(origin["file"]) and "/" not in origin["file"]):
+                raise _unsafe(path, f"names the source file {origin['file']!r}, which is not a plain file "
+                                    f"name: decompress would write outside its output folder")
+            if origin.get("key") is not None and not plain_name(origin["key"]):
+                raise _unsafe(path, f"names the .npz member {origin['key']!r}, which is not a plain name")
+        names = {part["name"] for part in parts}
+        for rec in m["shards"]:
+            if not (plain_name(rec["file"]) and is_shard_file(rec["file"])):
+                raise _unsafe(path, f"names the shard {rec['file']!r}, which is not a shard file name "
+                                    f"(shard-NNNNN.npy, .npy.zst or .parquet)")
+            if rec["part"] not in names:
+                raise _unsafe(path, f"has shard {rec['file']} of part {rec['part']!r}, which it does not list")
+            for rel in rec.get("ids") or []:
+                if not relative_path(rel):
+                    raise _unsafe(path, f"names the image {rel!r}, which is not a relative path inside "
+                                        f"its folder (absolute, '..' or empty parts)")
+        for name in m["model_files"]:
+            if not plain_name(name):
+                raise _unsafe(path, f"names the model file {name!r}, which is not a plain file name")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise _unsafe(path, f"lacks or garbles an entry ({type(exc).__name__}: {exc})") from None
 
 
 def load_manifest(codes: Path) -> dict[str, Any]:
@@ -103,15 +179,21 @@ def load_manifest(codes: Path) -> dict[str, Any]:
         raise CompressError(f"{path} is not an aetk codes manifest (no \"format\": \"{FORMAT}\")")
     if m.get("format_version") != FORMAT_VERSION:
         raise CompressError(f"{path} has format_version {m.get('format_version')!r}; this aetk reads "
-                            f"version {FORMAT_VERSION}")
-    for key in ("job", "shards", "totals", "model_files", "code_shape"):
+                            f"version {FORMAT_VERSION} (rerun `aetk compress ... --overwrite` to remake it)")
+    for key in ("job", "shards", "totals", "model_files", "code_shape", CHECKSUM):
         if key not in m:
             raise CompressError(f"{path} lacks {key!r}; it is not a complete aetk codes manifest")
+    if m[CHECKSUM] != checksum(m):
+        raise _unsafe(path, f"does not match its own {CHECKSUM}: it was edited after `aetk compress` "
+                            f"wrote it")
+    check_paths(m, path)
     return m
 
 
 def write_manifest(codes: Path, manifest: dict[str, Any]) -> Path:
+    """Write the manifest with its checksum (``manifest[CHECKSUM]`` is set here)."""
     path = Path(codes) / MANIFEST
+    manifest[CHECKSUM] = checksum(manifest)
     atomic_write_text(path, dumps(manifest))
     return path
 
@@ -220,6 +302,7 @@ def remove_temporaries(codes: Path) -> None:
                 p.unlink(missing_ok=True)
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "MODEL_DIR", "PROGRESS", "REPORT", "Journal", "Shard",
+__all__ = ["CHECKSUM", "FORMAT", "FORMAT_VERSION", "MANIFEST", "check_paths", "checksum", "plain_name",
+           "relative_path", "MODEL_DIR", "PROGRESS", "REPORT", "Journal", "Shard",
            "clear", "dumps", "job_differences", "load_manifest", "locked", "plan_shards", "refuse_stale",
            "remove_temporaries", "write_manifest"]

@@ -93,8 +93,33 @@ def _external_files(onnx_path: Path) -> list[Path]:
     return [side] if side.is_file() else []
 
 
+def own_model_files() -> set[str]:
+    """The only names compress writes in CODES/model/: the graphs, their weight side files
+    and the run stamp. Anything else there is the user's and is never touched."""
+    return {*GRAPHS, *(g + ".data" for g in GRAPHS), RUN_STAMP}
+
+
+def check_model_folder(codes: Path, ours: bool) -> None:
+    """Before any work: CODES/model/ must be a plain folder (not a link to someone's export)
+    and, unless the folder is a codes folder already (`ours`: a manifest or a run in flight,
+    or --overwrite), must not hold files with the names compress writes."""
+    target = codes / MODEL_DIR
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise CompressError(f"{target} is {'a link' if target.is_symlink() else 'not a folder'}; "
+                            f"compress keeps its own copy of the model there, so -o must not hold "
+                            f"a {MODEL_DIR} of another kind (move it, or write to another folder)")
+    if ours or not target.is_dir():
+        return
+    theirs = sorted(p.name for p in target.iterdir() if p.name in own_model_files())
+    if theirs:
+        raise CompressError(f"{target} already holds {', '.join(theirs)}, but {codes} is not a codes "
+                            f"folder (no manifest.json or run in flight): compress would replace them. "
+                            f"Move them, write to another folder, or pass --overwrite to replace them")
+
+
 def install_model(source: ModelSource, codes: Path) -> dict[str, str]:
-    """Copy the graphs into CODES/model/ (unless already there) -> {file: sha256}."""
+    """Copy the graphs into CODES/model/ (unless already there) -> {file: sha256}. Only the
+    files compress writes (``own_model_files``) are replaced or removed; others stay."""
     target = codes / MODEL_DIR
     target.mkdir(parents=True, exist_ok=True)
     files = [source.folder / g for g in GRAPHS]
@@ -111,9 +136,9 @@ def install_model(source: ModelSource, codes: Path) -> dict[str, str]:
     if source.run is not None:
         atomic_write_text(target / RUN_STAMP, dumps(source.run))
     keep = set(hashes) | ({RUN_STAMP} if source.run is not None else set())
-    for p in target.iterdir():  # what an earlier model left (its run stamp, side files)
-        if p.is_file() and p.name not in keep and not p.name.startswith("."):
-            p.unlink()
+    for name in own_model_files() - keep:  # what an earlier model left (its run stamp, side files)
+        if (target / name).is_file() and source.folder.resolve() != target.resolve():
+            (target / name).unlink()
     return hashes
 
 
@@ -160,4 +185,4 @@ def check_shapes(model: Any, data_shape: tuple[int, ...], data: str) -> tuple[in
     return tuple(int(s) for s in z.shape[1:])
 
 
-__all__ = ["GRAPHS", "ModelSource", "check_shapes", "install_model", "model_identity", "resolve_model"]
+__all__ = ["GRAPHS", "ModelSource", "check_model_folder", "check_shapes", "install_model", "own_model_files", "model_identity", "resolve_model"]

@@ -67,13 +67,33 @@ class Part:
             return Path(os.path.relpath(self.source.paths[i], self.source.name)).as_posix()
         return int(i)
 
+    def item_layout(self, i: int) -> list | None:
+        """Image folders: item i's own [H, W, mode] in its file (mode "L", "I;16" or "RGB":
+        how `aetk decompress` writes it back); None for other sources."""
+        layouts = getattr(self.source, "layouts", None) if self.is_images else None
+        if not layouts:
+            return None
+        h, w, mode = layouts[i]
+        from aetk.data.images import GRAY_MODES, SIXTEEN_BIT_MODES
+
+        return [int(h), int(w), "I;16" if mode in SIXTEEN_BIT_MODES else "L" if mode in GRAY_MODES else "RGB"]
+
     def describe(self) -> dict[str, Any]:
-        """The facts about this part that a manifest records."""
+        """The facts about this part that a manifest records: enough for `aetk decompress`
+        to write the items back in the source's own layout."""
         d = {"name": self.name, "start": self.start, "stop": self.stop, "items": len(self),
              "source": self.source.name, "origin": self.origin, "dtype": self.dtype,
              "shape": [int(s) for s in self.source.input_shape]}
         if self.is_images:
             d["value_max"] = float(self.source.depth_max)
+        src = self.source
+        rows = getattr(src, "rows", None)
+        if rows is not None and hasattr(src, "length"):  # windows over a (rows, F) series
+            d["windows"] = {"length": int(src.length), "rows": int(len(rows)),
+                            "features": int(rows.example_shape[0])}
+        elif hasattr(src, "example_shape"):
+            d["item_shape"] = [int(s) for s in src.example_shape]  # before any resize or channel change
+            d["file_shape"] = [int(s) for s in getattr(src.x, "shape", (0, *src.example_shape))[1:]]
         d["skipped_at_open"] = [[str(f), why] for f, why in self.source.skipped]
         return d
 
