@@ -20,7 +20,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from aetk.errors import UserInputError
+
 KINDS = ("unit", "standardize", "none")
+
+
+class NormalizationError(UserInputError):
+    """A normalization that cannot be used: a bad kind, scale or statistics (from a config,
+    a model.json or an ONNX file's metadata)."""
 
 
 @dataclass
@@ -38,29 +45,29 @@ class Normalization:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"normalization kind {self.kind!r} is not one of {', '.join(KINDS)}")
+            raise NormalizationError(f"normalization kind {self.kind!r} is not one of {', '.join(KINDS)}")
         self.scale = float(self.scale)
         if not (math.isfinite(self.scale) and self.scale > 0):
-            raise ValueError(f"normalization scale must be a positive finite number, got {self.scale}")
+            raise NormalizationError(f"normalization scale must be a positive finite number, got {self.scale}")
         if self.value_range is not None:
             lo, hi = (float(v) for v in self.value_range)
             if not lo <= hi:
-                raise ValueError(f"normalization value_range must be (low, high) with low <= high, got {self.value_range}")
+                raise NormalizationError(f"normalization value_range must be (low, high) with low <= high, got {self.value_range}")
             self.value_range = (lo, hi)
         if self.kind != "standardize":
             if self.mean is not None or self.std is not None:
-                raise ValueError(f"normalization kind {self.kind!r} takes no mean/std (only 'standardize' does)")
+                raise NormalizationError(f"normalization kind {self.kind!r} takes no mean/std (only 'standardize' does)")
             return
         if self.mean is None or self.std is None:
-            raise ValueError("normalization kind 'standardize' needs both mean and std")
+            raise NormalizationError("normalization kind 'standardize' needs both mean and std")
         mean = np.asarray(self.mean, dtype=np.float64).ravel()
         std = np.asarray(self.std, dtype=np.float64).ravel()
         shape = [int(s) for s in (self.shape if self.shape is not None else [mean.size])]
         if mean.size != std.size or mean.size != int(np.prod(shape)):
-            raise ValueError(f"normalization mean ({mean.size} values), std ({std.size}) and "
+            raise NormalizationError(f"normalization mean ({mean.size} values), std ({std.size}) and "
                              f"shape {shape} (= {int(np.prod(shape))} values) must agree")
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
-            raise ValueError("normalization mean must be finite and std finite and > 0")
+            raise NormalizationError("normalization mean must be finite and std finite and > 0")
         self.mean, self.std, self.shape = mean.tolist(), std.tolist(), shape
         self._mean, self._std = mean.reshape(shape), std.reshape(shape)
 
@@ -118,13 +125,13 @@ class Normalization:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalization:
         if not isinstance(d, dict):
-            raise ValueError(f"normalization must be a dict (from to_dict()), got {type(d).__name__}")
+            raise NormalizationError(f"normalization must be a dict (from to_dict()), got {type(d).__name__}")
         known = {"kind", "scale", "mean", "std", "shape", "value_range"}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown normalization keys {unknown}; valid: {sorted(known)}")
+            raise NormalizationError(f"unknown normalization keys {unknown}; valid: {sorted(known)}")
         if "kind" not in d:
-            raise ValueError(f"normalization dict has no 'kind' (one of {', '.join(KINDS)})")
+            raise NormalizationError(f"normalization dict has no 'kind' (one of {', '.join(KINDS)})")
         vr = d.get("value_range")
         return cls(kind=d["kind"], scale=d.get("scale", 1.0), mean=d.get("mean"), std=d.get("std"),
                    shape=d.get("shape"), value_range=None if vr is None else tuple(vr))
@@ -181,5 +188,5 @@ class Moments:
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         if self.mean is None:
-            raise ValueError("no data to compute statistics from")
+            raise NormalizationError("no data to compute statistics from")
         return self.mean, np.sqrt(self.m2 / self.n)

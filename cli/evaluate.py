@@ -21,19 +21,6 @@ LOWER_IS_BETTER = ("sse_per_example", "mse_per_element", "bce_per_example", "sse
 HIGHER_IS_BETTER = ("psnr_db", "psnr_db_pixel", "denoise_psnr_reconstructed_db", "denoise_gain_db")
 
 
-def _errors() -> tuple[type[BaseException], ...]:
-    from aetk.evaluate import EvaluationError
-    from aetk.train.checkpoint import CheckpointError
-
-    # DataError is a ValueError; OSError covers unreadable files and full disks.
-    return (CheckpointError, EvaluationError, ValueError, OSError)
-
-
-def _fail(exc: BaseException) -> None:
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    raise typer.Exit(1)
-
-
 def _fmt(v: Any) -> str:
     if v is None:
         return "—"
@@ -53,12 +40,15 @@ def print_metrics(metrics: dict[str, Any], console=None) -> None:
     from aetk.evaluate import METRIC_LABELS
 
     console = console or Console()
+    if metrics.get("denoising"):
+        print_denoising(metrics, console)
     model, pca = metrics.get("model", {}), metrics.get("pca", {})
     kind = metrics.get("kind", "model")
     if metrics.get("base"):
         kind = f"{kind} ({metrics['base']})"
+    what = "clean inputs reconstructed" if metrics.get("denoising") else "reconstructions"
     table = Table(title=escape(f"{kind} on {metrics.get('data')}, {metrics.get('split')} split "
-                               f"({metrics.get('examples')} examples)"))
+                               f"({metrics.get('examples')} examples): {what}"))
     table.add_column("metric")
     table.add_column(escape(f"{kind}, code {metrics.get('code_dim')}"), justify="right")
     table.add_column(f"PCA, {metrics.get('pca_components')} comp.", justify="right")
@@ -88,6 +78,55 @@ def print_metrics(metrics: dict[str, Any], console=None) -> None:
         console.print(f"{escape(name)}: {escape(str(path))}", soft_wrap=True)
 
 
+def print_denoising(metrics: dict[str, Any], console) -> None:
+    """A denoiser's table: noisy input and denoised output, each against the clean target."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from aetk.evaluate import METRIC_LABELS
+
+    den = metrics["denoising"]
+    kind = metrics.get("kind", "model")
+    corruption = metrics.get("corruption") or "the model's own noise"
+    table = Table(title=escape(f"denoising on {metrics.get('data')}, {metrics.get('split')} split "
+                               f"({metrics.get('examples')} examples, {corruption}; {den.get('space')}), "
+                               f"against the clean target"))
+    cols = [("noisy", "noisy input"), ("denoised", f"{kind}, denoised")]
+    if den.get("pca"):
+        cols.append(("pca", f"PCA {metrics.get('pca_components')} comp., from noisy"))
+    table.add_column("metric")
+    for _, title in cols:
+        table.add_column(escape(title), justify="right")
+    for key in ("psnr_db", "mse_per_element", "sse_per_example"):
+        values = [(den.get(name) or {}).get(key) for name, _ in cols]
+        nums = [v for v in values if isinstance(v, (int, float))]
+        best = (max(nums) if key in HIGHER_IS_BETTER else min(nums)) if nums else None
+        cells = [f"[bold green]{escape(_fmt(v))}[/]" if v == best and len(nums) > 1 else escape(_fmt(v))
+                 for v in values]
+        table.add_row(escape(METRIC_LABELS.get(key, key)), *cells)
+    p_in, p_out = (den.get("noisy") or {}).get("psnr_db"), (den.get("denoised") or {}).get("psnr_db")
+    if isinstance(p_in, (int, float)) and isinstance(p_out, (int, float)):
+        table.caption = f"gain {p_out - p_in:+.2f} dB"
+    console.print(table)
+
+
+def _progress():
+    """A Rich progress bar on stderr for evaluate_run's ``progress(stage, done, total)``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    labels = {"load": "loading the run", "data": "reading examples", "pca": "fitting PCA",
+              "model": "running the model", "pictures": "drawing pictures"}
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task("eval", total=None)
+
+    def tick(stage: str, done: int, total: int | None) -> None:
+        bar.update(task, description=labels.get(stage, stage), completed=done, total=total)
+
+    return bar, tick
+
+
 def eval_cli(
     run: Path = typer.Argument(..., help="A run folder written by `aetk train`."),
     split: str = typer.Option("test", "--split", help="Data to evaluate: test (the default; the "
@@ -101,10 +140,9 @@ def eval_cli(
         raise typer.BadParameter(f"{split!r} is not one of {', '.join(SPLITS)}", param_hint="--split")
     from aetk.evaluate import evaluate_run
 
-    try:
-        metrics = evaluate_run(run, split=split, limit=limit, device=device)
-    except _errors() as exc:
-        _fail(exc)
+    bar, tick = _progress()
+    with bar:  # errors go to the one handler in cli/main.py
+        metrics = evaluate_run(run, split=split, limit=limit, device=device, progress=tick)
     print_metrics(metrics)
 
 
@@ -115,12 +153,13 @@ def sample_cli(
     out: Optional[Path] = typer.Option(None, "--out", "-o",
                                        help="PNG to write (default RUN/eval/samples.png)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    fitted_codes: bool = typer.Option(False, "--fitted-codes", help="For a model that is not generative: "
+                                      "decode codes drawn from a Gaussian fitted to its training codes "
+                                      "(a look at its code space, not samples of the data)."),
 ) -> None:
-    """A grid of generated examples: a VAE's samples, else decoded Gaussian codes."""
+    """A grid of generated examples from a generative model (a VAE); other models are refused
+    unless --fitted-codes is given."""
     from aetk.evaluate import sample_run
 
-    try:
-        path = sample_run(run, n=n, seed=seed, out=out, device=device)
-    except _errors() as exc:
-        _fail(exc)
+    path = sample_run(run, n=n, seed=seed, out=out, device=device, fitted_codes=fitted_codes)
     typer.echo(f"wrote {n} samples to {path}")

@@ -76,25 +76,19 @@ def export_cli(
     """Export a trained run to ONNX: encoder, decoder and autoencoder, validated against PyTorch."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from aetk.export import ExportError, export_run
-    from aetk.runtime.metadata import MetadataError
-    from aetk.train.checkpoint import CheckpointError
+    from aetk.export import export_run
 
     if triton_kind not in ("auto", "gpu", "cpu"):
         raise typer.BadParameter(f"{triton_kind!r} is not one of auto, gpu, cpu", param_hint="--triton-kind")
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} steps"),
                TimeElapsedColumn())
-    try:
-        with Progress(*columns, transient=True) as bar:
-            task = bar.add_task("export", total=None)  # VAEs have one graph more
+    with Progress(*columns, transient=True) as bar:  # errors go to the one handler in cli/main.py
+        task = bar.add_task("export", total=None)  # VAEs have one graph more
 
-            def step(msg: str) -> None:
-                bar.update(task, description=msg, advance=1)
+        def step(msg: str) -> None:
+            bar.update(task, description=msg, advance=1)
 
-            result = export_run(run, out, opset=opset, fp16=fp16, int8=int8, triton=triton,
-                                triton_name=triton_name, triton_max_batch=triton_max_batch,
-                                triton_kind=triton_kind, atol=atol, rtol=rtol, progress=step)
-    except (ExportError, CheckpointError, MetadataError, ValueError, OSError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(1)
+        result = export_run(run, out, opset=opset, fp16=fp16, int8=int8, triton=triton,
+                            triton_name=triton_name, triton_max_batch=triton_max_batch,
+                            triton_kind=triton_kind, atol=atol, rtol=rtol, progress=step)
     print_result(result)

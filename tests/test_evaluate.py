@@ -18,6 +18,7 @@ from aetk.cli.main import app
 from aetk.config import load_config
 from aetk.data import load_data
 from aetk.evaluate import PCA, EvaluationError, evaluate_run, sample_run
+from aetk.evaluate.sampling import NotGenerativeError
 from aetk.evaluate import plots
 from aetk.train.checkpoint import CheckpointError, load_model
 from aetk.train.trainer import train
@@ -354,7 +355,11 @@ def test_sample_vae_and_gaussian_codes(runs, tmp_path):
     c = assert_picture(sample_run(runs("vae"), n=16, seed=1, out=tmp_path))  # a folder
     assert (tmp_path / "samples.png").is_file()
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    assert_picture(sample_run(runs("deep"), n=9, seed=0, out=tmp_path / "deep.png"))
+    # a model that is not generative is refused unless its fitted code Gaussian is asked for
+    with pytest.raises(NotGenerativeError, match="not generative"):
+        sample_run(runs("deep"), n=9, seed=0, out=tmp_path / "deep.png")
+    assert not (tmp_path / "deep.png").exists()
+    assert_picture(sample_run(runs("deep"), n=9, seed=0, out=tmp_path / "deep.png", fitted_codes=True))
     with pytest.raises(ValueError, match="positive"):
         sample_run(runs("deep"), n=0)
 
@@ -373,8 +378,19 @@ def test_cli_eval_and_sample(runs, tmp_path):
         assert text in out, text
     m = json.loads((run / "eval" / "metrics.json").read_text())
     assert m["examples"] == 40
+    # a denoiser is judged noisy input -> denoised output, both against the clean target
+    assert "noisy input" in out and "denoising, denoised" in out and "against the clean target" in out
+    den = m["denoising"]
+    assert den["space"] == "[0,1] pixels"  # unit-scaled digits: the same numbers as in model space
+    assert den["noisy"]["psnr_db"] == pytest.approx(m["model"]["denoise_psnr_corrupted_db"], abs=1e-6)
+    assert den["denoised"]["psnr_db"] == pytest.approx(m["model"]["denoise_psnr_reconstructed_db"], abs=1e-6)
+    assert den["pca"]["psnr_db"] == pytest.approx(m["pca"]["denoise_psnr_reconstructed_db"], abs=1e-6)
     result = runner.invoke(app, ["sample", str(run), "-n", "4", "--seed", "2", "--out",
                                  str(tmp_path / "s.png")])
+    assert result.exit_code == 2 and "not generative" in result.output, result.output
+    assert not (tmp_path / "s.png").exists()
+    result = runner.invoke(app, ["sample", str(run), "-n", "4", "--seed", "2", "--out",
+                                 str(tmp_path / "s.png"), "--fitted-codes"])
     assert result.exit_code == 0, result.output
     assert "s.png" in result.output
     assert_picture(tmp_path / "s.png")
@@ -386,7 +402,7 @@ def test_cli_errors_missing_and_corrupt_runs(runs, tmp_path):
     runner = CliRunner()
     for cmd in ("eval", "sample"):
         result = runner.invoke(app, [cmd, str(tmp_path / "nope")])
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == 2, result.output  # a bad path: exit 2 (aetk/errors.py)
         assert "does not exist" in result.output and "Traceback" not in result.output
 
     run = tmp_path / "corrupt"
@@ -394,7 +410,7 @@ def test_cli_errors_missing_and_corrupt_runs(runs, tmp_path):
     (run / "model.safetensors").write_bytes(b"\x00garbage" * 10)
     for cmd in ("eval", "sample"):
         result = runner.invoke(app, [cmd, str(run)])
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == 3, result.output  # a corrupt file: exit 3 (aetk/errors.py)
         assert "corrupt" in result.output and "Traceback" not in result.output
     with pytest.raises(CheckpointError):
         evaluate_run(run)
@@ -403,7 +419,7 @@ def test_cli_errors_missing_and_corrupt_runs(runs, tmp_path):
     shutil.copytree(runs("contractive"), run)
     (run / "model.json").write_text("{not json")
     result = runner.invoke(app, ["eval", str(run)])
-    assert result.exit_code == 1 and "not valid JSON" in result.output
+    assert result.exit_code == 3 and "not valid JSON" in result.output  # a corrupt file
 
     run = tmp_path / "noconfig"
     shutil.copytree(runs("contractive"), run)
@@ -411,4 +427,4 @@ def test_cli_errors_missing_and_corrupt_runs(runs, tmp_path):
     with pytest.raises(EvaluationError, match="config.toml is missing"):
         evaluate_run(run)
     result = runner.invoke(app, ["eval", str(run)])
-    assert result.exit_code == 1 and "config.toml is missing" in result.output
+    assert result.exit_code == 2 and "config.toml is missing" in result.output  # an incomplete run folder

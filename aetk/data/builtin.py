@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from aetk.data.arrays import array_source
-from aetk.data.source import SPLIT_SEED, DataError, Source
+from aetk.data.source import SPLIT_SEED, DataError, DataPathError, Source
 from aetk.data.config import DataConfig
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -25,7 +25,7 @@ def fashion_mnist(cfg: DataConfig, like: Source | None, stream: bool = False) ->
     folder = FASHION_MNIST_DIR
     missing = [f for f in FASHION_MNIST_FILES if not (folder / f).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise DataPathError(
             f"Fashion-MNIST is not installed: {', '.join(missing)} missing in {folder}; install it "
             f"with `apt-get install dataset-fashion-mnist` (or point data.path at a folder holding "
             f"the four IDX files)")

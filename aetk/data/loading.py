@@ -20,7 +20,7 @@ import numpy as np
 
 from aetk.data.builtin import BUILTINS, builtin_name
 from aetk.data.config import DataConfig
-from aetk.data.source import CHUNK_BYTES, DataError, Source
+from aetk.data.source import CHUNK_BYTES, DataError, DataPathError, Source
 from aetk.normalization import Moments, Normalization
 
 if TYPE_CHECKING:  # torch is imported by load_data only: read_source serves torch-free code
@@ -60,36 +60,36 @@ def _positive_int(value, what: str, *, allow_none: bool = True) -> int | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
+        raise DataError(f"{what} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
     return int(value)
 
 
 def check_config(cfg: DataConfig) -> DataConfig:
     """Validated copy of cfg (image_size as [H, W]); errors name the option and valid values."""
     if not isinstance(cfg.path, str) or not cfg.path.strip():
-        raise ValueError(f"data.path must name a file, a folder or a built-in dataset "
+        raise DataError(f"data.path must name a file, a folder or a built-in dataset "
                          f"({', '.join(BUILTINS)}), got {cfg.path!r}")
     for opt, value, valid in (("format", cfg.format, FORMATS), ("normalize", cfg.normalize, NORMALIZE),
                               ("resize", cfg.resize, RESIZE)):
         if value not in valid:
-            raise ValueError(f"data.{opt}={value!r} is not one of {', '.join(valid)}")
+            raise DataError(f"data.{opt}={value!r} is not one of {', '.join(valid)}")
     if cfg.channels not in (None, 1, 3) or isinstance(cfg.channels, bool):
-        raise ValueError(f"data.channels must be 1 (grayscale), 3 (RGB) or None (the data's own), "
+        raise DataError(f"data.channels must be 1 (grayscale), 3 (RGB) or None (the data's own), "
                          f"got {cfg.channels!r}")
     size = cfg.image_size
     if size is not None:
         if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
             size = [size, size]
         if not isinstance(size, (list, tuple)) or len(size) != 2:
-            raise ValueError(f"data.image_size must be [H, W] (or one int for a square), got {size!r}")
+            raise DataError(f"data.image_size must be [H, W] (or one int for a square), got {size!r}")
         size = [_positive_int(s, "each of data.image_size", allow_none=False) for s in size]
     _positive_int(cfg.sequence_length, "data.sequence_length")
     _positive_int(cfg.limit, "data.limit")
     tf = cfg.test_fraction
     if isinstance(tf, bool) or not isinstance(tf, (int, float)) or not 0 <= tf < 1:
-        raise ValueError(f"data.test_fraction must be a number in [0, 1), got {tf!r}")
+        raise DataError(f"data.test_fraction must be a number in [0, 1), got {tf!r}")
     if not isinstance(cfg.extra, dict):
-        raise ValueError(f"data.extra must be a table (dict), got {type(cfg.extra).__name__}")
+        raise DataError(f"data.extra must be a table (dict), got {type(cfg.extra).__name__}")
     return dataclasses.replace(cfg, image_size=size)
 
 
@@ -143,9 +143,9 @@ def read_source(path: str, cfg: DataConfig, like: Source | None = None, what: st
         train, test = BUILTINS[name](cfg, like, stream)
         return train, test, name
     if cfg.format == "builtin":
-        raise ValueError(f"{what}={path!r} is not a built-in dataset; those are {', '.join(BUILTINS)}")
+        raise DataError(f"{what}={path!r} is not a built-in dataset; those are {', '.join(BUILTINS)}")
     if not p.exists():
-        raise FileNotFoundError(f"{what}={path!r} does not exist; expected a file, a folder, or "
+        raise DataPathError(f"{what}={path!r} does not exist; expected a file, a folder, or "
                                 f"a built-in dataset name ({', '.join(BUILTINS)})")
     if not p.is_dir():
         from aetk.data.imageguard import regular_file_problem

@@ -24,6 +24,11 @@ class DataError(UserInputError):
     """Data that cannot be read as asked: the message names the file or option at fault."""
 
 
+class DataPathError(DataError, FileNotFoundError):
+    """A data path that does not exist (or a dataset that is not installed): a user's
+    mistake (exit 2), and still a FileNotFoundError for callers that catch that."""
+
+
 class Source:
     """Raw (un-normalized) examples of one file or folder.
 

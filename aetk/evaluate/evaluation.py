@@ -17,6 +17,14 @@ The returned dict (the content of eval/metrics.json; non-finite numbers become n
 Reconstructions are ``decode(encode(x))`` in eval mode (a VAE's posterior mean, a denoising
 model's clean input). Metrics are computed in the model's normalized input space; the
 ``*_pixel`` ones on de-normalized data mapped to [0, 1] (see ``pixel_range``).
+
+A denoiser (a model with ``corrupt_input(x, step)`` or ``add_noise(x, step)``: its own seeded
+corruption) is judged on what it is for: ``denoising`` holds the noisy inputs and the denoised
+outputs, each against the clean target (and PCA's projection of the noisy inputs when PCA
+has fewer components than the data has values: with as many, PCA is the identity and
+reconstructs anything exactly, which says nothing).
+
+    denoising: {noisy: {metric: value}, denoised: {...}, pca: {...} or absent, space}
 """
 
 from __future__ import annotations
@@ -136,15 +144,26 @@ def _has(model, name: str) -> bool:
 
 
 # -- the model's pass --------------------------------------------------------------------------
+def corrupter(model):
+    """The model's own seeded corruption ``f(x, step) -> noisy x``, or None for a model that
+    is not a denoiser."""
+    for name in ("corrupt_input", "add_noise"):
+        if _has(model, name):
+            return getattr(model, name)
+    return None
+
+
 @torch.no_grad()
-def model_pass(model, x: torch.Tensor, device: torch.device, *, corrupt: bool = False,
-               jacobian: bool = False, batch_size: int = BATCH) -> dict[str, Any]:
+def model_pass(model, x: torch.Tensor, device: torch.device, *, corrupt: Any = False,
+               jacobian: bool = False, batch_size: int = BATCH,
+               progress: Any = None) -> dict[str, Any]:
     """Codes, reconstructions and loss terms of x in eval mode, on the CPU.
 
     Batch b uses step=b for anything stochastic (a VAE's z sample in the loss terms, a
     denoising model's corruption), so results are reproducible.
     """
     model.eval()
+    corrupt_fn = (corrupter(model) if corrupt is True else corrupt) or None
     codes, recons, corrupted, denoised, jac = [], [], [], [], []
     sums: dict[str, float] = {}
     n = 0
@@ -157,13 +176,15 @@ def model_pass(model, x: torch.Tensor, device: torch.device, *, corrupt: bool = 
         for k, v in out.items():
             if isinstance(v, torch.Tensor) and v.dim() == 0:
                 sums[k] = sums.get(k, 0.0) + float(v) * xb.shape[0]
-        if corrupt:
-            xt = model.corrupt_input(xb, step=b)
+        if corrupt_fn is not None:
+            xt = corrupt_fn(xb, step=b)
             corrupted.append(xt.float().cpu())
             denoised.append(model.decode(model.encode(xt)).float().cpu())
         if jacobian:
             jac.append(model.jacobian_norm(xb).float().reshape(-1).cpu())
         n += xb.shape[0]
+        if progress is not None:
+            progress("model", n, len(x))
     cat = (lambda t: torch.cat(t) if t else None)
     return {"codes": cat(codes), "recons": cat(recons), "corrupted": cat(corrupted),
             "denoised": cat(denoised), "jacobian_sq": cat(jac),
@@ -173,18 +194,23 @@ def model_pass(model, x: torch.Tensor, device: torch.device, *, corrupt: bool = 
 # -- evaluate_run ------------------------------------------------------------------------------
 def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None = None,
                  device: str = "cpu", out_dir: str | Path | None = None,
-                 plots: bool = True) -> dict[str, Any]:
+                 plots: bool = True, progress: Any = None) -> dict[str, Any]:
     """Evaluate a run folder on its ``split`` ("test", falling back to the training data when
     the data has no test set, or "train"), the first ``limit`` examples of it when given.
 
     Writes ``metrics.json`` (atomically) and the PNGs into ``out_dir`` (default
-    ``run_dir/eval``) and returns the metrics (see the module docstring).
+    ``run_dir/eval``) and returns the metrics (see the module docstring). ``progress(stage,
+    done, total)`` is called as the work goes (stages: load, data, pca, model, pictures;
+    total None when unknown).
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise EvaluationError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
-        raise ValueError(f"limit must be a positive number of examples, got {limit!r}")
+        raise EvaluationError(f"limit must be a positive number of examples, got {limit!r}")
+    tick = progress or (lambda stage, done, total: None)
+    tick("load", 0, None)
     run = load_run(run_dir, device)
+    tick("data", 0, None)
     model, data = run.model, run.data
     notes: list[str] = []
     ds, used = (data.test, "test") if split == "test" and data.test is not None else (data.train, "train")
@@ -204,12 +230,14 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
     k = min(code_dim, len(x_train), d)
     if k < code_dim:
         notes.append(f"PCA capped at {k} components (the code has {code_dim} values)")
+    tick("pca", 0, None)
     pca = PCA(k).fit(flat64(x_train))
 
     is_vae = _has(model, "encode_stats")
-    corrupt = _has(model, "corrupt_input")
+    corrupt_fn = corrupter(model)
+    corrupt = corrupt_fn is not None
     jacobian = _has(model, "jacobian_norm")
-    mp = model_pass(model, x, run.device, corrupt=corrupt, jacobian=jacobian)
+    mp = model_pass(model, x, run.device, corrupt=corrupt_fn or False, jacobian=jacobian, progress=tick)
     terms = mp["terms"]
 
     x64 = flat64(x)
@@ -247,7 +275,13 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
         # PCA's encoder is x -> V (x - mean): J = V, orthonormal rows, ||J||_F^2 = k.
         m_pca["mean_jacobian_norm_sq"] = float(k)
         m_pca["mean_jacobian_norm"] = math.sqrt(k)
+    denoising = None
     if corrupt:
+        denoising = _denoising_metrics(flat64(mp["corrupted"]), flat64(mp["denoised"]), x64, pca, k < d, R,
+                                       to_pixels if prange is not None else None)
+        if k >= d:
+            notes.append(f"PCA with {k} components of {d}-value examples is the identity (exact on any "
+                         f"input): the denoising table leaves it out")
         xt = flat64(mp["corrupted"])
         mse_corrupted = float(((xt - x64) ** 2).mean())
         for m, den in ((m_model, flat64(mp["denoised"])), (m_pca, pca.reconstruct(xt))):
@@ -286,11 +320,13 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
         "model": m_model,
         "pca": m_pca,
         "terms": terms,
+        "denoising": denoising,
         "warnings": list(run.warnings),
         "notes": notes,
     }
     out = eval_dir(run, out_dir)
     files: dict[str, str] = {}
+    tick("pictures", 0, None)
     if plots:
         files.update(_draw(run, out, x, labels, mp, pca, pca_rec, result))
     files["metrics"] = str(out / "metrics.json")
@@ -298,6 +334,21 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
     result = _clean(result)
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
     return result
+
+
+def _denoising_metrics(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray, pca: PCA, with_pca: bool,
+                       data_range: float, to_pixels: Any) -> dict[str, Any]:
+    """Noisy inputs and denoised outputs (and PCA's projection of the noisy inputs when it is
+    not the identity) against the clean targets: in [0, 1] pixels when known, else in the
+    model's space."""
+    outs = {"noisy": noisy, "denoised": denoised}
+    if with_pca:
+        outs["pca"] = pca.reconstruct(noisy)
+    if to_pixels is not None:
+        target = to_pixels(clean)
+        return {"space": "[0,1] pixels", **{name: reconstruction_metrics(to_pixels(a), target, 1.0)
+                                             for name, a in outs.items()}}
+    return {"space": "model inputs", **{name: reconstruction_metrics(a, clean, data_range) for name, a in outs.items()}}
 
 
 # -- pictures ---------------------------------------------------------------------------------
@@ -378,4 +429,4 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}"
 
 
-__all__ = ["METRIC_LABELS", "SPLITS", "evaluate_run", "model_pass"]
+__all__ = ["METRIC_LABELS", "SPLITS", "corrupter", "evaluate_run", "model_pass"]

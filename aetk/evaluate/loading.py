@@ -63,13 +63,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     """Model, config and data of a run folder; errors name the file at fault."""
     from aetk.config import load_config
     from aetk.data import load_data
-    from aetk.train.checkpoint import load_model
+    from aetk.train.checkpoint import MissingRunError, load_model
 
     run = Path(run_dir)
     if not run.exists():
-        raise CheckpointError(f"run folder {run} does not exist")
+        raise MissingRunError(f"run folder {run} does not exist")
     if not run.is_dir():
-        raise CheckpointError(f"{run} is not a run folder (expected a folder holding "
+        raise MissingRunError(f"{run} is not a run folder (expected a folder holding "
                               f"{MODEL_FILE}.safetensors, {MODEL_FILE}.json and config.toml)")
     dev = pick_device(device)
     try:

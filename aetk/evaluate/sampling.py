@@ -1,9 +1,11 @@
 """``sample_run``: a grid of generated examples.
 
 A VAE (or a denoising VAE) draws z ~ N(0, I) and shows the decoder means
-(``model.sample(n, seed)``). Any other autoencoder is not a generative model; it gets a
-stand-in: codes drawn from a Gaussian fitted to its training codes (full covariance up to
-FULL_COV_MAX code values, else diagonal), decoded. The picture's title says which.
+(``model.sample(n, seed)``). Any other autoencoder is not a generative model, and is refused
+(NotGenerativeError): its decoder on random codes draws noise. ``fitted_codes=True`` asks for
+a look at its code space instead: codes drawn from a Gaussian fitted to its training codes
+(full covariance up to FULL_COV_MAX code values, else diagonal), decoded; the picture's title
+says so.
 """
 
 from __future__ import annotations
@@ -13,10 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aetk.errors import UserInputError
 from aetk.evaluate.loading import collect, encode_all, eval_dir, load_run, pixel_range
 
 FIT_MAX = 20_000  # training examples encoded to fit the code Gaussian
 FULL_COV_MAX = 1024  # code values up to which the Gaussian has a full covariance
+
+
+class NotGenerativeError(UserInputError):
+    """``aetk sample`` of a model that cannot generate (not a VAE)."""
 
 
 def _has(model, name: str) -> bool:
@@ -44,13 +51,13 @@ def gaussian_codes(codes: torch.Tensor, n: int, seed: int) -> tuple[np.ndarray, 
 
 @torch.no_grad()
 def sample_run(run_dir: str | Path, n: int = 64, seed: int = 0, out: str | Path | None = None,
-               *, device: str = "cpu") -> Path:
+               *, device: str = "cpu", fitted_codes: bool = False) -> Path:
     """Write a grid of ``n`` generated examples to ``out`` (default ``run_dir/eval/samples.png``;
     a folder means ``folder/samples.png``) and return its path."""
     from aetk.evaluate import plots
 
     if isinstance(n, bool) or int(n) < 1:
-        raise ValueError(f"n must be a positive number of samples, got {n!r}")
+        raise UserInputError(f"n must be a positive number of samples, got {n!r}")
     n, seed = int(n), int(seed)
     run = load_run(run_dir, device)
     model = run.model
@@ -58,6 +65,11 @@ def sample_run(run_dir: str | Path, n: int = 64, seed: int = 0, out: str | Path 
     if _has(model, "sample"):
         x = model.sample(n, seed=seed).float().cpu()
         title = f"{kind}: {n} samples, decoder means at z ~ N(0, I) (seed {seed})"
+    elif not fitted_codes:
+        raise NotGenerativeError(
+            f"{run_dir} is a {kind!r} model, which is not generative: its decoder on random codes "
+            f"draws noise, not data. Sample from a VAE (model.kind = 'vae'), or pass --fitted-codes "
+            f"to decode codes drawn from a Gaussian fitted to its training codes")
     else:
         x_train, _ = collect(run.data.train, limit=FIT_MAX)
         codes = encode_all(model, x_train, run.device)
@@ -79,4 +91,4 @@ def sample_run(run_dir: str | Path, n: int = 64, seed: int = 0, out: str | Path 
     return plots.save_figure(fig, path)
 
 
-__all__ = ["gaussian_codes", "sample_run"]
+__all__ = ["NotGenerativeError", "gaussian_codes", "sample_run"]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aetk.models import losses
+from aetk.models.registry import ModelConfigError
 from aetk.ops import CORRUPTION_KINDS
 
 ACTIVATIONS: dict[str, Any] = {
@@ -36,7 +37,7 @@ MAX_SEED = 2**63 - 1
 def check_choice(what: str, value: Any, choices: Iterable[str]) -> None:
     choices = list(choices)
     if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(choices)}")
+        raise ModelConfigError(f"unknown {what} {value!r}; valid: {', '.join(choices)}")
 
 
 def check_activation(value: str, what: str = "activation") -> None:
@@ -53,43 +54,43 @@ def check_output(value: str) -> None:
 
 def check_widths(what: str, widths: Sequence[int], *, allow_empty: bool = False) -> None:
     if isinstance(widths, (str, bytes)) or not isinstance(widths, (list, tuple)):
-        raise ValueError(f"{what} must be a list of positive integers, got {widths!r}")
+        raise ModelConfigError(f"{what} must be a list of positive integers, got {widths!r}")
     if not widths and not allow_empty:
-        raise ValueError(f"{what} must list at least one width, got []")
+        raise ModelConfigError(f"{what} must list at least one width, got []")
     for w in widths:
         if isinstance(w, bool) or not isinstance(w, int) or w <= 0:
-            raise ValueError(f"{what} must be a list of positive integers, got {list(widths)!r}")
+            raise ModelConfigError(f"{what} must be a list of positive integers, got {list(widths)!r}")
 
 
 def check_positive_int(what: str, value: Any, *, allow_zero: bool = False) -> None:
     ok = isinstance(value, int) and not isinstance(value, bool) and (value > 0 or (allow_zero and value == 0))
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{what} must be an integer {bound}, got {value!r}")
+        raise ModelConfigError(f"{what} must be an integer {bound}, got {value!r}")
 
 
 def check_nonnegative(what: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
+        raise ModelConfigError(f"{what} must be a finite number >= 0, got {value!r}")
 
 
 def check_dropout(value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"dropout must be a probability in [0, 1), got {value!r}")
+        raise ModelConfigError(f"dropout must be a probability in [0, 1), got {value!r}")
 
 
 def check_corruption(kind: str, level: float, lo: float, hi: float) -> None:
     """The same rules as :func:`aetk.ops.corrupt`, checked when the config is built."""
     check_choice("corruption", kind, CORRUPTION_KINDS)
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level):
-        raise ValueError(f"corruption level must be a finite number, got {level!r}")
+        raise ModelConfigError(f"corruption level must be a finite number, got {level!r}")
     if kind in ("gaussian", "uniform"):
         if level < 0:
-            raise ValueError(f"level of {kind} corruption (the noise scale) must be >= 0, got {level}")
+            raise ModelConfigError(f"level of {kind} corruption (the noise scale) must be >= 0, got {level}")
     elif not 0.0 <= level <= 1.0:
-        raise ValueError(f"level of {kind} corruption (a fraction) must be in [0, 1], got {level}")
+        raise ModelConfigError(f"level of {kind} corruption (a fraction) must be in [0, 1], got {level}")
     if kind == "salt_pepper" and not lo <= hi:
-        raise ValueError(f"salt_pepper corruption needs lo <= hi, got lo={lo}, hi={hi}")
+        raise ModelConfigError(f"salt_pepper corruption needs lo <= hi, got lo={lo}, hi={hi}")
 
 
 def activation(name: str) -> nn.Module:
@@ -227,7 +228,7 @@ def conv_sizes(size: tuple[int, int], depth: int, kernel: int) -> list[tuple[int
         h, w = sizes[-1]
         nxt = ((h + 2 * pad - kernel) // 2 + 1, (w + 2 * pad - kernel) // 2 + 1)
         if min(nxt) < 1:
-            raise ValueError(
+            raise ModelConfigError(
                 f"input of {size[0]}x{size[1]} is too small for {depth} stride-2 convolutions "
                 f"with kernel_size={kernel}; use fewer channels entries or a smaller kernel"
             )
@@ -297,6 +298,6 @@ def image_shape(input_shape: Sequence[int], kind: str) -> tuple[int, int, int]:
         return (1, int(input_shape[0]), int(input_shape[1]))
     if len(input_shape) == 3:
         return tuple(int(s) for s in input_shape)  # type: ignore[return-value]
-    raise ValueError(
+    raise ModelConfigError(
         f"model {kind!r} needs images of shape (C, H, W) or (H, W), got input shape {tuple(input_shape)}"
     )

@@ -11,8 +11,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, TypeVar
 
+from aetk.errors import UserInputError
+
 MODELS: dict[str, type] = {}
 T = TypeVar("T")
+
+
+class ModelConfigError(UserInputError):
+    """A model kind or hyperparameter that is not valid (model.kind, model.* options)."""
 
 
 def register_model(name: str) -> Callable[[type[T]], type[T]]:
@@ -34,7 +40,7 @@ def model_names() -> list[str]:
 def model_class(name: str) -> type:
     _load_builtin_models()
     if name not in MODELS:
-        raise ValueError(f"unknown model kind {name!r}; valid kinds: {', '.join(sorted(MODELS))}")
+        raise ModelConfigError(f"unknown model kind {name!r}; valid kinds: {', '.join(sorted(MODELS))}")
     return MODELS[name]
 
 
@@ -49,7 +55,7 @@ def make_config(name: str, params: dict[str, Any]):
     valid = {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(params) - valid)
     if unknown:
-        raise ValueError(
+        raise ModelConfigError(
             f"unknown option(s) {', '.join(unknown)} for model {name!r}; "
             f"valid options: {', '.join(sorted(valid))}"
         )
