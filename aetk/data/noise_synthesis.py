@@ -238,18 +238,22 @@ def synthesize(x: Tensor, seed: int, step: int, cfg: SynthesisConfig | None = No
     with torch.no_grad():
         p = _params(b, seed, step, cfg, x.device, reference)
         gray = is_gray(x)
-        comp = p["component"].view(b, 1, 1, 1)
+        comp = p["component"]
         out = x.clone()
-        if bool((comp == 0).any()):
-            n = _gray_where(_normals(x.shape, derive_seed(seed, AWGN_STREAM), step, x.device, reference), gray)
-            out = torch.where(comp == 0, x + p["sigma"].to(x.dtype).view(b, 1, 1, 1) * n, out)
-        if bool((comp == 1).any()):
-            n = _normals(x.shape, derive_seed(seed, CAMERA_STREAM), step, x.device, reference)
-            out = torch.where(comp == 1, camera_noise(x, p, n, gray), out)
-        if bool((comp == 2).any()):
-            n = _normals(x.shape, derive_seed(seed, CORRELATED_STREAM), step, x.device, reference)
-            shared = _normals((b, 1, h, w), derive_seed(seed, SHARED_STREAM), step, x.device, reference)
-            out = torch.where(comp == 2, correlated_noise(x, p, n, shared, gray), out)
+        for k, stream in enumerate((AWGN_STREAM, CAMERA_STREAM, CORRELATED_STREAM)):
+            idx = torch.nonzero(comp == k).flatten()
+            if not len(idx):
+                continue
+            # Drawn for the whole batch: each example's numbers do not depend on the others' components.
+            n = _normals(x.shape, derive_seed(seed, stream), step, x.device, reference)[idx]
+            xs, ps, gs = x[idx], {key: v[idx] for key, v in p.items()}, gray[idx]
+            if k == 0:
+                out[idx] = xs + ps["sigma"].to(x.dtype).view(-1, 1, 1, 1) * _gray_where(n, gs)
+            elif k == 1:
+                out[idx] = camera_noise(xs, ps, n, gs)
+            else:
+                shared = _normals((b, 1, h, w), derive_seed(seed, SHARED_STREAM), step, x.device, reference)[idx]
+                out[idx] = correlated_noise(xs, ps, n, shared, gs)
         out = out.clamp(0, 1)
         if cfg.quantize:
             out = torch.round(out * 255) / 255

@@ -14,6 +14,7 @@ Importing this package registers every built-in kind:
 | `stacked`     | stacked.py      | stacked denoising AE with greedy layer-wise pretraining   |
 | `lstm`        | lstm.py         | sequence autoencoder for (T, F) time series               |
 | `resconv`     | resconv.py      | residual conv denoiser for blind Gaussian noise (FFDNet-like) |
+| `resunet`     | resunet.py      | blind colour denoiser for real photographs: residual U-Net + noise-level map |
 
 `Classifier` (classifier.py) puts a linear head on any model's codes. `from_onnx.py` rebuilds a
 conv model's weights from its exported graph (a run folder again, for ``train.init_from``).
@@ -23,7 +24,7 @@ from aetk.models.base import Autoencoder
 from aetk.models.registry import MODELS, create_model, model_names, register_model
 
 # Kind modules, imported for their @register_model side effect.
-from aetk.models import mlp, conv, denoising, contractive, vae, stacked, lstm, resconv  # noqa: E402,F401,I001
+from aetk.models import mlp, conv, denoising, contractive, vae, stacked, lstm, resconv, resunet  # noqa: E402,F401,I001
 from aetk.models.classifier import Classifier  # noqa: E402
 
 __all__ = ["MODELS", "Autoencoder", "Classifier", "create_model", "model_names", "register_model"]

@@ -72,7 +72,9 @@ class ResidualUNetDenoiser(Autoencoder):
         blocks: int = 1  # residual blocks per scale, encoder and decoder each
         scales: int = 4  # 1/2, 1/4, 1/8, 1/16
         estimator_width: int = 16
-        level_weight: float = 0.05  # weight of the noise-map loss beside the image's squared error
+        # Weight of the noise-map loss (per pixel, in units of sigma 25) beside the image's squared
+        # error (per pixel): 0.005 makes it a tenth of the total at the start, less later.
+        level_weight: float = 0.005
         # Noise synthesis (aetk.data.noise_synthesis.SynthesisConfig fields, as a table).
         synthesis: dict | None = None
 
