@@ -21,16 +21,6 @@ from typing import Any, List, Optional
 import typer
 
 
-def _errors() -> tuple[type[BaseException], ...]:
-    # CompressError, DataError and the runtime's errors are ValueErrors; OSError: the disk.
-    return (ValueError, OSError)
-
-
-def _fail(exc: BaseException) -> None:
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    raise typer.Exit(1)
-
-
 def _image_size(text: Optional[str]) -> Optional[list[int]]:
     if text is None:
         return None
@@ -119,6 +109,8 @@ def print_report(result, console=None) -> None:
     for k, v in rows:
         table.add_row(escape(k), escape(v))
     console.print(table)
+    if r.get("ratio_vs_source_files_why_not"):
+        console.print(f"ratio vs source files: not given, {escape(r['ratio_vs_source_files_why_not'])}")
     for note in result.notes:
         console.print(f"note: {escape(note)}")
 
@@ -168,24 +160,22 @@ def compress_cli(
     if verify:
         _verify(Path(data), as_json)
         return
+    from aetk.compress import CompressError, compress
+
     if model is None or out is None:
-        _fail(ValueError("compressing needs -m MODEL and -o CODES (or --verify CODES to check a folder)"))
-    from aetk.compress import compress
+        raise CompressError("compressing needs -m MODEL and -o CODES (or --verify CODES to check a folder)")
 
     options = {"format": data_format, "image_size": _image_size(image_size), "resize": resize,
                "channels": channels, "label_column": label_column, "sequence_length": sequence_length,
                "extra": {"delimiter": delimiter} if delimiter else None}
-    try:
-        with _Bar(not quiet and not as_json) as bar:
-            result = compress(data, model, out, data_options=options, precision=precision,
-                              shard_format=shard_format, zstd=zstd, zstd_level=zstd_level,
-                              shard_size=shard_size, batch_size=batch_size, engine=engine, device=device,
-                              threads=threads, overwrite=overwrite, evaluate=evaluate,
-                              png_sample=png_sample, ray_address=ray_address, workers=workers,
-                              cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
-                              progress=bar)
-    except _errors() as exc:
-        _fail(exc)
+    with _Bar(not quiet and not as_json) as bar:
+        result = compress(data, model, out, data_options=options, precision=precision,
+                          shard_format=shard_format, zstd=zstd, zstd_level=zstd_level,
+                          shard_size=shard_size, batch_size=batch_size, engine=engine, device=device,
+                          threads=threads, overwrite=overwrite, evaluate=evaluate,
+                          png_sample=png_sample, ray_address=ray_address, workers=workers,
+                          cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                          progress=bar)
     if as_json:
         typer.echo(json.dumps({"codes": str(result.codes), "report": result.report,
                                "shards_written": result.shards_written, "shards_kept": result.shards_kept,
@@ -198,13 +188,12 @@ def compress_cli(
 
 
 def _verify(codes: Path, as_json: bool) -> None:
-    from aetk.compress import Codes
+    """Every shard, the model files and the model's weights against the manifest (which is
+    itself checked when opened); problems are listed, then exit 3 (an IntegrityError)."""
+    from aetk.compress import Codes, CorruptShardError
 
-    try:
-        c = Codes.open(codes)
-        problems = c.verify()
-    except _errors() as exc:
-        _fail(exc)
+    c = Codes.open(codes)
+    problems = c.verify()
     if as_json:
         typer.echo(json.dumps({"codes": str(codes), "shards": len(c.records), "problems": problems}, indent=2))
     elif problems:
@@ -214,10 +203,8 @@ def _verify(codes: Path, as_json: bool) -> None:
         t = c.manifest["totals"]
         typer.echo(f"{codes}: {t['shards']} shards, {t['rows']:,} codes and the model files match the manifest")
     if problems:
-        if not as_json:
-            typer.secho(f"error: {len(problems)} problem(s); rerun the same `aetk compress` to rewrite "
-                        f"damaged shards", fg="red", err=True)
-        raise typer.Exit(1)
+        raise CorruptShardError(f"{len(problems)} problem(s) in {codes}; rerun the same `aetk compress` to "
+                                f"rewrite damaged shards", problems)
 
 
 def decompress_cli(
@@ -229,19 +216,16 @@ def decompress_cli(
                                          "(default: CODES/model, checked against the manifest)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(512, "--batch-size", min=1, help="Codes per decoder call."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files that exist in OUT (never "
+                                   "the source the codes were made from)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Decode codes back to data in the sources' formats (or arrays); checksums are checked first."""
-    from aetk.compress import Codes, decompress
+    from aetk.compress import decompress
 
-    try:
-        total = Codes.open(codes).manifest["totals"]["items"]
-        with _Bar(not quiet) as bar:
-            bar.stage("decompress", total=total)
-            result = decompress(codes, out, as_arrays=arrays, device=device, model=model,
-                                batch_size=batch_size, progress=bar.advance)
-    except _errors() as exc:
-        _fail(exc)
+    with _Bar(not quiet) as bar:
+        result = decompress(codes, out, as_arrays=arrays, device=device, model=model,
+                            batch_size=batch_size, overwrite=overwrite, progress=bar)
     for note in result.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"decoded {result.rows:,} codes into {out}: {', '.join(result.files)}")
@@ -261,10 +245,7 @@ def neighbors_cli(
     """The stored items nearest to each query in code space (exact search)."""
     from aetk.compress import neighbors
 
-    try:
-        results = neighbors(codes, queries, k=k, metric=metric, device=device, sheet=sheet)
-    except _errors() as exc:
-        _fail(exc)
+    results = neighbors(codes, queries, k=k, metric=metric, device=device, sheet=sheet)
     if as_json:
         typer.echo(json.dumps([{"query": r.query, "item": r.item,
                                 "neighbors": [{"item": m.item, "id": m.id, "part": m.part, "distance": m.distance}

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from aetk.compress.codes import Codes, shard_items
+from aetk.compress.decode import source_scale
 from aetk.compress.errors import CompressError
 
 METRICS = ("cosine", "euclidean")
@@ -73,8 +74,9 @@ def _find_item(codes: Codes, query: str) -> tuple[int, dict, int]:
                         f"(as listed in {codes.folder}/manifest.json)")
 
 
-def _read_queries(codes: Codes, query: str) -> list[tuple[str, np.ndarray]]:
-    """(label, raw example) for each example in a query file or folder."""
+def _read_queries(codes: Codes, query: str) -> list[tuple[str, np.ndarray, bool]]:
+    """(label, raw example, whether it is an image read at the folder's depth) for each
+    example in a query file or folder."""
     from aetk.data.images import IMAGE_SUFFIXES, decode_image
 
     path = Path(query).expanduser()
@@ -85,7 +87,7 @@ def _read_queries(codes: Codes, query: str) -> list[tuple[str, np.ndarray]]:
                                 f"{list(shape)}, not images")
         reader = codes.job["preprocessing"]["reader"]
         vmax = float(codes.parts[0].get("value_max", 255.0))
-        return [(query, decode_image(str(path), shape[0], vmax, shape[1:], reader.get("resize", "resize")))]
+        return [(query, decode_image(str(path), shape[0], vmax, shape[1:], reader.get("resize", "resize")), True)]
     if path.is_file() and path.suffix.lower() == ".npy":
         a = np.load(path, allow_pickle=False)
         if tuple(a.shape) == shape:
@@ -93,14 +95,14 @@ def _read_queries(codes: Codes, query: str) -> list[tuple[str, np.ndarray]]:
         if tuple(a.shape[1:]) != shape:
             raise CompressError(f"QUERY {query!r} holds an array of shape {list(a.shape)}; expected "
                                 f"{list(shape)} or (N, {', '.join(map(str, shape))})")
-        return [(f"{query}[{i}]", np.asarray(r, np.float32)) for i, r in enumerate(a[:MAX_QUERIES])]
+        return [(f"{query}[{i}]", np.asarray(r, np.float32), False) for i, r in enumerate(a[:MAX_QUERIES])]
     from aetk.data.stream import open_parts, read_range
 
     parts, _ = open_parts(str(path), _reader_config(codes, str(path)))
     out = []
     for p in parts:
         rows = read_range(p, 0, min(len(p), MAX_QUERIES - len(out)))
-        out += [(f"{query}[{p.ident(int(i))}]", x) for i, x in zip(rows.index, rows.x)]
+        out += [(f"{query}[{p.ident(int(i))}]", x, p.is_images) for i, x in zip(rows.index, rows.x)]
     return out
 
 
@@ -153,13 +155,15 @@ def neighbors(folder: str | Path, queries: list[str], *, k: int = 5, metric: str
     if not queries:
         raise CompressError("give at least one QUERY")
     codes = Codes.open(folder)
+    codes.check_model()  # the model's files and weights are the ones the codes were made with
     results: list[NeighborResult] = []
     vectors: list[np.ndarray] = []
     to_encode: list[tuple[int, np.ndarray]] = []
     for query in queries:
         if Path(query).expanduser().exists():
-            for label, raw in _read_queries(codes, query):
-                to_encode.append((len(results), raw))
+            for label, raw, image in _read_queries(codes, query):
+                # images are read at the folder's depth; the encoder takes the model's units
+                to_encode.append((len(results), raw / np.float32(source_scale(codes)) if image else raw))
                 results.append(NeighborResult(label, raw=raw))
                 vectors.append(np.zeros(0))
         else:
@@ -170,7 +174,6 @@ def neighbors(folder: str | Path, queries: list[str], *, k: int = 5, metric: str
     if to_encode:
         from aetk.runtime import load_export
 
-        codes.check_model()
         encoder = load_export(codes.model_dir, device=device, batch_size=256)
         z = encoder.encode(np.stack([raw for _, raw in to_encode]), raw=True)
         for (i, _), zi in zip(to_encode, z):
@@ -211,7 +214,7 @@ def _stored_images(codes: Codes, items: list[int], device: str) -> dict[int, np.
         for g in sorted(set(missing)):
             _, rec, row = _find_item(codes, str(g))
             z, _ = codes.read(rec)
-            out[g] = decode_codes(decoder, z[row:row + 1], 1)[0]
+            out[g] = decode_codes(decoder, z[row:row + 1], 1)[0] * np.float32(source_scale(codes))
     return out
 
 
