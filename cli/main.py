@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import traceback
 
+import sys
+
 import typer
 from typer.core import TyperGroup
 
@@ -18,15 +20,29 @@ from .export import export_cli
 from .info import info_cli
 from .train import train_cli
 
+# Click's UsageError and NoArgsIsHelpError as Typer raises them (Typer may vendor its own Click).
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_NoArgsIsHelp = getattr(sys.modules[_UsageError.__module__], "NoArgsIsHelpError", ())
+
 class _OneLineErrors(TyperGroup):
     """Every command's errors end here: an AetkError or a disk error is one line and its exit
     code (aetk/errors.py has the table); anything else is a bug and keeps its traceback.
-    ``aetk --debug`` (or AETK_DEBUG=1) shows the traceback for every error."""
+    ``aetk --debug`` (or AETK_DEBUG=1) shows the traceback for every error. Usage errors (a
+    bad option value, a missing argument, an unknown command) are one line too, exit 2."""
 
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException):  # Typer's own: usage errors, exits
+        except _NoArgsIsHelp:
+            raise
+        except _UsageError as exc:
+            if _debug(ctx):
+                traceback.print_exc()
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            typer.secho(f"error: {' '.join(exc.format_message().split())} (see {where} --help)",
+                        fg="red", err=True)
+            ctx.exit(exc.exit_code)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # Typer's own: exits
             raise
         except (AetkError, OSError, KeyboardInterrupt) as exc:
             if _debug(ctx):

@@ -250,6 +250,14 @@ def array_source(x: np.ndarray, y: np.ndarray | None, name: str, cfg: DataConfig
 
 
 def _load(path: Path, **kw) -> Any:
+    from aetk.data.imageguard import open_regular
+
+    with open_regular(path) as f:  # a FIFO is refused, never waited on
+        magic = f.read(6)
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+        # np.load hands anything else to pickle, and reports "pickled data" for any garbage
+        raise DataError(f"{path} is not a .npy or .npz file (it does not start with NumPy's header "
+                        f"or a zip archive's)")
     try:
         return np.load(path, allow_pickle=False, **kw)  # never unpickle: data files are untrusted
     except ValueError as exc:
