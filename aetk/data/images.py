@@ -143,6 +143,7 @@ class ImageFolderSource(Source):
     nominal_scale = True
     raw_min = 0.0
     origin = {"format": "images"}  # each item's path, relative to the folder, says the rest
+    layouts: list[tuple[int, int, str]] | None = None  # per path: (H, W, Pillow mode) of the file
 
     def __init__(self, root: str, paths: list[str], labels: np.ndarray, classes: list[str] | None,
                  channels: int, depth_max: float, size: tuple[int, int] | None, resize: str,
@@ -178,6 +179,7 @@ def read_image_folder(path: Path, cfg: DataConfig, like: Source | None, stream: 
     size = _size_arg(cfg.image_size)
     skipped: list[tuple[str, str]] = []
     found: list[tuple[str, str | None, str]] = []  # (path, class folder or None, mode)
+    layouts: list[tuple[int, int, str]] = []  # each found image's own (H, W, Pillow mode)
     first: tuple[str, tuple[int, int]] | None = None  # a file and its (H, W), to compare against
     expected = None
     if like is not None and size is None:
@@ -226,6 +228,7 @@ def read_image_folder(path: Path, cfg: DataConfig, like: Source | None, stream: 
                             f"to resize (or data.resize='crop' to center-crop) them to one size")
         rel = f.relative_to(root).parts
         found.append((str(f), rel[0] if len(rel) > 1 else None, mode))
+        layouts.append((h, w, mode))
     if not found:
         if skipped:
             raise DataError(f"no readable images in {root}: {len(skipped)} files skipped (first: "
@@ -252,5 +255,7 @@ def read_image_folder(path: Path, cfg: DataConfig, like: Source | None, stream: 
     else:
         classes, labels = None, np.full(len(paths), -1, np.int64)
     hw = size if size is not None else (expected[1] if expected else first[1])
-    return ImageFolderSource(str(root), paths, labels, classes, channels, depth_max, size,
-                             cfg.resize, (channels, *hw), skipped), None
+    src = ImageFolderSource(str(root), paths, labels, classes, channels, depth_max, size,
+                            cfg.resize, (channels, *hw), skipped)
+    src.layouts = layouts  # what `aetk decompress` restores: each file's size, mode and depth
+    return src, None
