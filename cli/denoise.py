@@ -16,6 +16,14 @@ from typing import List, Optional
 import typer
 
 
+def rate_text(completed: float, elapsed: float | None) -> str:
+    """Images per second over the whole elapsed time (seconds per image when below 0.1/s)."""
+    if not elapsed or not completed:
+        return "— img/s"
+    rate = completed / elapsed
+    return f"{rate:.2f} img/s" if rate >= 0.1 else f"{elapsed / completed:.1f} s/img"
+
+
 def denoise_cli(
     inputs: List[Path] = typer.Argument(..., help="Image files and folders (searched recursively)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: <input>_denoised "
@@ -62,11 +70,7 @@ def denoise_cli(
         collected a few at a time), so Rich's windowed speed would read a burst as the rate."""
 
         def render(self, task) -> Text:
-            elapsed = task.finished_time if task.finished else task.elapsed
-            if not elapsed or not task.completed:
-                return Text("— img/s")
-            rate = task.completed / elapsed
-            return Text(f"{rate:.2f} img/s" if rate >= 0.1 else f"{elapsed / task.completed:.1f} s/img")
+            return Text(rate_text(task.completed, task.finished_time if task.finished else task.elapsed))
 
     bar = Progress(TextColumn("denoise"), BarColumn(), MofNCompleteColumn(), Rate(), TimeElapsedColumn(),
                    console=console, transient=False)

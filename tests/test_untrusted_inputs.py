@@ -315,3 +315,23 @@ def test_report_scores_each_image_against_its_reference(tmp_path, identity):
     assert "mean" in r.stdout and f"{want_psnr:.2f}" in r.stdout
     r = CliRunner().invoke(app, ["denoise", str(tmp_path / "noisy"), "--report"])
     assert r.exit_code == EXIT_USER_INPUT and "--report needs --reference" in r.stderr
+
+
+def test_tile_defaults_come_from_the_model(tmp_path, identity):
+    """--tile alone never fails on --overlap, which the user did not pass (its default follows
+    the tile), and a model's own tile size is used when none is given."""
+    src = tmp_path / "in"
+    gray_pngs(src, 1, size=40)
+    summary = denoise_paths([src], tmp_path / "out", identity, tile=16)  # overlap 32 would not fit
+    assert summary.ok and len(summary.done) == 1
+    a = np.asarray(Image.open(src / "img00.png"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "img00.png")), a)  # identity, tiled
+
+
+def test_progress_rate_is_images_over_elapsed_time():
+    from cli.denoise import rate_text
+
+    assert rate_text(5, 48.0) == "0.10 img/s"  # was shown as 42 img/s: a burst of finished writes
+    assert rate_text(5, 60.0) == "12.0 s/img"
+    assert rate_text(40, 10.0) == "4.00 img/s"
+    assert rate_text(0, 3.0) == "— img/s"

@@ -18,8 +18,9 @@ blocking open, and decode memory bounded before any pixel is decoded.
   G allowed), by default a quarter of the machine's memory, at most 2 GiB.
 - Pillow's own decompression-bomb check is switched off (``Image.MAX_IMAGE_PIXELS = None``)
   because this is the guard: ``--max-pixels`` then means what it says.
-- **Complete files.** ``check_complete`` reads a PNG's chunks (CRCs, up to IEND) or looks for
-  a JPEG's end marker: truncated files are found when a folder is scanned, not mid-training.
+- **Complete files.** ``check_complete`` reads a PNG's chunks (CRCs, up to IEND), looks for a
+  JPEG's end marker, compares a WebP's or BMP's recorded size with the file's, and decodes
+  the rest: truncated files are found when a folder is scanned, not mid-training.
 """
 
 from __future__ import annotations
@@ -243,21 +244,38 @@ def guarded_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_
 
 
 def check_complete(path: str | os.PathLike, im) -> None:
-    """Cheap checks that the whole file is there, without decoding pixels: a PNG's chunks
-    and their CRCs up to IEND, a JPEG's end-of-image marker. ImageReadError if not."""
+    """Cheap checks that the whole file is there, without decoding pixels where the format
+    allows: a PNG's chunks and their CRCs up to IEND; a JPEG's end-of-image marker (a JPEG
+    with other data after it, like a phone's motion photo, is decoded to make sure); the
+    sizes a WebP or BMP header records against the file's. Other formats (TIFF) are decoded.
+    ImageReadError if the file is incomplete or corrupt."""
     fmt = im.format
     try:
         if fmt == "PNG":
             Image = _pil()
             with open_regular(path) as f, Image.open(f) as again:
                 again.verify()
-        elif fmt == "JPEG":
-            with open_regular(path) as f:
-                f.seek(0, io.SEEK_END)
-                f.seek(max(0, f.tell() - 1024))
-                tail = f.read()
-            if b"\xff\xd9" not in tail:
-                raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker)")
+            return
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(16)
+            f.seek(max(0, size - 1024))
+            tail = f.read()
+        if fmt == "JPEG" and b"\xff\xd9" in tail:
+            return
+        if fmt == "WEBP" and head[:4] == b"RIFF":
+            need = int.from_bytes(head[4:8], "little") + 8
+            if size < need:
+                raise ImageReadError(f"{path}: truncated WebP ({size} of {need} bytes)")
+            return
+        if fmt == "BMP" and head[:2] == b"BM":
+            need = int.from_bytes(head[2:6], "little")
+            if size < need:
+                raise ImageReadError(f"{path}: truncated BMP ({size} of {need} bytes)")
+            return
+        Image = _pil()
+        with open_regular(path) as f, Image.open(f) as again:
+            again.load()  # decoded (within the budget the caller holds) to make sure
     except ImageReadError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
