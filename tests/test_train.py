@@ -277,7 +277,8 @@ def test_semi_supervised_classifier_from_a_pretrained_stack(tmp_path):
     assert result.exit_code == 0, result.output
     assert "test accuracy with 50 labels" in result.output
     result = CliRunner().invoke(app, ["classify", str(tmp_path / "missing")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad path: one line, exit 2
+    assert result.output.strip() == f"error: run folder {tmp_path / 'missing'} does not exist"
 
 
 def test_deterministic_mode_repeats_exactly_and_is_restored(tmp_path):
