@@ -485,3 +485,103 @@ def test_decompress_reports_progress_while_checking_and_decoding(npy_codes, tmp_
     (check, shards), (decode, rows) = seen.stages
     assert check.startswith("checking 3 shards") and shards == 3 and seen.done[check] == 3
     assert decode.startswith("decoding 40 codes") and rows == 40 and seen.done[decode] == 40
+
+
+# -- property-based: round trips over generated folders, hostile manifests ------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+NAME_CHARS = "abcXYZ019 _-.éßжλ中文"
+names = st.text(alphabet=NAME_CHARS, min_size=1, max_size=12).filter(
+    lambda s: not s.startswith(".") and s.strip() == s)
+image_spec = st.tuples(st.integers(4, 28), st.integers(4, 28), st.sampled_from(["L", "RGB", "I;16"]),
+                       st.sampled_from([".png", ".tif"]), st.integers(0, 2 ** 16))
+
+
+@settings(max_examples=12, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                HealthCheck.too_slow])
+@given(specs=st.lists(st.tuples(names, image_spec), min_size=1, max_size=4, unique_by=lambda t: t[0]),
+       in_subfolder=st.booleans())
+def test_property_folders_round_trip_in_their_own_layout(trained, tmp_path_factory, specs, in_subfolder):
+    root = tmp_path_factory.mktemp("prop")
+    src = root / "src"
+    (src / "sub folder é").mkdir(parents=True)
+    want = {}
+    for k, (name, (h, w, mode, suffix, seed)) in enumerate(specs):
+        rel = (f"sub folder é/{name}" if in_subfolder and k % 2 else name) + suffix
+        a = smooth_images(1, h, w, seed, peak=1.0)[0]
+        if mode == "I;16":
+            img = Image.fromarray(np.rint(a * 65535).astype(np.uint16))
+        elif mode == "L":
+            img = Image.fromarray(np.rint(a * 255).astype(np.uint8), "L")
+        else:
+            img = Image.fromarray(np.repeat(np.rint(a * 255).astype(np.uint8)[..., None], 3, 2), "RGB")
+        img.save(src / rel)
+        want[rel] = (h, w, mode)
+    res = compress(str(src), trained, root / "codes", png_sample=2,
+                   data_options={"image_size": [16, 16], "channels": 1})
+    assert res.manifest["totals"]["rows"] == len(want)
+    before = tree(root, skip=root / "out")
+    decompress(root / "codes", root / "out")
+    written = {str(p.relative_to(root / "out")) for p in (root / "out").rglob("*") if p.is_file()}
+    assert written == set(want), "exactly the source's files, nothing more"
+    assert tree(root, skip=root / "out") == before
+    for rel, (h, w, mode) in want.items():
+        with Image.open(root / "out" / rel) as im:
+            assert im.size == (w, h), rel
+            assert im.mode == mode or (mode == "I;16" and im.mode.startswith("I;16")), (rel, im.mode)
+            b = np.asarray(im).astype(np.float64)
+        peak = 65535.0 if mode == "I;16" else 255.0
+        with Image.open(src / rel) as im:
+            a = np.asarray(im).astype(np.float64)
+        assert psnr(b, a, peak) > 12, (rel, psnr(b, a, peak))  # in its own depth, not nearly black
+
+
+hostile_path = st.one_of(
+    st.builds(lambda k, n: "../" * k + n, st.integers(1, 4), names),
+    st.builds(lambda n: "/tmp/" + n, names),
+    st.builds(lambda n: "sub/../../" + n, names),
+    st.builds(lambda n: "./" + n, names),
+    st.builds(lambda n: n + "/", names),
+    st.builds(lambda a, b: a + "//" + b, names, names),
+    st.just(".."), st.just("."), st.just(""), st.just("a\0b"),
+)
+FIELDS = ("origin file", "shard file", "model file", "part name", "npz key")
+
+
+def _put(m: dict, where: str, value: str) -> None:
+    part = m["job"]["source"]["parts"][0]
+    if where == "origin file":
+        part["origin"]["file"] = value
+    elif where == "shard file":
+        m["shards"][0]["file"] = value
+    elif where == "model file":
+        m["model_files"][value] = "0" * 64
+    elif where == "part name":
+        part["name"] = value
+        for r in m["shards"]:
+            r["part"] = value
+    else:
+        part["origin"]["key"] = value
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=hostile_path, where=st.sampled_from(FIELDS), fix=st.booleans())
+def test_property_hostile_manifest_paths_end_in_one_clear_error(npy_codes, tmp_path_factory, path, where, fix):
+    root = tmp_path_factory.mktemp("hostile")
+    codes = copy_codes(npy_codes, root / "codes")
+    rewrite_manifest(codes, lambda m: _put(m, where, path), fix_checksum=fix)
+    out = root / "out"
+    # where the path would land, from each folder it could be joined to
+    targets = {Path(os.path.normpath(os.path.join(base, path.replace("\0", "")))) for base in (out, codes, codes / "model")}
+    existed = {t: t.exists() for t in targets}
+    before = tree(root, skip=out)
+    with pytest.raises(CompressError) as caught:
+        decompress(codes, out)
+    assert isinstance(caught.value, (UnsafeManifestError, CompressError)) and str(caught.value).count("\n") == 0
+    with pytest.raises(CompressError):
+        verify(codes)
+    with pytest.raises(CompressError):
+        neighbors(codes, ["1"])
+    assert not out.exists() and tree(root, skip=out) == before
+    assert {t: t.exists() for t in targets} == existed, "nothing written where the path points"
