@@ -15,8 +15,20 @@ def classify_cli(
     freeze: bool = typer.Option(False, "--freeze", help="Train the head only (linear probe)."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from aetk.train.classify import finetune_classifier
 
-    r = finetune_classifier(run, labelled=labelled, epochs=epochs, lr=lr, fine_tune=not freeze, seed=seed)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
+                   TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    task = bar.add_task("loading the run and its data", total=None)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar.update(task, description=stage, completed=done, total=total)
+
+    with bar:  # errors go to the one handler in cli/main.py
+        r = finetune_classifier(run, labelled=labelled, epochs=epochs, lr=lr, fine_tune=not freeze, seed=seed,
+                                progress=progress)
     typer.echo(f"test accuracy with {r['labelled']} labels: {r['accuracy']:.4f} from the pretrained "
                f"encoder, {r['scratch_accuracy']:.4f} from scratch")

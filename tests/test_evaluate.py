@@ -428,3 +428,20 @@ def test_cli_errors_missing_and_corrupt_runs(runs, tmp_path):
         evaluate_run(run)
     result = runner.invoke(app, ["eval", str(run)])
     assert result.exit_code == 2 and "config.toml is missing" in result.output  # an incomplete run folder
+
+
+def test_progress_is_reported_by_eval_and_classify(runs, tmp_path):
+    """eval and classify used to show nothing for 20-60 s: both report their stages."""
+    from aetk.train.classify import finetune_classifier
+
+    run = tmp_path / "run"
+    shutil.copytree(runs("deep"), run)
+    seen: list[tuple] = []
+    evaluate_run(run, limit=20, plots=False, progress=lambda *a: seen.append(a))
+    stages = [s for s, _, _ in seen]
+    assert stages[0] == "load" and "pca" in stages and stages[-1] == "pictures"
+    assert ("model", 20, 20) in seen
+    seen.clear()
+    finetune_classifier(run, labelled=20, epochs=2, progress=lambda *a: seen.append(a))
+    assert seen == [("pretrained encoder", 1, 2), ("pretrained encoder", 2, 2),
+                    ("from scratch", 1, 2), ("from scratch", 2, 2)]

@@ -35,7 +35,8 @@ def _labelled_subset(labels: torch.Tensor, n: int, seed: int) -> list[int]:
     return sorted(chosen[:n])
 
 
-def _fit(clf: Classifier, train_set, epochs: int, lr: float, batch_size: int, seed: int) -> None:
+def _fit(clf: Classifier, train_set, epochs: int, lr: float, batch_size: int, seed: int,
+         tick=lambda epoch: None) -> None:
     params = [p for p in clf.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     clf.train()
@@ -47,6 +48,7 @@ def _fit(clf: Classifier, train_set, epochs: int, lr: float, batch_size: int, se
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        tick(epoch + 1)
 
 
 @torch.no_grad()
@@ -61,9 +63,11 @@ def _accuracy(clf: Classifier, dataset) -> float:
 
 def finetune_classifier(run_dir: str | Path, *, labelled: int = 1000, epochs: int = 20,
                         lr: float = 1e-3, batch_size: int = 64, fine_tune: bool = True,
-                        seed: int = 0, compare_scratch: bool = True) -> dict:
+                        seed: int = 0, compare_scratch: bool = True, progress=None) -> dict:
     """Train a classifier on ``labelled`` labelled training examples from the run's
-    pretrained encoder; report test accuracy (and a from-scratch baseline)."""
+    pretrained encoder; report test accuracy (and a from-scratch baseline).
+    ``progress(stage, done, total)`` is called after each epoch of each stage."""
+    report = progress or (lambda stage, done, total: None)
     run = Path(run_dir)
     model, meta = load_model(run)
     cfg = load_config(run / "config.toml")
@@ -79,14 +83,14 @@ def finetune_classifier(run_dir: str | Path, *, labelled: int = 1000, epochs: in
 
     torch.manual_seed(seed)
     clf = Classifier(copy.deepcopy(model), data.num_classes, fine_tune=fine_tune)
-    _fit(clf, train_set, epochs, lr, batch_size, seed)
+    _fit(clf, train_set, epochs, lr, batch_size, seed, lambda e: report("pretrained encoder", e, epochs))
     result = {"labelled": len(train_set), "epochs": epochs, "fine_tune": fine_tune,
               "accuracy": _accuracy(clf, test_set)}
     if compare_scratch:
         torch.manual_seed(seed)
         fresh = create_model(meta["kind"], tuple(meta["input_shape"]), **meta["config"])
         scratch = Classifier(fresh, data.num_classes, fine_tune=True)
-        _fit(scratch, train_set, epochs, lr, batch_size, seed)
+        _fit(scratch, train_set, epochs, lr, batch_size, seed, lambda e: report("from scratch", e, epochs))
         result["scratch_accuracy"] = _accuracy(scratch, test_set)
     save_pair(run / "classifier", clf.state_dict(), {"num_classes": data.num_classes, **result})
     atomic_write_text(run / "eval" / "classifier.json", json.dumps(result, indent=2))
