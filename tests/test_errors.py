@@ -105,6 +105,8 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path, run):
     assert_one_line(invoke("train", "--model", "ae", "--data", "digits", "--run-dir", tmp_path / "r", "train.lr=abc"),
                     EXIT_USER_INPUT, "train.lr")
     assert_one_line(invoke("sample", run), EXIT_USER_INPUT, "not generative")
+    # a run folder that is not a denoiser: refused from its model.json, before it is exported
+    assert_one_line(invoke("denoise", tmp_path, "--model", run), EXIT_USER_INPUT, "'ae' model, not a denoiser")
 
 
 def test_bad_data_is_one_line_and_loses_nothing(tmp_path, run):
