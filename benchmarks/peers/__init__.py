@@ -1,0 +1,1 @@
+"""Published models that aetk's benchmarks compare against, rebuilt from their papers."""
