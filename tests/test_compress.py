@@ -27,6 +27,7 @@ from aetk.data import DataConfig, load_data
 from aetk.data.forward import ForwardArray
 from aetk.data.idx import read_idx, write_idx
 from aetk.data.stream import open_parts, read_range
+from aetk.errors import EXIT_INTEGRITY, EXIT_OS, EXIT_USER_INPUT
 from aetk.normalization import Normalization
 from aetk.runtime import load_export
 
@@ -377,7 +378,7 @@ def test_full_disk_leaves_no_manifest_and_a_rerun_finishes(conv, tmp_path):
     out = tmp_path / "codes"
     cmd = _compress_cmd(tmp_path / "x.npy", conv, out, shard_size=1500)  # 36 KiB of codes in shard 0
     proc = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, preexec_fn=limit_file_size)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == EXIT_OS, proc.stderr  # the disk refused: one line, exit 4
     assert "writing codes to" in proc.stderr and "rerun resumes" in proc.stderr
     assert (out / "model" / "decoder.onnx").is_file(), "the model (under the limit) was copied first"
     assert not (out / "manifest.json").exists() and not list(out.glob("shard-*"))
@@ -473,7 +474,7 @@ def test_unwritable_output_and_shape_mismatch_fail_before_any_work(conv, tmp_pat
     assert res.exit_code == 0, res.output
     assert Codes.open(tmp_path / "codes").job["preprocessing"]["reader"]["image_size"] == [8, 8]
     res = cli("compress", tmp_path / "big.npy", "-m", conv, "-o", tmp_path / "c2", "--channels", "3")
-    assert res.exit_code == 1 and "--channels 1" in res.output
+    assert res.exit_code == EXIT_USER_INPUT and "--channels 1" in res.output
 
 
 def test_stale_codes_are_refused_unless_overwrite(conv, conv_other, pixels, tmp_path):
@@ -533,7 +534,7 @@ def test_damaged_shards_are_caught_by_verify_and_decompress_and_redone(conv, pix
     assert len(problems) == 2 and "shard-00001.npy: is" in problems[0] and "truncated" in problems[0]
     assert "shard-00004.npy: does not match its sha256" in problems[1]
     res = cli("compress", "--verify", out)
-    assert res.exit_code == 1 and "shard-00004.npy" in res.output
+    assert res.exit_code == EXIT_INTEGRITY and "shard-00004.npy" in res.output
     with pytest.raises(CorruptShardError, match=r"2 problem\(s\).*nothing decoded"):
         decompress(out, tmp_path / "restored")
     assert not (tmp_path / "restored").exists()
@@ -684,10 +685,10 @@ def test_cli_usage_and_bad_options(conv, pixels, tmp_path):
                           (["--shard-format", "csv"], "--shard-format 'csv' is not one of"),
                           (["--engine", "spark"], "--engine 'spark' is not one of")):
         res = cli("compress", pixels, "-m", conv, "-o", tmp_path / "x", *args)
-        assert res.exit_code == 1 and message in res.output, res.output
+        assert res.exit_code == EXIT_USER_INPUT and message in res.output, res.output
     res = cli("compress", pixels, "-m", tmp_path, "-o", tmp_path / "x")
-    assert res.exit_code == 1 and "neither an export folder" in res.output
+    assert res.exit_code == EXIT_USER_INPUT and "neither an export folder" in res.output
     res = cli("compress", pixels, "-o", tmp_path / "x")
-    assert res.exit_code == 1 and "needs -m MODEL and -o CODES" in res.output
+    assert res.exit_code == EXIT_USER_INPUT and "needs -m MODEL and -o CODES" in res.output
     res = cli("decompress", tmp_path / "nothing", "-o", tmp_path / "y")
-    assert res.exit_code == 1 and "does not exist" in res.output
+    assert res.exit_code == EXIT_USER_INPUT and "does not exist" in res.output
