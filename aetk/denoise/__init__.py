@@ -8,6 +8,8 @@
 | denoiser.py    | the model (aetk.runtime) on tiles, per channel or per colour image    |
 | noise_level.py | how noisy an image is (routes the shipped model's light-noise images) |
 | pipeline.py    | worker threads for decoding and encoding around the model             |
+| modelcheck.py  | what --model accepts: a denoiser, fully convolutional, 1 or 3 channels |
+| report.py      | PSNR/SSIM against clean references (--report; benchmarks)             |
 | photos.py      | the offline photographs the shipped model is trained and tested on    |
 
 The shipped model, ``models/blind-gaussian.onnx``, is a ``resconv`` model (aetk/models/resconv.py)
