@@ -8,6 +8,8 @@ What is measured (each side in its own process: wall time, and peak resident mem
   float32 .npy shards + manifest) and for a PyTorch script that loads the data with aetk's
   readers, encodes in batches of 256 under ``torch.inference_mode`` and saves one .npy.
   Targets: aetk >= 2x the script's samples/s, and a lower peak memory.
+- decompress: ``aetk decompress`` of the same codes (wall time against compress's), and of an
+  image folder of 2,000 PNG files, where each output is a file of its own.
 - flat memory: aetk compress of a memory-mapped uint8 .npy of N and of 10 N images;
   target: peak memory of the larger run within 10% of the smaller's.
 - the codes: bytes per sample, ratios against raw pixels and PNG, reconstruction PSNR
@@ -118,6 +120,17 @@ def write_pixels(path: Path, n: int) -> None:
     del x
 
 
+def write_pngs(folder: Path, n: int) -> None:
+    """n 28x28 8-bit PNG files (smooth-ish, like write_pixels)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for k in range(n):
+        base = rng.integers(0, 256, (7, 7), dtype=np.uint8)
+        Image.fromarray(np.repeat(np.repeat(base, 4, axis=0), 4, axis=1)).save(folder / f"{k:05d}.png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, help="a trained conv run folder (default: train one)")
@@ -159,7 +172,19 @@ def main() -> None:
             print(f"Fashion-MNIST, 70,000 images, {device}: PyTorch script ...", flush=True)
             t = best_of(args.repeat, [sys.executable, str(work / "torch_script.py"), str(run),
                                       str(work / "torch-codes.npy"), device], work / "torch.log")
-            results[device] = {"aetk": a, "torch": t}
+            print(f"Fashion-MNIST, 70,000 images, {device}: aetk decompress ...", flush=True)
+            restored = work / f"restored-{device}"
+            d = best_of(args.repeat, [sys.executable, "-m", "aetk.cli.main", "decompress", str(codes), "-o",
+                                      str(restored), "-q", "--device", device, "--overwrite"], work / "decompress.log")
+            results[device] = {"aetk": a, "torch": t, "decompress": d}
+        # decompress of an image folder: one file per item (where an fsync per file cost 10x)
+        folder = work / "pngs"
+        write_pngs(folder, 2000)
+        ci = measure(aetk + [str(folder), "-m", str(export), "-o", str(work / "codes-png"), "-q", "--png-sample",
+                             "0", "--device", "cpu", "--overwrite"], work / "png.log")
+        di = measure([sys.executable, "-m", "aetk.cli.main", "decompress", str(work / "codes-png"), "-o",
+                      str(work / "restored-png"), "-q", "--device", "cpu", "--overwrite"], work / "png.log")
+        results["png_folder"] = {"items": 2000, "compress": ci, "decompress": di}
         # the codes: sizes, PSNR (from the finished folder: nothing is encoded again), agreement
         ev = measure(aetk + ["fashion-mnist", "-m", str(export), "-o", str(work / "codes-cpu"), "--json", "-q",
                              "--eval"], work / "eval.log")
@@ -202,6 +227,10 @@ def print_table(r: dict, n: int) -> None:
         a, t = r[device]["aetk"], r[device]["torch"]
         for name, m in ((f"aetk compress ({device})", a), (f"PyTorch script ({device})", t)):
             print(f"{name:28}{70000 / m['wall_s']:>12,.0f}{m['wall_s']:>10.2f}{m['peak_rss_mib']:>15.0f}")
+        if "decompress" in r[device]:
+            d = r[device]["decompress"]
+            print(f"{f'aetk decompress ({device})':28}{70000 / d['wall_s']:>12,.0f}{d['wall_s']:>10.2f}"
+                  f"{d['peak_rss_mib']:>15.0f}   ({d['wall_s'] / a['wall_s']:.1f}x compress's time)")
         speed = t["wall_s"] / a["wall_s"]
         mem = a["peak_rss_mib"] / t["peak_rss_mib"]
         print(f"{'aetk / script':28}{speed:>11.2f}x{'':>10}{mem:>14.2f}x")
@@ -209,6 +238,10 @@ def print_table(r: dict, n: int) -> None:
               f"peak memory below the script's: {'met' if mem < 1 else 'NOT met'}")
     if "cuda" not in r:
         print("  GPU: none on this machine (no CUDA device for onnxruntime/torch), so no GPU numbers")
+    if "png_folder" in r:
+        pf = r["png_folder"]
+        print(f"image folder, {pf['items']:,} PNG files (cpu): compress {pf['compress']['wall_s']:.2f} s, decompress "
+              f"{pf['decompress']['wall_s']:.2f} s ({pf['decompress']['wall_s'] / pf['compress']['wall_s']:.1f}x)")
     c = r["codes"]
     ev = c.get("eval", {})
     print(f"codes: {c['rows']:,} x 30 float32 in {c['shards']} shards, {c['bytes_per_sample']:.1f} B/sample; "
