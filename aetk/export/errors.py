@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from aetk.errors import AetkError
+from aetk.errors import AetkError, IntegrityError
 
 
 class ExportError(AetkError, RuntimeError):
     """An export that cannot be done as asked (bad run, unwritable folder, bad option)."""
+
+
+class ExportIntegrityError(IntegrityError, ExportError):
+    """The run's weights do not match their recorded hash, or are corrupt (exit 3)."""
 
 
 class ExportValidationError(ExportError):
@@ -40,5 +44,5 @@ class OutputValueMismatch(ExportValidationError):
         self.atol = atol
 
 
-__all__ = ["ExportError", "ExportValidationError", "OnnxCheckError", "OutputNameMismatch",
+__all__ = ["ExportError", "ExportIntegrityError", "ExportValidationError", "OnnxCheckError", "OutputNameMismatch",
            "OutputShapeMismatch", "OutputValueMismatch"]

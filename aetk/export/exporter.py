@@ -31,7 +31,8 @@ import onnx
 import torch
 
 import aetk
-from aetk.export.errors import ExportError
+from aetk.errors import UserInputError
+from aetk.export.errors import ExportError, ExportIntegrityError
 from aetk.export.graphs import GraphSpec, graph_specs, is_variational
 from aetk.export.validate import ATOL, RTOL, check_model, cpu_session, run_session, validate_graph
 from aetk.export.variants import accuracy_change, to_float16, to_int8
@@ -361,8 +362,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = DEFAULT
         model, meta = load_model(run_dir)
         normalization = meta.get("normalization")
         notes.append(f"the run's data could not be loaded ({exc})")
-    except CheckpointError as exc:  # same class (a hash mismatch stays an IntegrityError, exit 3)
-        raise type(exc)(f"cannot export {run_dir}: {exc}") from exc
+    except CheckpointError as exc:  # a missing run; or corrupt weights, a hash mismatch (exit 3)
+        cls = ExportError if isinstance(exc, UserInputError) else ExportIntegrityError
+        raise cls(f"cannot export {run_dir}: {exc}") from exc
     result = export_model(model, out_dir, normalization=normalization, real_batch=real,
                           calibration=calibration, opset=opset, fp16=fp16, int8=int8, atol=atol, rtol=rtol,
                           progress=progress)
