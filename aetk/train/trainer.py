@@ -237,7 +237,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         if dist_info.is_main and resume and not checkpoint_exists(run_dir):
-            raise TrainingError(f"cannot resume: {run_dir / (LAST + '.safetensors')} does not exist")
+            raise TrainingError(f"cannot resume: {run_dir / (LAST + '.safetensors')} does not exist (the run "
+                                f"stopped before its first checkpoint: start it again without --resume)")
         with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():
             return _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step)
     finally:
@@ -429,7 +430,7 @@ def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
     if removed:
         print(f"removed {len(removed)} temporary file(s) an interrupted write left in {run_dir}")
     if resume:
-        if not checkpoint_exists(run_dir):
+        if not checkpoint_exists(run_dir):  # gone since train() looked, before the lock
             raise TrainingError(f"cannot resume: {run_dir / (LAST + '.safetensors')} does not exist")
         # The config the checkpoint was written with (older checkpoints: the run's config.toml).
         saved = read_checkpoint_info(run_dir / LAST).get("config")
