@@ -98,8 +98,10 @@ def test_the_checkpoint_is_one_file_and_a_torn_older_pair_is_refused(tmp_path, t
     assert info["state"]["epoch"] == 1 and info["config"]["train"]["batch_size"] == 50
 
     _flip_last_byte(last.with_suffix(".safetensors"))
+    config = (run / "config.toml").read_text()
     with pytest.raises(IntegrityError, match="last.safetensors does not match"):
         train(load_config(run / "config.toml", ["train.epochs=2"]), run, resume=True)
+    assert (run / "config.toml").read_text() == config  # refused before writing anything
 
     # The older layout (last.safetensors + last.json, which a kill between the two renames
     # could leave from two different steps): weights of step N+1 with the state of step N.

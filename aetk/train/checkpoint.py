@@ -150,21 +150,6 @@ def load_checkpoint(stem: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return tensors, info
 
 
-def read_checkpoint_info(stem: Path) -> dict[str, Any]:
-    """A checkpoint's JSON alone, without reading (or checking) its tensors."""
-    st = stem.with_suffix(".safetensors")
-    try:
-        with safe_open(st, framework="pt") as f:
-            header = f.metadata() or {}
-        text = header[CHECKPOINT_KEY] if CHECKPOINT_KEY in header else stem.with_suffix(".json").read_text()
-        info = json.loads(text)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {st} is unreadable or corrupt: {exc}") from exc
-    if not isinstance(info, dict):
-        raise CheckpointError(f"checkpoint {st} holds no JSON object")
-    return info
-
-
 def checkpoint_exists(run_dir: Path) -> bool:
     return any((Path(run_dir) / (LAST + suffix)).exists() for suffix in (".safetensors", ".json"))
 

@@ -45,7 +45,6 @@ from aetk.train.checkpoint import (
     flatten_state,
     init_weights,
     load_checkpoint,
-    read_checkpoint_info,
     remove_stray_temporaries,
     save_checkpoint,
     save_model,
@@ -432,8 +431,9 @@ def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
     if resume:
         if not checkpoint_exists(run_dir):  # gone since train() looked, before the lock
             raise TrainingError(f"cannot resume: {run_dir / (LAST + '.safetensors')} does not exist")
-        # The config the checkpoint was written with (older checkpoints: the run's config.toml).
-        saved = read_checkpoint_info(run_dir / LAST).get("config")
+        # Read whole (its hash checked) before anything is written; then the config it was
+        # written with (older checkpoints: the run's config.toml).
+        saved = _load_last(run_dir)[1].get("config")
         if saved is None and (run_dir / "config.toml").is_file():
             from aetk.config import load_config
 
