@@ -133,6 +133,9 @@ HOSTILE_EDITS = {
     "shard file absolute": lambda m: m["shards"][0].__setitem__("file", "/etc/passwd"),
     "model file ../": lambda m: m["model_files"].__setitem__("../../decoder.onnx", "0" * 64),
     "NaN in the manifest": lambda m: m["totals"].__setitem__("bytes", float("nan")),
+    "value type object": lambda m: m["job"]["source"]["parts"][0].__setitem__("dtype", "object"),
+    "item shape of 10^12 values": lambda m: m["job"]["source"]["parts"][0].__setitem__("item_shape", [1, 10 ** 6, 10 ** 6]),
+    "file shape negative": lambda m: m["job"]["source"]["parts"][0].__setitem__("file_shape", [-16, 16]),
 }
 
 
@@ -198,6 +201,11 @@ def test_image_paths_and_links_out_of_the_output_are_refused(trained, tmp_path):
         with pytest.raises(UnsafeManifestError, match=r"not a relative path inside its folder"):
             decompress(c, tmp_path / "out")
         assert not (tmp_path / "out").exists() and not (tmp_path / "escape.png").exists()
+    # an image of 10^10 pixels: the memory it would take is refused before decoding
+    c = copy_codes(codes, tmp_path / "huge")
+    rewrite_manifest(c, lambda m: m["shards"][0]["layout"].__setitem__(0, [100000, 100000, "L"]))
+    with pytest.raises(UnsafeManifestError, match=r"the layout \[100000, 100000, 'L'\]"):
+        decompress(c, tmp_path / "out")
     # two rows naming one file: the second would silently replace the first
     c = copy_codes(codes, tmp_path / "dup")
     rewrite_manifest(c, lambda m: m["shards"][0]["ids"].__setitem__(1, m["shards"][0]["ids"][0]))

@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
+import numpy as np
+
 from aetk.atomic import atomic_write_text, stray_temporaries
 from aetk.compress.errors import CompressError, IncompleteCodesError, StaleCodesError, UnsafeManifestError
 from aetk.compress.shards import NAME_PREFIX, is_shard_file, shard_name
@@ -112,7 +114,8 @@ def checksum(manifest: dict[str, Any]) -> str:
 
 def _unsafe(path: Path, what: str) -> UnsafeManifestError:
     return UnsafeManifestError(f"{path} {what}; refusing to use it (it was edited or made by something "
-                               f"other than `aetk compress`; recompress from the data)")
+                               f"other than `aetk compress`; recompress from the data, with --overwrite "
+                               f"to remake this folder)")
 
 
 def plain_name(name: Any) -> bool:
@@ -163,6 +166,55 @@ def check_paths(m: dict[str, Any], path: Path) -> None:
         raise _unsafe(path, f"lacks or garbles an entry ({type(exc).__name__}: {exc})") from None
 
 
+MAX_ITEM_VALUES = 1 << 28  # values in one restored item: the most a manifest may ask decompress to make
+LAYOUT_MODES = ("L", "I;16", "RGB")
+DTYPE_NAMES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+               "float16", "float32", "float64")
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _shape(v: Any) -> bool:
+    return (isinstance(v, list) and 0 < len(v) <= 8 and all(_count(s) for s in v)
+            and int(np.prod(v, dtype=np.float64)) <= MAX_ITEM_VALUES)
+
+
+def check_layouts(m: dict[str, Any], path: Path) -> None:
+    """What decompress would make from the manifest is sane: value types it can write,
+    shapes and image sizes of positive integers and bounded size (a manifest asking for a
+    10^10-pixel image would exhaust memory), CSV columns as text (UnsafeManifestError)."""
+    try:
+        for part in m["job"]["source"]["parts"]:
+            if part["dtype"] not in DTYPE_NAMES:
+                raise _unsafe(path, f"gives part {part['name']!r} the value type {part['dtype']!r}; expected "
+                                    f"one of {', '.join(DTYPE_NAMES)}")
+            for key in ("shape", "item_shape", "file_shape"):
+                if key in part and not _shape(part[key]):
+                    raise _unsafe(path, f"gives part {part['name']!r} the {key} {part[key]!r}; expected up to 8 "
+                                        f"positive integers, at most {MAX_ITEM_VALUES} values")
+            w = part.get("windows")
+            if w is not None and not (isinstance(w, dict) and all(_count(w.get(k)) for k in ("length", "rows", "features"))
+                                      and w["rows"] * w["features"] <= MAX_ITEM_VALUES):
+                raise _unsafe(path, f"gives part {part['name']!r} the windows {w!r}; expected positive integers")
+            origin = part["origin"]
+            if "columns" in origin and not (isinstance(origin["columns"], list)
+                                            and all(isinstance(c, str) and "\n" not in c for c in origin["columns"])):
+                raise _unsafe(path, f"gives part {part['name']!r} CSV columns that are not one line of text each")
+            if "delimiter" in origin and not (isinstance(origin["delimiter"], str) and len(origin["delimiter"]) == 1
+                                              and origin["delimiter"] not in "\r\n\"0123456789.-+eE"):
+                raise _unsafe(path, f"gives part {part['name']!r} the CSV delimiter {origin['delimiter']!r}")
+        for rec in m["shards"]:
+            for lay in rec.get("layout") or []:
+                if not (isinstance(lay, list) and len(lay) == 3 and _count(lay[0]) and _count(lay[1])
+                        and lay[0] * lay[1] <= MAX_ITEM_VALUES // 3 and lay[2] in LAYOUT_MODES):
+                    raise _unsafe(path, f"gives an image of shard {rec['file']} the layout {lay!r}; expected "
+                                        f"[height, width, mode] with mode one of {', '.join(LAYOUT_MODES)}")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise _unsafe(path, f"lacks or garbles an entry ({type(exc).__name__}: {exc})") from None
+
+
 def load_manifest(codes: Path) -> dict[str, Any]:
     """The manifest of a complete codes folder; errors say what is missing and why."""
     codes = Path(codes)
@@ -187,6 +239,7 @@ def load_manifest(codes: Path) -> dict[str, Any]:
         raise _unsafe(path, f"does not match its own {CHECKSUM}: it was edited after `aetk compress` "
                             f"wrote it")
     check_paths(m, path)
+    check_layouts(m, path)
     return m
 
 
@@ -302,7 +355,7 @@ def remove_temporaries(codes: Path) -> None:
                 p.unlink(missing_ok=True)
 
 
-__all__ = ["CHECKSUM", "FORMAT", "FORMAT_VERSION", "MANIFEST", "check_paths", "checksum", "plain_name",
+__all__ = ["CHECKSUM", "FORMAT", "FORMAT_VERSION", "MANIFEST", "check_layouts", "check_paths", "checksum", "plain_name",
            "relative_path", "MODEL_DIR", "PROGRESS", "REPORT", "Journal", "Shard",
            "clear", "dumps", "job_differences", "load_manifest", "locked", "plan_shards", "refuse_stale",
            "remove_temporaries", "write_manifest"]
