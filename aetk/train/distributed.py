@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from aetk.errors import UserInputError
+
 
 @dataclass
 class DistInfo:
@@ -51,7 +53,7 @@ def teardown(info: DistInfo) -> None:
 def launch(nproc_per_node: int, worker_args: list[str]) -> int:
     """Run ``aetk.train.worker`` in N processes on this machine; returns the exit code."""
     if nproc_per_node < 1:
-        raise ValueError(f"--nproc-per-node must be >= 1, got {nproc_per_node}")
+        raise UserInputError(f"--nproc-per-node must be >= 1, got {nproc_per_node}")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc_per_node}", "-m", "aetk.train.worker", *worker_args]
     return subprocess.call(cmd)
