@@ -74,6 +74,13 @@ def test_sigkill_at_random_moments_then_resume_is_exact_or_refused(tmp_path):
             how = _kill_at_random(run, delay)
             step = None
             strays = len(ckpt.stray_temporaries(run)) + len(ckpt.stray_temporaries(run / "checkpoints"))
+            try:  # the model pair a kill left: whole, or refused (torn between its two renames)
+                ckpt.load_model(run)
+                pair = "model pair whole"
+            except ckpt.MissingRunError:
+                pair = "no model yet"
+            except ckpt.CheckpointError:
+                pair = "model pair torn and refused"
             try:
                 step = ckpt.load_checkpoint(run / ckpt.LAST)[1]["state"]["step"]
                 train(resume_config(run), run, resume=True)
@@ -91,7 +98,7 @@ def test_sigkill_at_random_moments_then_resume_is_exact_or_refused(tmp_path):
             outcomes[key] = outcomes.get(key, 0) + 1
             if os.environ.get("AETK_KILL_REPORT"):
                 print(f"trial {trial}: {how} {delay:.2f}s after the first checkpoint (at step {step}), "
-                      f"{strays} stray temporaries, {outcome}")
+                      f"{strays} stray temporaries, {pair}, {outcome}")
         if os.environ.get("AETK_KILL_REPORT"):
             print(outcomes)
         assert sum(outcomes.values()) == TRIALS
