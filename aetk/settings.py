@@ -73,16 +73,17 @@ def describe(hint: Any, rules: dict[str, Any]) -> str:
     if origin is bool:
         return "true or false"
     if origin in (int, float):
-        noun = "integer" if origin is int else "number"
+        what = "an integer" if origin is int else "a number"
         lo, hi, below = rules.get("min"), rules.get("max"), rules.get("below")
         if lo == 1 and origin is int and hi is None:
             return "a positive integer"
-        if lo is not None and (hi is not None or below is not None):
-            return f"a{'n' if noun == 'integer' else ''} {noun} in [{_num(lo)}, {_num(hi if hi is not None else below)}" \
-                   f"{']' if hi is not None else ')'}"
+        if lo is not None and hi is not None:
+            return f"{what} in [{_num(lo)}, {_num(hi)}]"
+        if lo is not None and below is not None:
+            return f"{what} in [{_num(lo)}, {_num(below)})"
         if lo is not None:
-            return f"a{'n' if noun == 'integer' else ''} {noun} >= {_num(lo)}"
-        return f"a{'n' if noun == 'integer' else ''} {noun}"
+            return f"{what} >= {_num(lo)}"
+        return what
     if origin is str:
         return "a string"
     if origin in (list, tuple):
