@@ -130,18 +130,22 @@ class ResidualUNetDenoiser(Autoencoder):
         """z = [x, noise std map] (B, 2C, H, W) -> x_hat (B, C, H, W). Give a constant map
         (sigma / 255) to override the estimate."""
         ch = self.channels
+        h, w = z.shape[-2:]
+        m = 2 ** self.config.scales
+        # Any size works (the exported decoder's, e.g.): padded to the U-Net's multiple, cropped after.
+        z = F.pad(z, (0, (m - w % m) % m, 0, (m - h % m) % m), mode="replicate")
         x, level = z[:, :ch], z[:, ch:]
         u = F.pixel_unshuffle(x, 2)
-        h = self.head(torch.cat([u, F.pixel_unshuffle(level * LEVEL_SCALE, 2)], dim=1))
+        feat = self.head(torch.cat([u, F.pixel_unshuffle(level * LEVEL_SCALE, 2)], dim=1))
         skips = []
         for enc, down in zip(self.encoders, self.downs):
-            h = enc(h)
-            skips.append(h)
-            h = down(h)
-        h = self.body(h)
+            feat = enc(feat)
+            skips.append(feat)
+            feat = down(feat)
+        feat = self.body(feat)
         for up, dec, skip in zip(reversed(self.ups), reversed(self.decoders), reversed(skips)):
-            h = dec(up(h) + skip)
-        return x + F.pixel_shuffle(self.tail(h), 2)
+            feat = dec(up(feat) + skip)
+        return (x + F.pixel_shuffle(self.tail(feat), 2))[..., :h, :w]
 
     def forward(self, x: Tensor, *, target: Tensor | None = None, step: int = 0) -> dict[str, Tensor]:
         from aetk.data.noise_synthesis import synthesize
