@@ -428,6 +428,20 @@ def test_images_come_back_at_their_own_size_and_mode(trained, tmp_path):
     assert res.exit_code == 0 and "ratio vs source files: not given" in res.output.replace("\n", " ")
 
 
+def test_center_crops_come_back_at_the_crop_size(trained, tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    a = np.rint(smooth_images(1, 24, 20, 13)[0]).astype(np.uint8)
+    Image.fromarray(a).save(src / "a.png")
+    compress(str(src), trained, tmp_path / "codes", png_sample=0,
+             data_options={"image_size": [16, 16], "resize": "crop"})
+    out = decompress(tmp_path / "codes", tmp_path / "out")
+    assert any("center-cropped" in n and "margins are not in the codes" in n for n in out.notes)
+    with Image.open(tmp_path / "out" / "a.png") as im:
+        assert im.size == (16, 16) and im.mode == "L"
+        assert psnr(np.asarray(im), a[4:20, 2:18], 255.0) > 18  # the crop, not the whole image squeezed
+
+
 def test_arrays_idx_and_csv_time_series_come_back_in_their_shape(trained, tmp_path):
     from aetk.export import export_model
     from aetk.models import create_model

@@ -201,9 +201,13 @@ class _Rows:
     """Reconstructions (rows, *model shape) -> the file's own example shape: channels and
     size restored when the reader changed them, then reshaped (e.g. (1, 28, 28) -> (28, 28))."""
 
-    def __init__(self, part: dict, restore: bool):
+    def __init__(self, part: dict, restore: bool, cropped: bool = False):
         model = tuple(part["shape"])
+        self.cropped = cropped
         self.item = tuple(part.get("item_shape") or model) if restore else model
+        if cropped and len(self.item) == 3 and len(model) == 3:  # the margins are not in the codes
+            self.item = (self.item[0], *model[1:])
+            part = {**part, "file_shape": None}
         self.file = tuple(part.get("file_shape") or self.item) if restore else model
         self.model = model
         if int(np.prod(self.item)) != int(np.prod(self.file)):
@@ -306,11 +310,14 @@ class _Windows(_Writer):
 
 
 class _ImageWriter(_Writer):
-    def __init__(self, out: Path, dtype: str, value_max: float, written: list[Path]):
+    def __init__(self, out: Path, dtype: str, value_max: float, written: list[Path], cropped: bool = False):
         self.out, self.dtype, self.value_max, self.written = out, dtype, value_max, written
+        self.cropped = cropped  # center crops: the margins are not in the codes, so no resize back
 
     def write(self, x: np.ndarray, record: dict) -> None:
         layouts = record.get("layout") or [None] * len(x)
+        if self.cropped:
+            layouts = [None if lay is None else [x.shape[2], x.shape[3], lay[2]] for lay in layouts]
         for a, rel, layout in zip(x, record["ids"], layouts):
             path = self.out / rel
             _write_unsynced(path, image_file(a, layout, self.dtype, self.value_max, path.suffix))
@@ -430,7 +437,7 @@ def _open_writer(o: _Output, dtype: str, shape: tuple[int, ...], shaper: _Rows, 
     part, kind, path = o.part, o.kind, o.path
     origin = part["origin"]
     if kind == "images":
-        return _ImageWriter(path, dtype, float(part.get("value_max", 255.0)), images_written)
+        return _ImageWriter(path, dtype, float(part.get("value_max", 255.0)), images_written, shaper.cropped)
     if kind != "arrays" and part.get("windows"):
         cols = origin.get("columns") or [str(k) for k in range(int(part["windows"]["features"]))]
 
@@ -487,6 +494,23 @@ class _Pipeline:
             raise self.error[0]
 
 
+def _notes(codes: Codes, plan: list[_Output]) -> list[str]:
+    """What the outputs cannot hold: labels of CSV rows, detail lost to resizing or cropping."""
+    notes = []
+    reader = codes.job["preprocessing"]["reader"]
+    if any(o.kind == "csv" for o in plan) and reader.get("label_column"):
+        notes.append("CSV outputs hold the feature columns only: labels are not stored with codes")
+    size = codes.job["preprocessing"]["input_shape"][1:]
+    resized = sum(1 for r in codes.records for lay in (r.get("layout") or []) if list(lay[:2]) != list(size))
+    if resized and reader.get("resize") == "crop":
+        notes.append(f"{resized} images were center-cropped to the model's size {'x'.join(map(str, size))} "
+                     f"before encoding; they come back at that size (the margins are not in the codes)")
+    elif resized:
+        notes.append(f"{resized} images were encoded at the model's size {'x'.join(map(str, size))} and are "
+                     f"resized back to their own sizes: detail finer than that is not in the codes")
+    return notes
+
+
 def decompress(folder: str | Path, out: str | Path, *, as_arrays: bool = False, device: str = "auto",
                model: str | Path | None = None, batch_size: int = 512, overwrite: bool = False,
                progress: Any = None) -> DecompressResult:
@@ -515,14 +539,9 @@ def decompress(folder: str | Path, out: str | Path, *, as_arrays: bool = False, 
     by_part: dict[str, list[dict]] = {}
     for r in codes.records:
         by_part.setdefault(r["part"], []).append(r)
-    if any(o.kind == "csv" for o in plan) and codes.job["preprocessing"]["reader"].get("label_column"):
-        result.notes.append("CSV outputs hold the feature columns only: labels are not stored with codes")
-    resized = sum(1 for r in codes.records for lay in (r.get("layout") or [])
-                  if tuple(lay[:2]) != tuple(codes.job["preprocessing"]["input_shape"][1:]))
-    if resized:
-        result.notes.append(f"{resized} images were encoded at the model's size "
-                            f"{'x'.join(map(str, codes.job['preprocessing']['input_shape'][1:]))} and are "
-                            f"resized back to their own sizes: detail finer than that is not in the codes")
+    result.notes += _notes(codes, plan)
+    reader = codes.job["preprocessing"]["reader"]
+    cropped = reader.get("resize") == "crop" and reader.get("image_size") is not None
     scale = source_scale(codes)
     total = codes.manifest["totals"]["rows"]
     bar.stage(f"decoding {total} codes into {out}", total=total)
@@ -535,7 +554,7 @@ def decompress(folder: str | Path, out: str | Path, *, as_arrays: bool = False, 
                 part, kind, path = o.part, o.kind, o.path
                 records = by_part.get(part["name"], [])
                 rows = sum(r["rows"] for r in records)
-                shaper = _Rows(part, restore=kind != "arrays")
+                shaper = _Rows(part, restore=kind != "arrays", cropped=cropped)
                 dtype = part["dtype"]
                 shape = (rows, *shaper.file)
                 make = functools.partial(_open_writer, o, dtype, shape, shaper, stack, zips, images_written)
