@@ -33,9 +33,9 @@ so it reads the fine-scale part of it). DnCNN-S (benchmarks/peers/dncnn.py, the 
 weights) runs on sigma-25 rows only, on each colour channel as a gray image. aetk is blind: it
 runs as `aetk denoise` does (aetk.denoise.load_denoiser), with --model if given.
 
-PSNR (aetk.evaluate.metrics.array_psnr) and SSIM (scikit-image, with Wang et al.'s Gaussian
-11x11 window, sigma 1.5, as the published tables' MATLAB ssim; colour: the mean over channels)
-are against the clean image in [0, 1]; aetk.denoise has no PSNR/SSIM helper of its own yet.
+PSNR and SSIM are aetk.denoise.report's, as `aetk denoise --report` prints them (SSIM: Wang et
+al.'s 11x11 Gaussian window, sigma 1.5, as the published tables' MATLAB ssim; colour: the mean
+over channels), against the clean image in [0, 1].
 Time is wall-clock seconds per megapixel (height x width, any number of channels) on this
 machine, every method given the same threads. Results go to --json (default
 runs/bench_denoise.json), rewritten after every set, so a long run keeps what it finished.
@@ -57,8 +57,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aetk.denoise import report
 from aetk.errors import UserInputError
-from aetk.evaluate.metrics import array_psnr
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "denoise"
@@ -177,17 +177,15 @@ def noisy_versions(clean: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np
 
 
 def psnr(x: np.ndarray, ref: np.ndarray) -> float:
-    return array_psnr(x, ref, 1.0)
+    """PSNR (dB) of images in [0, 1]."""
+    return report.psnr(x, ref)
 
 
 def ssim(x: np.ndarray, ref: np.ndarray) -> float:
-    """SSIM with Wang et al.'s settings (Gaussian window, sigma 1.5, population covariance),
-    images in [0, 1]; (H, W, 3): the mean over channels."""
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(np.asarray(x, np.float64), np.asarray(ref, np.float64), data_range=1.0,
-                                       gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                       channel_axis=-1 if x.ndim == 3 else None))
+    """SSIM of (H, W) or (H, W, 3) images in [0, 1] (colour: the mean over channels)."""
+    if x.ndim == 3:
+        x, ref = np.moveaxis(x, -1, 0), np.moveaxis(ref, -1, 0)
+    return report.ssim(x, ref)
 
 
 def as_written(x: np.ndarray, eight_bit: bool) -> np.ndarray:
