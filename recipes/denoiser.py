@@ -258,6 +258,30 @@ def cmd_export(args) -> None:
     print(f"exported {src} to {out}: {', '.join(res.files.values())}")
 
 
+def cmd_preview(args) -> None:
+    """A PNG of noisy | denoised | clean crops (PolyU real noise; a held-out colour photo with
+    sigma 25; a held-out gray photo with the camera pipeline) from a run folder's model."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from aetk.train.checkpoint import load_model
+
+    model, meta = load_model(Path(args.model or RUN))
+    sets = validation_sets()
+    rows = []
+    for name, i in (("polyu-canon", args.index), ("colour-awgn25", 0), ("gray-camera", 0)):
+        noisy, clean = (a[i % len(a), :, :128, :128] for a in sets[name])
+        with torch.no_grad():
+            y = model.decode(model.encode(torch.from_numpy(noisy)[None]))[0].clamp(0, 1).numpy()
+        rows.append(np.concatenate([noisy, y, clean], axis=2))
+        print(f"{name}[{i}]: noisy {psnr(noisy, clean):.2f} dB -> {psnr(np.round(y * 255) / 255, clean):.2f} dB")
+    img = (np.concatenate(rows, axis=1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    out = Path(args.out)
+    Image.fromarray(img).resize((img.shape[1] * 2, img.shape[0] * 2), Image.Resampling.NEAREST).save(out)
+    print(f"wrote {out} (model at step {meta.get('step')})")
+
+
 def cmd_speed(args) -> None:
     """Seconds per megapixel of an exported model through ``aetk denoise``'s Denoiser (ONNX
     Runtime, 2 threads, default tiles) on a 1600x1000 colour photograph; min of --repeat."""
@@ -298,6 +322,11 @@ def main(argv=None) -> None:
     p.add_argument("model", nargs="?", help="a run folder (default: runs/denoiser/selected)")
     p.add_argument("--out", default=None)
     p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("preview", help="a PNG of noisy | denoised | clean validation crops")
+    p.add_argument("model", nargs="?", help="a run folder (default: runs/denoiser)")
+    p.add_argument("--out", default=str(RUN / "preview.png"))
+    p.add_argument("--index", type=int, default=0, help="which PolyU pair")
+    p.set_defaults(fn=cmd_preview)
     p = sub.add_parser("speed", help="s/MP of an exported model (default: the shipped one)")
     p.add_argument("model", nargs="?", help="an .onnx file")
     p.add_argument("--repeat", type=int, default=3)
