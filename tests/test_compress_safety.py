@@ -280,10 +280,12 @@ def test_compress_keeps_the_users_files_in_the_model_folder(trained, other, npy_
     (out / "model").mkdir(parents=True)
     (out / "model" / "notes.txt").write_text("my notes")
     (out / "model" / "mine.onnx").write_bytes(b"my model")
+    (out / "model" / ".draft.onnx.x1.tmp").write_bytes(b"looks like a temporary, is mine")
     compress(data, trained, out, png_sample=0)
     compress(data, other, out, png_sample=0, overwrite=True)  # another model replaces only its own files
     assert (out / "model" / "notes.txt").read_text() == "my notes"
     assert (out / "model" / "mine.onnx").read_bytes() == b"my model"
+    assert (out / "model" / ".draft.onnx.x1.tmp").is_file()
     assert verify(out) == []
 
     # files with the names compress writes, in a folder that is not a codes folder: refused

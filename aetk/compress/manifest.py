@@ -348,11 +348,20 @@ def clear(codes: Path) -> None:
 
 
 def remove_temporaries(codes: Path) -> None:
-    """Temporary files a killed run left behind (atomic writes name them .NAME.*.tmp)."""
-    for folder in (codes, codes / PROGRESS, codes / MODEL_DIR):
-        if folder.is_dir():
+    """Temporary files a killed run left behind (atomic writes name them .NAME.*.tmp): in
+    .progress/ all of them, elsewhere only those of the files compress writes there."""
+    from aetk.compress.model import own_model_files
+
+    if (codes / PROGRESS).is_dir():
+        for p in stray_temporaries(codes / PROGRESS):
+            p.unlink(missing_ok=True)
+    for folder, ours in ((codes, lambda n: n in (MANIFEST, REPORT) or is_shard_file(n)),
+                         (codes / MODEL_DIR, lambda n: n in own_model_files())):
+        if folder.is_dir() and not folder.is_symlink():
             for p in stray_temporaries(folder):
-                p.unlink(missing_ok=True)
+                name = p.name[1:].rsplit(".", 2)[0]  # .NAME.<random>.tmp -> NAME
+                if ours(name):
+                    p.unlink(missing_ok=True)
 
 
 __all__ = ["CHECKSUM", "FORMAT", "FORMAT_VERSION", "MANIFEST", "check_layouts", "check_paths", "checksum", "plain_name",
