@@ -189,6 +189,13 @@ def test_an_edited_manifest_fails_its_checksum(npy_codes, tmp_path):
         verify(codes)
     res = cli("compress", "--verify", codes)
     assert res.exit_code == EXIT_INTEGRITY and "edited after `aetk compress` wrote it" in res.output
+    # compressing into it again refuses too (nothing touched), and --overwrite remakes it
+    data = str(npy_codes.parent / "x.npy")
+    before = tree(codes)
+    res = cli("compress", data, "-m", codes / "model", "-o", codes, "--shard-size", "16", "--png-sample", "0", "-q")
+    assert res.exit_code == EXIT_INTEGRITY and "manifest_sha256" in res.output and tree(codes) == before
+    compress(data, codes / "model", codes, shard_size=16, png_sample=0, overwrite=True)
+    assert verify(codes) == []
 
 
 def test_image_paths_and_links_out_of_the_output_are_refused(trained, tmp_path):
