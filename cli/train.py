@@ -66,6 +66,7 @@ def run_training(config: str | None, overrides: list[str], run_dir: Path, *, res
 
     cfg = resume_config(run_dir, config, overrides) if resume else load_config(config, overrides)
     if nproc_per_node > 1:
+        from aetk.train.checkpoint import RunLock
         from aetk.train.distributed import launch
 
         worker_args = ["--run-dir", str(run_dir)] + (["--config", config] if config else [])
@@ -73,7 +74,8 @@ def run_training(config: str | None, overrides: list[str], run_dir: Path, *, res
             worker_args += ["--set", o]
         if resume:
             worker_args.append("--resume")
-        code = launch(nproc_per_node, worker_args)
+        with RunLock(run_dir):  # held for the workers: a second launch is refused before it starts
+            code = launch(nproc_per_node, worker_args, run_locked=True)
         if code:
             raise typer.Exit(code)
         return

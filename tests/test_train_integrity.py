@@ -145,6 +145,9 @@ def test_a_second_trainer_on_one_run_folder_is_refused(tmp_path, trained):
         assert f"another `aetk train` is working in {run}" in result.output
         assert {p: p.read_bytes() for p in run.rglob("*")
                 if p.is_file() and p.name != ckpt.LOCK_FILE} == before
+        result = CliRunner().invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "2",
+                                          "--nproc-per-node", "2"])  # refused before any worker starts
+        assert result.exit_code == EXIT_FAILED and "another `aetk train`" in result.output, result.output
         with pytest.raises(ckpt.RunLockedError):  # a new run into the folder too
             train(load_config(None, TINY + ["train.epochs=1"]), run)
     finally:

@@ -50,10 +50,21 @@ def teardown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def launch(nproc_per_node: int, worker_args: list[str]) -> int:
-    """Run ``aetk.train.worker`` in N processes on this machine; returns the exit code."""
+# Set for the workers when the launching process holds the run folder's lock for them.
+LOCK_HELD_ENV = "AETK_TRAIN_LOCK_HELD_BY_LAUNCHER"
+
+
+def launch(nproc_per_node: int, worker_args: list[str], *, run_locked: bool = False) -> int:
+    """Run ``aetk.train.worker`` in N processes on this machine; returns the exit code.
+    ``run_locked``: the caller holds the run folder's lock (checkpoint.RunLock) for them."""
     if nproc_per_node < 1:
         raise UserInputError(f"--nproc-per-node must be >= 1, got {nproc_per_node}")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc_per_node}", "-m", "aetk.train.worker", *worker_args]
-    return subprocess.call(cmd)
+    env = {**os.environ, LOCK_HELD_ENV: "1"} if run_locked else None
+    return subprocess.call(cmd, env=env)
+
+
+def locks_run_folder(info: DistInfo) -> bool:
+    """Whether this process takes the run folder's lock: the main one, unless its launcher holds it."""
+    return info.is_main and os.environ.get(LOCK_HELD_ENV) != "1"

@@ -238,7 +238,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
         if dist_info.is_main and resume and not checkpoint_exists(run_dir):
             raise TrainingError(f"cannot resume: {run_dir / (LAST + '.safetensors')} does not exist (the run "
                                 f"stopped before its first checkpoint: start it again without --resume)")
-        with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():
+        with RunLock(run_dir) if distributed.locks_run_folder(dist_info) else contextlib.nullcontext():
             return _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)  # process-wide: put it back
