@@ -146,16 +146,31 @@ def validation_sets():
     return sets
 
 
+def load_for_eval(path: Path):
+    """(model in eval mode, step) from a run folder's model.safetensors, or, for a path ending
+    in checkpoints/last, from the latest training checkpoint (mid-epoch)."""
+    from aetk.train.checkpoint import load_checkpoint, load_model, unflatten_state
+
+    if path.name == "last":
+        from aetk.models import create_model
+
+        tensors, info = load_checkpoint(path)
+        model = create_model(CONFIG["model"]["kind"], (3, 128, 128),
+                             **{k: v for k, v in CONFIG["model"].items() if k != "kind"})
+        model.load_state_dict(unflatten_state(info["skeleton"]["model"], tensors))
+        return model.eval(), info["state"]["step"]
+    model, meta = load_model(path)
+    return model, meta.get("step")
+
+
 def evaluate(model_dir: Path, sets=None, crop: int | None = None) -> dict[str, float]:
     """Mean PSNR of the run folder's model.safetensors on each validation set (and the noisy
     input's, as ``<set>:noisy``), through PyTorch on whole images."""
     import numpy as np
     import torch
 
-    from aetk.train.checkpoint import load_model
-
     sets = sets or validation_sets()
-    model, _meta = load_model(model_dir)
+    model, _step = load_for_eval(Path(model_dir))
     out = {}
     with torch.no_grad():
         for name, (noisy, clean) in sets.items():
@@ -237,11 +252,14 @@ def cmd_status(args) -> None:
     run = Path(args.run)
     print(f"training {'running' if alive(run / 'train.pid') else 'not running'}; "
           f"watcher {'running' if alive(run / 'watch.pid') else 'not running'}")
-    from aetk.train.checkpoint import LAST, checkpoint_exists, read_checkpoint_info
+    from aetk.train.checkpoint import LAST, checkpoint_exists, load_checkpoint
 
     if checkpoint_exists(run):
-        st = read_checkpoint_info(run / LAST).get("state", {})
-        print(f"last checkpoint: epoch {st.get('epoch')}, step {st.get('step')}, batch {st.get('batch')}")
+        st = load_checkpoint(run / LAST)[1].get("state", {})
+        n = st.get("epoch_count") or 0
+        losses = ", ".join(f"{k} {v / n:.3f}" for k, v in (st.get("epoch_sums") or {}).items()) if n else ""
+        print(f"last checkpoint: epoch {st.get('epoch')}, step {st.get('step')}, batch {st.get('batch')}"
+              + (f"; this epoch so far: {losses}" if losses else ""))
     for name in ("metrics.csv", "validation.csv"):
         p = run / name
         if p.is_file():
@@ -265,9 +283,7 @@ def cmd_preview(args) -> None:
     import torch
     from PIL import Image
 
-    from aetk.train.checkpoint import load_model
-
-    model, meta = load_model(Path(args.model or RUN))
+    model, step = load_for_eval(Path(args.model or RUN))
     sets = validation_sets()
     rows = []
     for name, i in (("polyu-canon", args.index), ("colour-awgn25", 0), ("gray-camera", 0)):
@@ -279,7 +295,7 @@ def cmd_preview(args) -> None:
     img = (np.concatenate(rows, axis=1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
     out = Path(args.out)
     Image.fromarray(img).resize((img.shape[1] * 2, img.shape[0] * 2), Image.Resampling.NEAREST).save(out)
-    print(f"wrote {out} (model at step {meta.get('step')})")
+    print(f"wrote {out} (model at step {step})")
 
 
 def cmd_speed(args) -> None:
@@ -315,7 +331,8 @@ def main(argv=None) -> None:
             p.add_argument("--foreground", action="store_true", help="wait for training to end")
         p.set_defaults(fn=fn)
     p = sub.add_parser("validate")
-    p.add_argument("model", nargs="?", help="a run folder (default: runs/denoiser)")
+    p.add_argument("model", nargs="?", help="a run folder (default: runs/denoiser), or "
+                   "runs/denoiser/checkpoints/last for the latest checkpoint")
     p.add_argument("--crop", type=int, default=None, help="validate on the top-left CROP pixels only (quick)")
     p.set_defaults(fn=cmd_validate)
     p = sub.add_parser("export")
@@ -323,7 +340,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None)
     p.set_defaults(fn=cmd_export)
     p = sub.add_parser("preview", help="a PNG of noisy | denoised | clean validation crops")
-    p.add_argument("model", nargs="?", help="a run folder (default: runs/denoiser)")
+    p.add_argument("model", nargs="?", help="a run folder (default: runs/denoiser), or "
+                   "runs/denoiser/checkpoints/last for the latest checkpoint")
     p.add_argument("--out", default=str(RUN / "preview.png"))
     p.add_argument("--index", type=int, default=0, help="which PolyU pair")
     p.set_defaults(fn=cmd_preview)

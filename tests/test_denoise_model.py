@@ -28,7 +28,14 @@ def test_registered_and_shapes():
     out = m(x, step=0)
     assert out["x_hat"].shape == x.shape
     assert out["z"].shape == (2, 6, 32, 32)  # the image and its noise map, per channel
-    assert torch.isfinite(out["loss"]) and out["loss"] > 0
+    assert torch.isfinite(out["loss"])
+    # "psnr" (default): minus the examples' mean PSNR (MSE floored at 1e-5) plus the level term
+    mse_i = ((out["x_hat"] - x) ** 2).flatten(1).mean(dim=1)
+    expected = (10 * torch.log10(mse_i + 1e-5)).mean() + 0.005 * 200 * out["level"]
+    assert float(out["loss"]) == pytest.approx(float(expected), abs=1e-3)
+    mse = tiny(loss="mse")(x, step=0)
+    assert float(mse["loss"]) == pytest.approx(float(mse["recon"]) + 0.005 * float(mse["level"]) * 3 * 32 * 32,
+                                               rel=1e-4)
     assert m.spatial_multiple == 8
 
 
@@ -40,14 +47,14 @@ def test_starts_as_the_identity_then_learns_to_denoise():
     # Steps on one flat colour image with the same noise (step 99): the error falls.
     clean = (torch.tensor([0.3, 0.5, 0.6]).view(1, 3, 1, 1)).expand(4, 3, 32, 32).contiguous()
     torch.nn.init.normal_(m.tail.weight, std=0.01)  # the zero start learns slowly: skip it here
-    before = float(m(clean, step=99)["recon"].detach())
+    before = float(m(clean, step=99)["psnr"])
     opt = torch.optim.Adam(m.parameters(), 3e-3)
     for _ in range(60):
         out = m(clean, step=99)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
-    assert float(m(clean, step=99)["recon"].detach()) < 0.85 * before
+    assert float(m(clean, step=99)["psnr"]) > before + 0.5  # dB
 
 
 def test_forward_is_reproducible_from_the_step():

@@ -61,6 +61,8 @@ from aetk.models.registry import register_model
 
 LEVEL_SCALE = 255 / 25  # the map is 1 at sigma 25 on the 0-255 scale
 LEVEL_BLOCK = 8  # the true local noise level: rms of noisy - clean over blocks this wide
+PSNR_EPS = 1e-5  # the "psnr" loss's MSE floor: 50 dB
+LEVEL_DB = 200.0  # the level term's scale in the "psnr" loss
 UNDER_WEIGHT = 0.3  # CBDNet's asymmetric level loss: |alpha - 1(err < 0)|, under-estimates cost 1-0.3
 
 
@@ -75,6 +77,10 @@ class ResidualUNetDenoiser(Autoencoder):
         # Weight of the noise-map loss (per pixel, in units of sigma 25) beside the image's squared
         # error (per pixel): 0.005 makes it a tenth of the total at the start, less later.
         level_weight: float = 0.005
+        # "psnr": minimise the mean over examples of 10 log10(MSE + 1e-5), i.e. maximise their
+        # mean PSNR (capped at 50 dB): every noise level gets an equal say, where plain "mse"
+        # heeds mostly the heaviest noise and neglects light real noise (PolyU: ~37 dB noisy).
+        loss: str = "psnr"
         # Noise synthesis (aetk.data.noise_synthesis.SynthesisConfig fields, as a table).
         synthesis: dict | None = None
 
@@ -84,6 +90,8 @@ class ResidualUNetDenoiser(Autoencoder):
             check_positive_int("scales", self.scales)
             check_positive_int("estimator_width", self.estimator_width)
             check_nonnegative("level_weight", self.level_weight)
+            if self.loss not in ("mse", "psnr"):
+                raise ValueError(f"model.loss must be 'mse' or 'psnr', got {self.loss!r}")
             if self.scales > 5:
                 raise ValueError(f"model.scales must be 1 to 5, got {self.scales}")
             from aetk.data.noise_synthesis import SynthesisConfig
@@ -154,16 +162,22 @@ class ResidualUNetDenoiser(Autoencoder):
         noisy = synthesize(x, self.seed, step, self.synthesis)
         z = self.encode(noisy)
         x_hat = self.decode(z)
-        recon = losses.per_example((x_hat - target) ** 2).mean()
+        errors = losses.per_example((x_hat - target) ** 2)  # (B,) sums of squared errors
+        recon = errors.mean()
         true = true_level(noisy, x)
         est = F.avg_pool2d(z[:, self.channels:], LEVEL_BLOCK)
         err = (est - true) * LEVEL_SCALE
         weight = torch.where(err < 0, 1 - UNDER_WEIGHT, UNDER_WEIGHT)
         level = (weight * err ** 2).mean()
-        mse = ((x_hat - target) ** 2).mean()
+        n = x[0].numel()
+        if self.config.loss == "psnr":
+            # the mean -PSNR (dB); the level term in the units that make level_weight 0.005 weigh
+            # like it does beside the MSE at ~30 dB
+            loss = (10 * torch.log10(errors / n + PSNR_EPS)).mean() + self.config.level_weight * LEVEL_DB * level
+        else:
+            loss = recon + self.config.level_weight * level * n
         return {"x_hat": x_hat, "z": z, "recon": recon, "level": level,
-                "psnr": -10 * torch.log10(mse.detach().clamp_min(1e-10)),
-                "loss": recon + self.config.level_weight * level * x[0].numel()}
+                "psnr": (-10 * torch.log10((errors.detach() / n).clamp_min(1e-10))).mean(), "loss": loss}
 
 
 def true_level(noisy: Tensor, clean: Tensor) -> Tensor:
