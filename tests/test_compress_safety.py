@@ -616,3 +616,28 @@ def test_property_hostile_manifest_paths_end_in_one_clear_error(npy_codes, tmp_p
         neighbors(codes, ["1"])
     assert not out.exists() and tree(root, skip=out) == before
     assert {t: t.exists() for t in targets} == existed, "nothing written where the path points"
+
+
+@pytest.mark.parametrize("stage", ["decode", "write"])
+def test_a_failure_while_decompressing_leaves_no_partial_file_and_no_thread(npy_codes, tmp_path, monkeypatch, stage):
+    import threading
+
+    import aetk.compress.decode as dec
+
+    calls = []
+    real = dec.decode_codes if stage == "decode" else dec._NpyWriter.write
+
+    def failing(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError(f"{stage} failed")
+        return real(*args, **kw)
+
+    if stage == "decode":
+        monkeypatch.setattr(dec, "decode_codes", failing)
+    else:
+        monkeypatch.setattr(dec._NpyWriter, "write", failing)
+    with pytest.raises(RuntimeError, match=f"{stage} failed"):
+        decompress(npy_codes, tmp_path / "out", batch_size=8)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [], "no partial x.npy, no temporary"
+    assert not [t for t in threading.enumerate() if t.name == "aetk-decompress-writer"]

@@ -143,3 +143,30 @@ def test_missing_wallpaper_package_is_named(monkeypatch, tmp_path):
         training_photos.wallpaper_paths()
     with pytest.raises(UserInputError, match="bsd400"):
         training_photos.shared_data(tmp_path)
+
+
+def test_training_resumes_exactly_with_the_noise_synthesis(tmp_path):
+    """The synthesis is drawn from (seed, step): a run stopped mid-epoch and resumed ends with
+    the weights of an uninterrupted one (flips and the PSNR loss included)."""
+    from safetensors.torch import load_file
+
+    from aetk.config import load_config
+    from aetk.train.trainer import TrainingInterrupted, train
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (12, 3, 32, 32), dtype=np.uint8)
+    x[:4] = x[:4, :1]  # grayscale photographs among colour ones
+    np.savez(tmp_path / "patches.npz", x=x)
+    overrides = [f'data.path="{tmp_path / "patches.npz"}"', 'model.kind="resunet"', "model.width=4",
+                 "model.blocks=1", "model.scales=3", "model.estimator_width=4", "train.epochs=2",
+                 "train.batch_size=4", "train.val_fraction=0.0", "train.flips=true", "train.tensorboard=false",
+                 "train.progress=false", "train.checkpoint_every=2"]
+    cfg = load_config(None, overrides)
+    train(cfg, tmp_path / "straight")
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, tmp_path / "cut", stop_at_step=4)  # mid-epoch 2 (3 steps per epoch)
+    train(load_config(tmp_path / "cut" / "config.toml"), tmp_path / "cut", resume=True)
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -476,7 +476,7 @@ class _Pipeline:
     def _run(self) -> None:
         while (item := self.q.get()) is not None:
             if self.error:
-                continue  # drain: the caller stops at its next put
+                continue  # drain: the caller stops at its next put (or has stopped)
             try:
                 item()
             except BaseException as exc:
@@ -492,6 +492,14 @@ class _Pipeline:
         self.thread.join()
         if self.error:
             raise self.error[0]
+
+    def stop(self) -> None:
+        """After a failure in the caller: skip what is queued and wait for the thread, so
+        that no write runs while the caller's files are being discarded."""
+        if self.thread.is_alive():
+            self.error.append(RuntimeError("stopped"))
+            self.q.put(None)
+            self.thread.join()
 
 
 def _notes(codes: Codes, plan: list[_Output]) -> list[str]:
@@ -547,8 +555,8 @@ def decompress(folder: str | Path, out: str | Path, *, as_arrays: bool = False, 
     bar.stage(f"decoding {total} codes into {out}", total=total)
     images_written: list[Path] = []
     pipe = _Pipeline()
-    try:
-        with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as files:  # output files: kept when all went well, else discarded
+        try:
             zips: dict[Path, zipfile.ZipFile] = {}
             for o in plan:
                 part, kind, path = o.part, o.kind, o.path
@@ -557,7 +565,7 @@ def decompress(folder: str | Path, out: str | Path, *, as_arrays: bool = False, 
                 shaper = _Rows(part, restore=kind != "arrays", cropped=cropped)
                 dtype = part["dtype"]
                 shape = (rows, *shaper.file)
-                make = functools.partial(_open_writer, o, dtype, shape, shaper, stack, zips, images_written)
+                make = functools.partial(_open_writer, o, dtype, shape, shaper, files, zips, images_written)
                 state: dict[str, _Writer] = {}
                 pipe.put(lambda make=make, state=state: state.__setitem__("w", make()))
                 for r in records:
@@ -577,10 +585,8 @@ def decompress(folder: str | Path, out: str | Path, *, as_arrays: bool = False, 
                 if label not in result.files:
                     result.files.append(label)
             pipe.close()
-    finally:
-        if pipe.thread.is_alive():
-            pipe.q.put(None)
-            pipe.thread.join()
+        finally:
+            pipe.stop()  # no write may run while the files are discarded
     if images_written:
         os.sync()  # one flush for every image file (see the module doc)
     return result
