@@ -182,6 +182,18 @@ def test_denoise_skips_a_fifo_in_a_folder_and_refuses_one_named(tmp_path, identi
     assert not (tmp_path / "out2").exists()
 
 
+def test_denoise_refuses_a_huge_image_quickly_and_goes_on(tmp_path, identity):
+    src = tmp_path / "in"
+    gray_pngs(src, 1, size=16)
+    huge_png(src / "bomb.png", 20000, 20000)
+    start = time.monotonic()
+    r = aetk("denoise", src, "-o", tmp_path / "out", "--model", identity)
+    assert time.monotonic() - start < 60
+    assert r.returncode == 1 and "Traceback" not in r.stderr  # 1: some inputs failed
+    assert "bomb.png" in r.stderr and "exceeds the limit" in r.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["img00.png"]
+
+
 def test_compress_skips_a_fifo_in_a_folder(tmp_path, conv):
     src = tmp_path / "imgs"
     gray_pngs(src, 6)
