@@ -131,7 +131,8 @@ def test_bad_data_is_one_line_and_loses_nothing(tmp_path, run):
 
 # -- a full disk: exit 4 (or 1 where other inputs went on), one line, no partial files -----------------
 def test_a_full_disk_is_one_line(tmp_path, run, full_disk):
-    err = assert_one_line(invoke("export", run, "-o", full_disk / "exp"), EXIT_OS, "No space left on device")
+    err = assert_one_line(invoke("export", run, "-o", full_disk / "exp"), EXIT_OS, "No space left on device",
+                          str(full_disk / "exp"))  # names where it was writing
     assert not list((full_disk / "exp").glob("*.onnx")) and not list((full_disk / "exp").glob("*.tmp")), err
     # denoise: each output that cannot be written is reported, the input stays as it was
     src = tmp_path / "photos"

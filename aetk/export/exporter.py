@@ -179,15 +179,21 @@ def prepare_out_dir(out_dir: Path) -> None:
 
 def write_onnx(proto: onnx.ModelProto, path: Path, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
                ) -> list[Path]:
-    """Write a model (self-contained when small, else with ``<name>.data`` beside it)."""
-    if proto.ByteSize() < external_data_threshold:
-        path.write_bytes(proto.SerializeToString())
-        return [path]
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    onnx.save_model(copy, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data", size_threshold=1024)
-    return [path, path.with_name(path.name + ".data")]
+    """Write a model (self-contained when small, else with ``<name>.data`` beside it). A disk
+    error names the file (a full disk would otherwise say only "No space left on device")."""
+    try:
+        if proto.ByteSize() < external_data_threshold:
+            path.write_bytes(proto.SerializeToString())
+            return [path]
+        copy = onnx.ModelProto()
+        copy.CopyFrom(proto)
+        onnx.save_model(copy, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+        return [path, path.with_name(path.name + ".data")]
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
 
 
 def _publish(stage: Path, out_dir: Path, names: list[str]) -> None:
