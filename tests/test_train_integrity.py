@@ -163,6 +163,36 @@ def test_a_second_trainer_on_one_run_folder_is_refused(tmp_path, trained):
         os.close(fd)
 
 
+def test_a_running_aetk_train_keeps_a_second_out_until_it_is_killed(tmp_path):
+    import signal
+    import time
+    from pathlib import Path
+
+    import aetk
+
+    run = tmp_path / "busy"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(aetk.__file__).parents[1])}
+    first = subprocess.Popen([sys.executable, "-m", "aetk.cli.main", "train", *TINY, "train.epochs=100000",
+                              "train.checkpoint_every=1", "--run-dir", str(run)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / (ckpt.LAST + ".safetensors")).exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.01)
+        for args in (["--resume", "--epochs", "100000"], TINY):  # a resume, and a new run into it
+            result = CliRunner().invoke(app, ["train", "--run-dir", str(run), *args])
+            assert result.exit_code == EXIT_FAILED, result.output
+            assert f"another `aetk train` is working in {run}" in result.output
+        assert first.poll() is None  # the first one trains on
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        first.stderr.close()
+    result = CliRunner().invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "1"])
+    assert result.exit_code == 0, result.output  # the dead process's lock went with it
+
+
 def test_a_checkpoint_that_does_not_fit_the_model_is_one_clear_error(tmp_path, trained):
     run = _copy(trained, tmp_path)
     tensors, info = ckpt.load_checkpoint(run / ckpt.LAST)
