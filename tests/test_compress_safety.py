@@ -408,6 +408,26 @@ def test_a_folder_mixing_8_and_16_bit_comes_back_each_in_its_depth(trained, tmp_
         assert b.max() > 0.5 * a.max() and psnr(b, a, peak) > 20, name
 
 
+def test_16_bit_colour_comes_back_16_bit(trained, tmp_path):
+    import cv2
+
+    src = tmp_path / "colour16"
+    src.mkdir()
+    a = np.rint(smooth_images(1, 16, 16, 14, peak=65535.0)[0]).astype(np.uint16)
+    rgb = np.stack([a, a, a], -1)  # gray in colour: a 1-channel model sees it whole
+    cv2.imwrite(str(src / "c.png"), rgb)
+    Image.fromarray(np.rint(a / 257).astype(np.uint8)).save(src / "g.png")  # and an 8-bit file beside it
+    res = compress(str(src), trained, tmp_path / "codes", png_sample=0, data_options={"channels": 1})
+    assert res.manifest["job"]["source"]["parts"][0]["value_max"] == 65535.0
+    assert [lay[2] for r in res.manifest["shards"] for lay in r["layout"]] == ["RGB;16", "L"]
+    decompress(tmp_path / "codes", tmp_path / "out")
+    b = cv2.imread(str(tmp_path / "out" / "c.png"), cv2.IMREAD_UNCHANGED)
+    assert b.dtype == np.uint16 and b.shape == (16, 16, 3) and b.max() > 40000
+    assert psnr(b[..., 0], a, 65535.0) > 20
+    with Image.open(tmp_path / "out" / "g.png") as im:
+        assert im.mode == "L"
+
+
 # -- item 9: each item's own layout -----------------------------------------------------------------------------
 def test_images_come_back_at_their_own_size_and_mode(trained, tmp_path):
     src = tmp_path / "photos"
@@ -525,7 +545,7 @@ from hypothesis import strategies as st  # noqa: E402
 NAME_CHARS = "abcXYZ019 _-.éßжλ中文"
 names = st.text(alphabet=NAME_CHARS, min_size=1, max_size=12).filter(
     lambda s: not s.startswith(".") and s.strip() == s)
-image_spec = st.tuples(st.integers(4, 28), st.integers(4, 28), st.sampled_from(["L", "RGB", "I;16"]),
+image_spec = st.tuples(st.integers(4, 28), st.integers(4, 28), st.sampled_from(["L", "RGB", "I;16", "RGB;16"]),
                        st.sampled_from([".png", ".tif"]), st.integers(0, 2 ** 16))
 
 
@@ -541,6 +561,12 @@ def test_property_folders_round_trip_in_their_own_layout(trained, tmp_path_facto
     for k, (name, (h, w, mode, suffix, seed)) in enumerate(specs):
         rel = (f"sub folder é/{name}" if in_subfolder and k % 2 else name) + suffix
         a = smooth_images(1, h, w, seed, peak=1.0)[0]
+        if mode == "RGB;16":
+            import cv2
+
+            cv2.imwrite(str(src / rel), np.repeat(np.rint(a * 65535).astype(np.uint16)[..., None], 3, 2))
+            want[rel] = (h, w, mode)
+            continue
         if mode == "I;16":
             img = Image.fromarray(np.rint(a * 65535).astype(np.uint16))
         elif mode == "L":
@@ -558,6 +584,14 @@ def test_property_folders_round_trip_in_their_own_layout(trained, tmp_path_facto
     assert written == set(want), "exactly the source's files, nothing more"
     assert tree(root, skip=root / "out") == before
     for rel, (h, w, mode) in want.items():
+        if mode == "RGB;16":
+            import cv2
+
+            b = cv2.imread(str(root / "out" / rel), cv2.IMREAD_UNCHANGED)
+            assert b.dtype == np.uint16 and b.shape == (h, w, 3), (rel, b.dtype, b.shape)
+            a = cv2.imread(str(src / rel), cv2.IMREAD_UNCHANGED).astype(np.float64)
+            assert psnr(b, a, 65535.0) > 12, rel
+            continue
         with Image.open(root / "out" / rel) as im:
             assert im.size == (w, h), rel
             assert im.mode == mode or (mode == "I;16" and im.mode.startswith("I;16")), (rel, im.mode)

@@ -53,7 +53,7 @@ from aetk.compress.errors import CompressError, CorruptShardError, OutputExistsE
 
 IMAGE_SAVE = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"lossless": True}}
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")  # of the formats aetk reads, those that keep 16-bit gray
-MODE_MAX = {"L": 255.0, "RGB": 255.0, "I;16": 65535.0}
+MODE_MAX = {"L": 255.0, "RGB": 255.0, "I;16": 65535.0, "RGB;16": 65535.0}
 
 
 def to_dtype(x: np.ndarray, dtype: str, value_max: float | None = None) -> np.ndarray:
@@ -124,12 +124,20 @@ def image_file(a: np.ndarray, layout: list | None, dtype: str, value_max: float,
         img = to_pil(a, dtype, value_max)
     else:
         h, w, mode = int(layout[0]), int(layout[1]), str(layout[2])
-        if mode == "I;16" and fmt not in SIXTEEN_BIT_FORMATS:
-            mode = "L"
-        a = restore_image(np.asarray(a, np.float32), 3 if mode == "RGB" else 1, (h, w))
+        if mode in ("I;16", "RGB;16") and fmt not in SIXTEEN_BIT_FORMATS:
+            mode = "L" if mode == "I;16" else "RGB"
+        a = restore_image(np.asarray(a, np.float32), 3 if mode.startswith("RGB") else 1, (h, w))
         a = a * np.float32(MODE_MAX.get(mode, 255.0) / value_max)
         from PIL import Image
 
+        if mode == "RGB;16":  # Pillow writes 8 bits per colour sample; OpenCV writes 16
+            import cv2
+
+            ok, data = cv2.imencode(".png" if fmt == "PNG" else ".tif",
+                                    np.ascontiguousarray(to_dtype(a, "uint16").transpose(1, 2, 0)[..., ::-1]))
+            if not ok:
+                raise CompressError(f"OpenCV could not encode a 16-bit colour {fmt} image")
+            return data.tobytes()
         if mode == "I;16":
             img = Image.fromarray(to_dtype(a[0], "uint16"))
         elif mode == "RGB":

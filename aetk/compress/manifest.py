@@ -167,7 +167,7 @@ def check_paths(m: dict[str, Any], path: Path) -> None:
 
 
 MAX_ITEM_VALUES = 1 << 28  # values in one restored item: the most a manifest may ask decompress to make
-LAYOUT_MODES = ("L", "I;16", "RGB")
+LAYOUT_MODES = ("L", "I;16", "RGB", "RGB;16")
 DTYPE_NAMES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
                "float16", "float32", "float64")
 

@@ -9,8 +9,9 @@ skipped and reported, differing sizes without
 folder's name (sorted names -> ids 0, 1, ...).
 
 Raw values keep the folder's bit depth: 0..255, or 0..65535 when any image is 16-bit
-(8-bit images in such a folder are scaled by 257 to match). Pillow decodes 16-bit colour
-images as 8-bit, so 16 bits are kept for grayscale images only.
+(8-bit images in such a folder are scaled by 257 to match). 16-bit colour PNG and TIFF files,
+which Pillow would decode to 8 bits, are decoded by OpenCV (imageguard.read_16bit_colour) and
+keep their 16 bits too; the scan names their mode "RGB;16".
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from typing import Any
 import numpy as np
 
 from aetk.data.imageguard import (DEFAULT_MAX_PIXELS, ImageReadError, check_complete, guarded_image,
-                                  regular_file_problem)
+                                  read_16bit_colour, regular_file_problem, sixteen_bit_colour)
 from aetk.data.source import DataError, Source
 from aetk.data.config import DataConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"}
 SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+SIXTEEN_BIT_COLOUR = "RGB;16"  # the scan's name for a 16-bit colour file (Pillow says "RGB")
 # ITU-R 601-2 luma, the weights Pillow's convert("L") uses.
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -103,7 +105,14 @@ def decode_image(path: str, channels: int, depth_max: float, size: tuple[int, in
     try:
         # Regular files only, size and decode memory checked from the header (imageguard).
         with guarded_image(path, DEFAULT_MAX_PIXELS, hint="") as im:
-            if im.mode in SIXTEEN_BIT_MODES:
+            if sixteen_bit_colour(im):
+                a = read_16bit_colour(path)[..., :3].astype(np.float32).transpose(2, 0, 1)
+                if channels == 1:
+                    a = np.tensordot(LUMA, a, axes=1)[None]
+                src_max = 65535.0
+                if size:
+                    a = resize_or_crop(np.ascontiguousarray(a), size, resize)
+            elif im.mode in SIXTEEN_BIT_MODES:
                 a = np.clip(np.asarray(im, dtype=np.float32), 0, 65535)[None]
                 a = np.repeat(a, 3, axis=0) if channels == 3 else a
                 src_max = 65535.0
@@ -198,7 +207,7 @@ def read_image_folder(path: Path, cfg: DataConfig, like: Source | None, stream: 
             # here, not found mid-training.
             with guarded_image(f, DEFAULT_MAX_PIXELS, hint="") as im:
                 w, h = im.size
-                mode = im.mode
+                mode = SIXTEEN_BIT_COLOUR if sixteen_bit_colour(im) else im.mode
                 check_complete(f, im)
         except (ImageReadError, OSError, SyntaxError, ValueError) as exc:
             skipped.append((str(f), f"unreadable image: {exc}"))
@@ -206,7 +215,7 @@ def read_image_folder(path: Path, cfg: DataConfig, like: Source | None, stream: 
         if w <= 0 or h <= 0:
             skipped.append((str(f), f"empty image ({w}x{h})"))
             continue
-        if mode not in GRAY_MODES and mode not in {"P", "PA", "RGB", "RGBA", "RGBX", "RGBa",
+        if mode not in GRAY_MODES and mode not in {"P", "PA", "RGB", "RGBA", "RGBX", "RGBa", SIXTEEN_BIT_COLOUR,
                                                    "CMYK", "YCbCr", "HSV"}:
             skipped.append((str(f), f"unsupported pixel format {mode!r} (e.g. 32-bit float, Lab)"))
             continue
@@ -241,7 +250,7 @@ def read_image_folder(path: Path, cfg: DataConfig, like: Source | None, stream: 
         channels, depth_max = like.input_shape[0], float(like.unit_scale)
     else:
         channels = cfg.channels or (1 if all(m in GRAY_MODES for _, _, m in found) else 3)
-        depth_max = 65535.0 if any(m in SIXTEEN_BIT_MODES for _, _, m in found) else 255.0
+        depth_max = 65535.0 if any(m in SIXTEEN_BIT_MODES or m == SIXTEEN_BIT_COLOUR for _, _, m in found) else 255.0
     # Class subfolders label the images only when every image lies in one.
     folders = [c for _, c, _ in found]
     if all(c is not None for c in folders) and (like is None or like.classes is not None):

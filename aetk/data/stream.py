@@ -68,14 +68,16 @@ class Part:
         return int(i)
 
     def item_layout(self, i: int) -> list | None:
-        """Image folders: item i's own [H, W, mode] in its file (mode "L", "I;16" or "RGB":
+        """Image folders: item i's own [H, W, mode] in its file (mode "L", "I;16", "RGB" or "RGB;16":
         how `aetk decompress` writes it back); None for other sources."""
         layouts = getattr(self.source, "layouts", None) if self.is_images else None
         if not layouts:
             return None
         h, w, mode = layouts[i]
-        from aetk.data.images import GRAY_MODES, SIXTEEN_BIT_MODES
+        from aetk.data.images import GRAY_MODES, SIXTEEN_BIT_COLOUR, SIXTEEN_BIT_MODES
 
+        if mode == SIXTEEN_BIT_COLOUR:
+            return [int(h), int(w), SIXTEEN_BIT_COLOUR]
         return [int(h), int(w), "I;16" if mode in SIXTEEN_BIT_MODES else "L" if mode in GRAY_MODES else "RGB"]
 
     def describe(self) -> dict[str, Any]:
