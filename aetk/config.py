@@ -164,9 +164,9 @@ def check_resume(saved: dict[str, Any], new: dict[str, Any], run_dir: str | Path
         shown = "; ".join(f"{k} {_shown(before.get(k))} -> {_shown(after.get(k))}" for k in refused[:4])
         more = f" (and {len(refused) - 4} more)" if len(refused) > 4 else ""
         raise ConfigError(
-            f"cannot resume {run_dir} with {', '.join(refused[:4])}{more} changed ({shown}{more}): it "
-            f"would change the model or the data it sees; a resumed run may change only "
-            f"{', '.join(sorted(RESUME_SAFE))} (or start a new --run-dir, e.g. with train.init_from)")
+            f"cannot resume {run_dir} with {shown}{more}: that would change the model or the data "
+            f"it sees; a resumed run may change only {', '.join(sorted(RESUME_SAFE))} (or start "
+            f"a new --run-dir, e.g. with train.init_from)")
 
 
 def resume_config(run_dir: str | Path, config: str | Path | None = None,
