@@ -121,8 +121,9 @@ def compress_cli(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="An export folder (`aetk export`) "
                                          "or a run folder (`aetk train`, exported first)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="The codes folder (made if missing)."),
-    verify: bool = typer.Option(False, "--verify", help="Check every shard and model file of the "
-                                "codes folder DATA against the manifest, and stop."),
+    verify: bool = typer.Option(False, "--verify", help="Check the codes folder DATA: its manifest "
+                                "(checksum, paths), every shard (sha256, finite codes) and the model "
+                                "(files, weights hash); exit 3 on a problem."),
     precision: str = typer.Option("float32", "--precision", help="float32, float16, or int8 "
                                   "(per-dimension scale and offset)."),
     shard_format: str = typer.Option("npy", "--shard-format", help="npy or parquet."),
