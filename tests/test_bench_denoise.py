@@ -192,6 +192,10 @@ def test_benchmark_classical_methods_on_tiny_images(tiny_data, tmp_path):
     means = result["sets"]["set12"]["rows"][0]["means"]
     assert means["bm3d"]["psnr"] > means["noisy"]["psnr"] + 3 and means["nlm"]["psnr"] > means["noisy"]["psnr"]
     assert "aetk >= 10x BM3D's speed, set12 sigma 50 8-bit" in {t["target"] for t in result["targets"]}
+    assert result["nlm_h_over_sigma"]["gray sigma 50"] in bench.NLM_FACTORS
+    methods = bench.Methods(["nlm"], tiny_data, None, 1)
+    methods.prepare("nlm", np.zeros((8, 8, 3), np.uint8), 12.4)  # h chosen before the timed run
+    assert set(methods._nlm_factor) == {(True, 12)}
 
 
 @pytest.mark.parametrize("argv, match", [
