@@ -170,3 +170,39 @@ def test_training_resumes_exactly_with_the_noise_synthesis(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def _recipe():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "denoiser.py"
+    spec = importlib.util.spec_from_file_location("denoiser_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sigma_override_graph_runs_as_a_non_blind_denoiser(tmp_path):
+    from aetk.denoise.denoiser import Denoiser
+    from aetk.export.exporter import export_model
+    from aetk.models.resunet import SigmaGraph
+
+    m = tiny()
+    torch.nn.init.normal_(m.tail.weight, std=0.05)
+    m.eval()
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():  # the graph is the decoder on [x, sigma everywhere]
+        want = m.decode(torch.cat([x, torch.full_like(x, 0.1)], dim=1))
+        assert torch.allclose(SigmaGraph(m)(x, torch.tensor([[0.1]])), want)
+    norm = {"kind": "unit", "mean": None, "scale": 255.0, "shape": None, "std": None, "value_range": [0.0, 1.0]}
+    export_model(m, tmp_path / "out", normalization=norm)
+    path = _recipe().export_sigma_graph(m, tmp_path / "out")
+    den = Denoiser(path, tile=64, overlap=0, threads=1, sigma=25.5)
+    assert den.non_blind
+    got = den.denoise(x[0].numpy())
+    with torch.no_grad():
+        ref = m.decode(torch.cat([x, torch.full_like(x, 0.1)], dim=1))[0].numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    with pytest.raises(UserInputError, match="--sigma"):
+        Denoiser(path, tile=64, overlap=0, threads=1)

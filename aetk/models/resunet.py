@@ -184,6 +184,20 @@ class ResidualUNetDenoiser(Autoencoder):
                 "psnr": (-10 * torch.log10((errors.detach() / n).clamp_min(1e-10))).mean(), "loss": loss}
 
 
+class SigmaGraph(nn.Module):
+    """The model with the noise level given, not estimated (``--sigma``): (x (B, C, H, W),
+    sigma (B, 1) on the 0-1 scale) -> x_hat, the decoder run on [x, sigma everywhere]. Exported
+    as a graph with a second input named ``sigma``, which aetk's Denoiser feeds --sigma / 255."""
+
+    def __init__(self, model: ResidualUNetDenoiser):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
+        level = sigma.view(-1, 1, 1, 1) * torch.ones_like(x)
+        return self.model.decode(torch.cat([x, level], dim=1))
+
+
 def true_level(noisy: Tensor, clean: Tensor) -> Tensor:
     """The local noise std: rms of noisy - clean over LEVEL_BLOCK x LEVEL_BLOCK blocks, per
     channel (B, C, H/8, W/8)."""
