@@ -427,5 +427,5 @@ def test_cli_reports_errors_without_a_traceback(tmp_path):
     from aetk.cli.main import app
 
     res = CliRunner().invoke(app, ["export", str(tmp_path / "missing"), "-o", str(tmp_path / "o")])
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # a bad path (aetk/errors.py)
     assert "does not exist" in res.output and "Traceback" not in res.output

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aetk.errors import AetkError, IntegrityError
+from aetk.errors import AetkError, IntegrityError, UserInputError
 
 
 class ExportError(AetkError, RuntimeError):
@@ -11,6 +11,10 @@ class ExportError(AetkError, RuntimeError):
 
 class ExportIntegrityError(IntegrityError, ExportError):
     """The run's weights do not match their recorded hash, or are corrupt (exit 3)."""
+
+
+class ExportInputError(UserInputError, ExportError):
+    """A run folder that is not there, or not a run folder (a bad path: exit 2)."""
 
 
 class ExportValidationError(ExportError):
@@ -44,5 +48,5 @@ class OutputValueMismatch(ExportValidationError):
         self.atol = atol
 
 
-__all__ = ["ExportError", "ExportIntegrityError", "ExportValidationError", "OnnxCheckError", "OutputNameMismatch",
+__all__ = ["ExportError", "ExportInputError", "ExportIntegrityError", "ExportValidationError", "OnnxCheckError", "OutputNameMismatch",
            "OutputShapeMismatch", "OutputValueMismatch"]

@@ -32,7 +32,7 @@ import torch
 
 import aetk
 from aetk.errors import UserInputError
-from aetk.export.errors import ExportError, ExportIntegrityError
+from aetk.export.errors import ExportError, ExportInputError, ExportIntegrityError
 from aetk.export.graphs import GraphSpec, graph_specs, is_variational
 from aetk.export.validate import ATOL, RTOL, check_model, cpu_session, run_session, validate_graph
 from aetk.export.variants import accuracy_change, to_float16, to_int8
@@ -368,8 +368,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = DEFAULT
         model, meta = load_model(run_dir)
         normalization = meta.get("normalization")
         notes.append(f"the run's data could not be loaded ({exc})")
-    except CheckpointError as exc:  # a missing run; or corrupt weights, a hash mismatch (exit 3)
-        cls = ExportError if isinstance(exc, UserInputError) else ExportIntegrityError
+    except CheckpointError as exc:  # a missing run (exit 2); or corrupt weights, a hash mismatch (exit 3)
+        cls = ExportInputError if isinstance(exc, UserInputError) else ExportIntegrityError
         raise cls(f"cannot export {run_dir}: {exc}") from exc
     result = export_model(model, out_dir, normalization=normalization, real_batch=real,
                           calibration=calibration, opset=opset, fp16=fp16, int8=int8, atol=atol, rtol=rtol,
