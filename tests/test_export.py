@@ -28,6 +28,7 @@ KIND_CASES = {
     "stacked": ((20,), {"widths": [12, 4]}),
     "lstm": ((7, 3), {"hidden_size": 8, "code_size": 4}),
     "resconv": ((1, 8, 8), {"features": 4, "depth": 1}),
+    "resunet": ((3, 16, 16), {"width": 4, "blocks": 1, "scales": 2, "estimator_width": 4}),
 }
 
 
