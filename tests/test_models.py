@@ -29,6 +29,7 @@ KIND_CASES = {
     "stacked": ((20,), dict(widths=[12, 6], level=0.2)),
     "lstm": ((7, 3), dict(hidden_size=8, code_size=4)),
     "resconv": ((1, 8, 10), dict(features=6, depth=2)),
+    "resunet": ((3, 16, 24), dict(width=4, blocks=1, scales=2, estimator_width=4)),
 }
 # Other variants run through the same contract.
 VARIANTS = {
@@ -56,6 +57,7 @@ VARIANTS = {
     "resconv-refine": ("resconv", (1, 8, 10), dict(features=4, depth=1, refine=3, refine_depth=1)),
     "resconv-refine-level": ("resconv", (3, 8, 10), dict(features=4, depth=1, refine=3, refine_depth=1,
                                                          refine_level=True)),
+    "resunet-mse-gray": ("resunet", (1, 16, 8), dict(width=4, blocks=2, scales=3, estimator_width=4, loss="mse")),
     "lstm-1d-gaussian": ("lstm", (9,), dict(hidden_size=6, code_size=2, num_layers=2,
                                             loss="gaussian_nll")),
 }
