@@ -49,9 +49,11 @@ def print_metrics(metrics: dict[str, Any], console=None) -> None:
     what = "clean inputs reconstructed" if metrics.get("denoising") else "reconstructions"
     table = Table(title=escape(f"{kind} on {metrics.get('data')}, {metrics.get('split')} split "
                                f"({metrics.get('examples')} examples): {what}"))
+    with_pca = not metrics.get("pca_identity")  # PCA as the identity is no baseline (a note says so)
     table.add_column("metric")
     table.add_column(escape(f"{kind}, code {metrics.get('code_dim')}"), justify="right")
-    table.add_column(f"PCA, {metrics.get('pca_components')} comp.", justify="right")
+    if with_pca:
+        table.add_column(f"PCA, {metrics.get('pca_components')} comp.", justify="right")
     keys = [k for k in METRIC_LABELS if k in model or k in pca]
     keys += [k for k in list(model) + list(pca) if k not in keys]
     for key in dict.fromkeys(keys):
@@ -63,7 +65,10 @@ def print_metrics(metrics: dict[str, Any], console=None) -> None:
                 sa = f"[bold green]{sa}[/]"
             elif better_a is False:
                 sb = f"[bold green]{sb}[/]"
-        table.add_row(escape(METRIC_LABELS.get(key, key)), sa, sb)
+        if with_pca:
+            table.add_row(escape(METRIC_LABELS.get(key, key)), sa, sb)
+        elif key in model:
+            table.add_row(escape(METRIC_LABELS.get(key, key)), sa)
     console.print(table)
     ratio = metrics.get("pca_explained_variance_ratio")
     console.print(escape(

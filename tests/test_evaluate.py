@@ -35,6 +35,8 @@ KINDS = {
     "contractive": ['model.kind="contractive"', "model.code_size=12"],
     # overcomplete (100 > 64 pixels): PCA is capped at 64 components
     "sparse": ['model.kind="sparse"', "model.code_size=100"],
+    # a blind Gaussian denoiser whose code (4 x 8 x 8) is larger than an image: PCA is the identity
+    "resconv": ['model.kind="resconv"', "model.features=4", "model.depth=1"],
 }
 COMMON_KEYS = {"sse_per_example", "mse_per_element", "psnr_db", "sse_per_example_pixel",
                "mse_per_element_pixel", "psnr_db_pixel"}
@@ -445,3 +447,24 @@ def test_progress_is_reported_by_eval_and_classify(runs, tmp_path):
     finetune_classifier(run, labelled=20, epochs=2, progress=lambda *a: seen.append(a))
     assert seen == [("pretrained encoder", 1, 2), ("pretrained encoder", 2, 2),
                     ("from scratch", 1, 2), ("from scratch", 2, 2)]
+
+
+def test_a_denoiser_is_judged_noisy_to_denoised_not_against_identity_pca(evaluated):
+    """The shipped kind's eval used to set it beside PCA with as many components as pixels
+    (PSNR 306 dB): PCA as the identity is left out, noisy -> denoised leads."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from cli.evaluate import print_metrics
+
+    m = evaluated("resconv")
+    assert m["pca_identity"] and m["pca_components"] == 64
+    den = m["denoising"]
+    assert "pca" not in den and den["noisy"]["psnr_db"] < 40  # the model's own noise, sigma up to 55
+    assert den["denoised"]["psnr_db"] == pytest.approx(m["model"]["denoise_psnr_reconstructed_db"], abs=1e-6)
+    out = StringIO()
+    print_metrics(m, Console(file=out, width=200))
+    text = out.getvalue()
+    assert "noisy input" in text and "resconv, denoised" in text
+    assert "PCA, 64 comp." not in text and "is the identity" in text

@@ -232,6 +232,9 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
         notes.append(f"PCA capped at {k} components (the code has {code_dim} values)")
     tick("pca", 0, None)
     pca = PCA(k).fit(flat64(x_train))
+    if k >= d:
+        notes.append(f"PCA with {k} components of {d}-value examples is the identity (exact on any input, "
+                     f"so no baseline): the tables leave it out")
 
     is_vae = _has(model, "encode_stats")
     corrupt_fn = corrupter(model)
@@ -279,9 +282,6 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
     if corrupt:
         denoising = _denoising_metrics(flat64(mp["corrupted"]), flat64(mp["denoised"]), x64, pca, k < d, R,
                                        to_pixels if prange is not None else None)
-        if k >= d:
-            notes.append(f"PCA with {k} components of {d}-value examples is the identity (exact on any "
-                         f"input): the denoising table leaves it out")
         xt = flat64(mp["corrupted"])
         mse_corrupted = float(((xt - x64) ** 2).mean())
         for m, den in ((m_model, flat64(mp["denoised"])), (m_pca, pca.reconstruct(xt))):
@@ -312,6 +312,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
         "code_shape": list(run.code_shape),
         "code_dim": code_dim,
         "pca_components": k,
+        "pca_identity": k >= d,
         "pca_explained_variance_ratio": float(np.sum(pca.explained_variance_ratio_)),
         "normalization": run.normalization.describe(),
         "data_range": R,
