@@ -134,6 +134,13 @@ class ResidualUNetDenoiser(Autoencoder):
         m = self.estimator(F.pixel_unshuffle(x, 2))  # (B, C, H/8, W/8)
         return F.interpolate(m, scale_factor=8, mode="nearest")
 
+    def corrupt_input(self, x: Tensor, step: int = 0) -> Tensor:
+        """x degraded by the training noise synthesis, seeded from (seed, step): what forward
+        denoises (``aetk eval`` reports noisy -> denoised with it)."""
+        from aetk.data.noise_synthesis import synthesize
+
+        return synthesize(x, self.seed, step, self.synthesis)
+
     def encode(self, x: Tensor) -> Tensor:
         """The image and its estimated noise map: (B, 2C, H, W)."""
         return torch.cat([x, self.level_map(x)], dim=1)
