@@ -167,10 +167,8 @@ class ResidualUNetDenoiser(Autoencoder):
         return (x + F.pixel_shuffle(self.tail(feat), 2))[..., :h, :w]
 
     def forward(self, x: Tensor, *, target: Tensor | None = None, step: int = 0) -> dict[str, Tensor]:
-        from aetk.data.noise_synthesis import synthesize
-
         target = x if target is None else target
-        noisy = synthesize(x, self.seed, step, self.synthesis)
+        noisy = self.corrupt_input(x, step)
         z = self.encode(noisy)
         x_hat = self.decode(z)
         errors = losses.per_example((x_hat - target) ** 2)  # (B,) sums of squared errors
