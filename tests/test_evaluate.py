@@ -456,7 +456,7 @@ def test_a_denoiser_is_judged_noisy_to_denoised_not_against_identity_pca(evaluat
 
     from rich.console import Console
 
-    from cli.evaluate import print_metrics
+    from aetk.cli.evaluate import print_metrics
 
     m = evaluated("resconv")
     assert m["pca_identity"] and m["pca_components"] == 64

@@ -174,7 +174,8 @@ def test_a_running_aetk_train_keeps_a_second_out_until_it_is_killed(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(aetk.__file__).parents[1])}
     first = subprocess.Popen([sys.executable, "-m", "aetk.cli.main", "train", *TINY, "train.epochs=100000",
                               "train.checkpoint_every=1", "--run-dir", str(run)],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             cwd=env["PYTHONPATH"])  # not the source tree, which would shadow it
     try:
         deadline = time.monotonic() + 300
         while not (run / (ckpt.LAST + ".safetensors")).exists():

@@ -42,7 +42,8 @@ def _single_thread():
 def _kill_at_random(run: Path, delay: float) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(aetk.__file__).parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "aetk.cli.main", "train", *RUN, "--run-dir", str(run)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             cwd=env["PYTHONPATH"])  # not the source tree, which would shadow it
     try:
         deadline = time.monotonic() + 300
         while not (run / (ckpt.LAST + ".safetensors")).exists():  # training has started

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+import aetk as aetk_package
 from aetk.cli.main import app
 from aetk.data.imageguard import (BUDGET, DecodeBudget, ImageTooLargeError, NotRegularFileError, decoded_bytes,
                                   open_regular, regular_file_problem)
@@ -31,7 +32,9 @@ from aetk.denoise.imagefiles import read_image
 from aetk.denoise.modelcheck import ModelCheckError, check_denoiser_metadata
 from aetk.errors import EXIT_USER_INPUT
 
-ROOT = Path(__file__).resolve().parents[1]
+# The folder holding the aetk these tests import (the source tree in `make dev`, site-packages in a
+# fresh clone after `make test`): child processes run there, so the source tree never shadows it.
+ROOT = Path(aetk_package.__file__).resolve().parents[1]
 UNIT = {"kind": "unit", "scale": 255.0, "mean": None, "std": None, "shape": None, "value_range": [0.0, 1.0]}
 HANG = 120  # seconds: a command still running after this hangs (each takes a few seconds)
 
@@ -135,7 +138,7 @@ def test_decode_memory_budget_refuses_from_the_header(tmp_path, monkeypatch):
     # the environment variable sets it for a new process
     out = subprocess.run([sys.executable, "-c", "from aetk.data.imageguard import BUDGET; print(BUDGET.capacity)"],
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT),
-                                                              "AETK_DECODE_MEMORY": "64M"}, check=True)
+                                                              "AETK_DECODE_MEMORY": "64M"}, check=True, cwd=ROOT)
     assert int(out.stdout) == 64 << 20
 
 
@@ -341,7 +344,7 @@ def test_tile_defaults_come_from_the_model(tmp_path, identity):
 
 
 def test_progress_rate_is_images_over_elapsed_time():
-    from cli.denoise import rate_text
+    from aetk.cli.denoise import rate_text
 
     assert rate_text(5, 48.0) == "0.10 img/s"  # was shown as 42 img/s: a burst of finished writes
     assert rate_text(5, 60.0) == "12.0 s/img"
