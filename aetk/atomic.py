@@ -49,9 +49,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
-        os.fchmod(fd, new_file_mode())  # mkstemp makes 0600; files follow the umask
+        mode = new_file_mode()
+        os.fchmod(fd, mode)  # mkstemp makes 0600; files follow the umask
         os.close(fd)
         yield Path(tmp)
+        # Some writers replace the file rather than write into it (safetensors writes its own
+        # 0600 temporary and renames it over tmp): give it the umask's mode again.
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
