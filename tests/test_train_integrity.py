@@ -163,6 +163,26 @@ def test_a_second_trainer_on_one_run_folder_is_refused(tmp_path, trained):
         os.close(fd)
 
 
+def test_a_resume_while_a_trainer_works_before_its_first_checkpoint_names_the_lock(tmp_path, trained):
+    run = _copy(trained, tmp_path)
+    (run / (ckpt.LAST + ".safetensors")).unlink()  # the first run has not checkpointed yet
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(run / ckpt.LOCK_FILE)!r}, os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = CliRunner().invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "2"])
+        assert result.exit_code == EXIT_FAILED, result.output
+        assert f"another `aetk train` is working in {run}" in result.output  # not "start it again"
+    finally:
+        holder.kill()
+        holder.wait()
+    result = CliRunner().invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "2"])
+    assert result.exit_code != 0 and "before its first checkpoint" in result.output, result.output
+
+
 def test_a_running_aetk_train_keeps_a_second_out_until_it_is_killed(tmp_path):
     import signal
     import time

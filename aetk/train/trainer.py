@@ -38,6 +38,7 @@ from aetk.train import distributed
 from aetk.train.augment import random_flips
 from aetk.train.checkpoint import (
     LAST,
+    LOCK_FILE,
     CheckpointError,
     RunLock,
     atomic_write_text,
@@ -236,6 +237,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         if dist_info.is_main and resume and not checkpoint_exists(run_dir):
+            if distributed.locks_run_folder(dist_info) and (run_dir / LOCK_FILE).is_file():
+                with RunLock(run_dir):  # a trainer at work before its first checkpoint: say that
+                    pass
             raise TrainingError(f"cannot resume: {run_dir / (LAST + '.safetensors')} does not exist (the run "
                                 f"stopped before its first checkpoint: start it again without --resume)")
         with RunLock(run_dir) if distributed.locks_run_folder(dist_info) else contextlib.nullcontext():
