@@ -198,6 +198,12 @@ def test_an_edited_manifest_fails_its_checksum(npy_codes, tmp_path):
     assert verify(codes) == []
 
 
+def verify_refuses(codes: Path, words: str) -> bool:
+    res = cli("compress", "--verify", codes)
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    return res.exit_code == EXIT_INTEGRITY and len(lines) == 1 and words in lines[0]
+
+
 def test_image_paths_and_links_out_of_the_output_are_refused(trained, tmp_path):
     src = png_folder(tmp_path / "imgs")
     codes = tmp_path / "codes"
@@ -216,8 +222,17 @@ def test_image_paths_and_links_out_of_the_output_are_refused(trained, tmp_path):
     # two rows naming one file: the second would silently replace the first
     c = copy_codes(codes, tmp_path / "dup")
     rewrite_manifest(c, lambda m: m["shards"][0]["ids"].__setitem__(1, m["shards"][0]["ids"][0]))
-    with pytest.raises(UnsafeManifestError, match=r"names the output .* twice"):
+    with pytest.raises(UnsafeManifestError, match=r"names the image .* twice"):
         decompress(c, tmp_path / "out")
+    assert verify_refuses(c, "twice")  # --verify sees it too, not only decompress
+    # a name that is no image file (or a folder of the tree): refused by --verify and decompress
+    for bad in ("notes.txt", "sub dir"):
+        c = copy_codes(codes, tmp_path / f"t{abs(hash(bad))}")
+        rewrite_manifest(c, lambda m, bad=bad: m["shards"][0]["ids"].__setitem__(0, bad))
+        with pytest.raises(UnsafeManifestError, match=r"which is not an image file aetk reads and writes"):
+            decompress(c, tmp_path / "out")
+        assert verify_refuses(c, "not an image file")
+        assert not (tmp_path / "out").exists()
     # a link inside -o that leads out of it
     out = tmp_path / "out"
     out.mkdir()

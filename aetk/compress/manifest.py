@@ -136,6 +136,7 @@ def relative_path(rel: Any) -> bool:
 def check_paths(m: dict[str, Any], path: Path) -> None:
     """Every path the manifest names stays inside its folder (UnsafeManifestError)."""
     from aetk.compress.shards import is_shard_file
+    from aetk.data.images import IMAGE_SUFFIXES
 
     try:
         parts = m["job"]["source"]["parts"]
@@ -149,6 +150,7 @@ def check_paths(m: dict[str, Any], path: Path) -> None:
             if origin.get("key") is not None and not plain_name(origin["key"]):
                 raise _unsafe(path, f"names the .npz member {origin['key']!r}, which is not a plain name")
         names = {part["name"] for part in parts}
+        seen_ids: set[tuple[str, str]] = set()
         for rec in m["shards"]:
             if not (plain_name(rec["file"]) and is_shard_file(rec["file"])):
                 raise _unsafe(path, f"names the shard {rec['file']!r}, which is not a shard file name "
@@ -159,6 +161,13 @@ def check_paths(m: dict[str, Any], path: Path) -> None:
                 if not relative_path(rel):
                     raise _unsafe(path, f"names the image {rel!r}, which is not a relative path inside "
                                         f"its folder (absolute, '..' or empty parts)")
+                if PurePosixPath(rel).suffix.lower() not in IMAGE_SUFFIXES:
+                    raise _unsafe(path, f"names the image {rel!r}, which is not an image file aetk "
+                                        f"reads and writes ({', '.join(IMAGE_SUFFIXES)})")
+                if (rec["part"], rel) in seen_ids:
+                    raise _unsafe(path, f"names the image {rel!r} twice: decompress would write one over "
+                                        f"the other")
+                seen_ids.add((rec["part"], rel))
         for name in m["model_files"]:
             if not plain_name(name):
                 raise _unsafe(path, f"names the model file {name!r}, which is not a plain file name")
