@@ -204,8 +204,17 @@ def _verify(codes: Path, as_json: bool) -> None:
         t = c.manifest["totals"]
         typer.echo(f"{codes}: {t['shards']} shards, {t['rows']:,} codes and the model files match the manifest")
     if problems:
-        raise CorruptShardError(f"{len(problems)} problem(s) in {codes}; rerun the same `aetk compress` to "
-                                f"rewrite damaged shards", problems)
+        from aetk.compress.manifest import MODEL_DIR
+
+        if any(p.startswith(MODEL_DIR) for p in problems):  # rerunning compress keeps a model it did not write
+            advice = (f"its {MODEL_DIR}/ does not match the codes: recompress from the data into a new "
+                      f"folder, or with --overwrite")
+        elif any("NaN or infinite" in p for p in problems):  # bytes that match their record: a rerun keeps them
+            advice = "recompress from the data with --overwrite (a rerun keeps shards whose bytes match the manifest)"
+        else:
+            advice = "rerun the same `aetk compress` to rewrite damaged shards"
+        raise CorruptShardError(f"{len(problems)} problem(s) in {codes} (first: {problems[0]}); {advice}",
+                                problems)
 
 
 def decompress_cli(

@@ -346,6 +346,8 @@ def test_a_model_with_other_weights_fails_verify_decompress_and_neighbors(npy_co
     assert len(problems) == 1 and "weights_sha256" in problems[0] and "do not belong together" in problems[0]
     res = cli("compress", "--verify", codes)
     assert res.exit_code == EXIT_INTEGRITY
+    last = res.output.strip().splitlines()[-1]  # the error line says what is wrong and what helps
+    assert "weights_sha256" in last and "--overwrite" in last and "rewrite damaged shards" not in last, last
     for call in (lambda: neighbors(codes, ["3"]), lambda: decompress(codes, tmp_path / "out")):
         with pytest.raises(CorruptShardError, match=r"weights_sha256"):
             call()
@@ -374,12 +376,21 @@ def test_non_finite_codes_fail_verify_and_every_reader(npy_codes, tmp_path, valu
     rewrite_manifest(codes, fix)  # checksums that agree: only the values can tell
     problems = verify(codes)
     assert len(problems) == 1 and "shard-00001.npy: holds NaN or infinite codes in 1 row(s)" in problems[0]
-    assert cli("compress", "--verify", codes).exit_code == EXIT_INTEGRITY
+    res = cli("compress", "--verify", codes)
+    assert res.exit_code == EXIT_INTEGRITY
     with pytest.raises(CorruptShardError, match=r"NaN or infinite codes"):
         decompress(codes, tmp_path / "out")
     with pytest.raises(CorruptShardError, match=r"NaN or infinite codes"):
         neighbors(codes, ["0"])
     assert not (tmp_path / "out").exists()
+    # the advice works: a plain rerun keeps the shard (its bytes match), --overwrite remakes it
+    last = res.output.strip().splitlines()[-1]
+    assert "NaN or infinite" in last and "--overwrite" in last, last
+    data_file = str(npy_codes.parent / "x.npy")
+    compress(data_file, codes / "model", codes, shard_size=16, png_sample=0)
+    assert verify(codes) != []
+    compress(data_file, codes / "model", codes, shard_size=16, png_sample=0, overwrite=True)
+    assert verify(codes) == []
 
 
 # -- item 8: bit depth ----------------------------------------------------------------------------------------
