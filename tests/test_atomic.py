@@ -41,3 +41,34 @@ def test_a_writer_that_replaces_its_temporary_still_gets_the_umask_mode(tmp_path
         os.replace(other, tmp)
     assert target.read_bytes() == b"data"
     assert _mode(target) == 0o666 & ~umask
+
+
+def test_a_full_disk_while_saving_tensors_is_an_os_error_naming_the_file(tmp_path, monkeypatch):
+    """safetensors reports ENOSPC as its own SafetensorError: it must reach the CLI as the disk's
+    error (exit 4, one line naming the file), not as a bug (exit 70 with a traceback)."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    from aetk.errors import EXIT_OS, exit_code_for, one_line
+    from aetk.train import checkpoint
+
+    def full_disk(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    target = tmp_path / "model.safetensors"
+    with pytest.raises(OSError) as caught:
+        atomic_save_tensors(target, {"x": torch.ones(3)})
+    assert caught.value.errno == errno.ENOSPC and exit_code_for(caught.value) == EXIT_OS
+    assert one_line(caught.value) == f"{target}: No space left on device"
+    assert not target.exists() and stray_temporaries(tmp_path) == []
+
+    def other_failure(tensors, filename, metadata=None):
+        raise SafetensorError("some other failure")
+
+    monkeypatch.setattr(checkpoint, "save_file", other_failure)
+    with pytest.raises(SafetensorError):  # not the disk's: left as it is
+        atomic_save_tensors(target, {"x": torch.ones(3)})

@@ -23,12 +23,13 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from safetensors import safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from aetk.errors import AetkError, IntegrityError, UserInputError
@@ -57,7 +58,14 @@ class MissingRunError(UserInputError, CheckpointError):
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """One safetensors file, whole or not at all (a temporary renamed over ``path``)."""
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        except SafetensorError as exc:  # its I/O errors (a full disk) are the disk's, not a bug
+            code = re.search(r"\(os error (\d+)\)", str(exc))
+            if code is None:
+                raise
+            errno_ = int(code.group(1))
+            raise OSError(errno_, os.strerror(errno_), str(path)) from exc
 
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
