@@ -5,6 +5,7 @@ exception leaves the old file, or none, never half of one. Standard library only
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -14,6 +15,7 @@ from aetk.errors import UserInputError
 
 
 TEMP_SUFFIX = ".tmp"
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS)
 
 
 def temp_name_pattern(name: str) -> str:
@@ -59,8 +61,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if (isinstance(exc, OSError) and type(exc) is OSError and exc.filename is None
+                and exc.errno in _DISK_ERRORS):  # a write to this file: say which (one_line shows it)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 

@@ -72,3 +72,25 @@ def test_a_full_disk_while_saving_tensors_is_an_os_error_naming_the_file(tmp_pat
     monkeypatch.setattr(checkpoint, "save_file", other_failure)
     with pytest.raises(SafetensorError):  # not the disk's: left as it is
         atomic_save_tensors(target, {"x": torch.ones(3)})
+
+
+def test_a_full_disk_inside_an_atomic_write_names_the_file(tmp_path):
+    """f.write() reports ENOSPC without a file name: atomic_open adds the target's, and leaves
+    nothing behind."""
+    import errno
+
+    from aetk.atomic import atomic_open
+    from aetk.errors import one_line
+
+    target = tmp_path / "train.npy"
+    with pytest.raises(OSError) as caught:
+        with atomic_open(target, "wb") as f:
+            f.write(b"x")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert caught.value.errno == errno.ENOSPC
+    assert one_line(caught.value) == f"{target}: No space left on device"
+    assert not target.exists() and stray_temporaries(tmp_path) == []
+    with pytest.raises(FileNotFoundError) as other:  # errors that name their own file keep it
+        with atomic_open(target, "wb"):
+            open(tmp_path / "missing", "rb")
+    assert other.value.filename == str(tmp_path / "missing")
