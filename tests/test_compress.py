@@ -475,6 +475,12 @@ def test_unwritable_output_and_shape_mismatch_fail_before_any_work(conv, tmp_pat
     assert Codes.open(tmp_path / "codes").job["preprocessing"]["reader"]["image_size"] == [8, 8]
     res = cli("compress", tmp_path / "big.npy", "-m", conv, "-o", tmp_path / "c2", "--channels", "3")
     assert res.exit_code == EXIT_USER_INPUT and "--channels 1" in res.output
+    # (N, H, W) without a channel axis: the refusal says how to read them, and that works
+    np.save(tmp_path / "nhw.npy", np.zeros((10, 8, 8), np.uint8))
+    res = cli("compress", tmp_path / "nhw.npy", "-m", conv, "-o", tmp_path / "c3")
+    assert res.exit_code == EXIT_USER_INPUT and "--channels 1 reads them as 1-channel images" in res.output
+    res = cli("compress", tmp_path / "nhw.npy", "-m", conv, "-o", tmp_path / "c3", "--channels", "1", "-q")
+    assert res.exit_code == 0, res.output
 
 
 def test_stale_codes_are_refused_unless_overwrite(conv, conv_other, pixels, tmp_path):

@@ -171,6 +171,9 @@ def check_shapes(model: Any, data_shape: tuple[int, ...], data: str) -> tuple[in
                          f"center-crop)." if not meta.dynamic_spatial else
                          f" This model takes any height and width that are multiples of "
                          f"{meta.spatial_multiple}; --image-size resizes to such a size.")
+        elif len(want) == 3 and len(have) == 2 and layout == "NCHW":  # (N, H, W) arrays: no channel axis
+            hint = (f" --channels {want[0]} reads them as {want[0]}-channel images"
+                    + (f" (--image-size {want[1]}x{want[2]} resizes them)." if have != want[1:] else "."))
         elif layout == "NTF":
             hint = f" --sequence-length {want[0]} cuts rows into windows of {want[0]}."
         raise ShapeMismatchError(
