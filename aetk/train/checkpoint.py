@@ -111,10 +111,11 @@ def verify_weights(tensors: dict[str, torch.Tensor], recorded: Any, st: Path, wh
         return
     actual = tensors_sha256(tensors)
     if actual != recorded:
+        against = ("its own header: its weights hash to {}..., its header records " if Path(st) == Path(where)
+                   else f"{where}: its weights hash to {{}}..., {where.name} records ").format(actual[:12])
         raise CheckpointError(
-            f"{st} does not match {where}: its weights hash to {actual[:12]}..., {where.name} "
-            f"records {str(recorded)[:12]}... (the file was changed or corrupted, or comes from "
-            f"another save); refusing to use it")
+            f"{st} does not match {against}{str(recorded)[:12]}... (the file was changed or "
+            f"corrupted, or comes from another save); refusing to use it")
 
 
 def _read_tensors(st: Path) -> dict[str, torch.Tensor]:
