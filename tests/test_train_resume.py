@@ -82,6 +82,15 @@ def test_resume_refuses_changes_to_the_model_or_the_data_naming_the_key(two_epoc
     assert {p: p.read_bytes() for p in two_epochs.rglob("*") if p.is_file()} == before  # nothing touched
 
 
+def test_resume_with_fewer_epochs_than_done_is_refused_untouched(two_epochs):
+    before = {p: p.read_bytes() for p in two_epochs.rglob("*") if p.is_file()}
+    result = _cli("--run-dir", str(two_epochs), "--resume", "--epochs", "1")
+    assert result.exit_code == EXIT_USER_INPUT, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "train.epochs=1 is fewer than the 2 epoch(s)" in lines[0], result.output
+    assert {p: p.read_bytes() for p in two_epochs.rglob("*") if p.is_file()} == before  # config.toml kept
+
+
 def test_safe_overrides_apply_on_top_of_the_saved_config(tmp_path, two_epochs):
     run = tmp_path / "run"
     shutil.copytree(two_epochs, run)

@@ -437,7 +437,14 @@ def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
             raise TrainingError(f"cannot resume: {run_dir / (LAST + '.safetensors')} does not exist")
         # Read whole (its hash checked) before anything is written; then the config it was
         # written with (older checkpoints: the run's config.toml).
-        saved = _load_last(run_dir)[1].get("config")
+        info = _load_last(run_dir)[1]
+        saved = info.get("config")
+        done = int((info.get("state") or {}).get("epoch") or 0)
+        if cfg.train.epochs < done:  # config.toml would then say fewer epochs than the model has had
+            from aetk.settings import ConfigError
+
+            raise ConfigError(f"train.epochs={cfg.train.epochs} is fewer than the {done} epoch(s) {run_dir} has "
+                              f"trained already; pass --epochs {done} or more to continue it")
         if saved is None and (run_dir / "config.toml").is_file():
             from aetk.config import load_config
 
