@@ -129,17 +129,23 @@ def test_stray_temporaries_of_killed_writes_are_removed(tmp_path, trained, capsy
     assert "removed 3 temporary file(s)" in capsys.readouterr().out
 
 
-def test_a_second_trainer_on_one_run_folder_is_refused(tmp_path, trained):
-    run = _copy(trained, tmp_path)
-    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ckpt.LOCK_FILE}
-    # Another process holds the folder's lock, as a running `aetk train` does.
+def _hold_lock(run: Path) -> subprocess.Popen:
+    """Another process holding the folder's lock, as a running `aetk train` does."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import fcntl, os, sys, time\n"
          f"fd = os.open({str(run / ckpt.LOCK_FILE)!r}, os.O_RDWR | os.O_CREAT)\n"
          "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_trainer_on_one_run_folder_is_refused(tmp_path, trained):
+    run = _copy(trained, tmp_path)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ckpt.LOCK_FILE}
+    # Another process holds the folder's lock, as a running `aetk train` does.
+    holder = _hold_lock(run)
     try:
-        assert holder.stdout.readline().strip() == "locked"
         result = CliRunner().invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "2"])
         assert result.exit_code == EXIT_FAILED, result.output
         assert f"another `aetk train` is working in {run}" in result.output
@@ -166,13 +172,8 @@ def test_a_second_trainer_on_one_run_folder_is_refused(tmp_path, trained):
 def test_a_resume_while_a_trainer_works_before_its_first_checkpoint_names_the_lock(tmp_path, trained):
     run = _copy(trained, tmp_path)
     (run / (ckpt.LAST + ".safetensors")).unlink()  # the first run has not checkpointed yet
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys, time\n"
-         f"fd = os.open({str(run / ckpt.LOCK_FILE)!r}, os.O_RDWR | os.O_CREAT)\n"
-         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
+    holder = _hold_lock(run)
     try:
-        assert holder.stdout.readline().strip() == "locked"
         result = CliRunner().invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "2"])
         assert result.exit_code == EXIT_FAILED, result.output
         assert f"another `aetk train` is working in {run}" in result.output  # not "start it again"
@@ -223,3 +224,17 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_one_clear_error(tmp_path, t
         train(load_config(run / "config.toml", ["train.epochs=2"]), run, resume=True)
     assert torch.equal(ckpt.load_checkpoint(run / ckpt.LAST)[0][next(iter(tensors))],
                        tensors[next(iter(tensors))])
+
+
+def test_a_new_run_whose_data_fails_to_load_leaves_no_folder(tmp_path):
+    run = tmp_path / "never"
+    result = CliRunner().invoke(app, ["train", "-m", "ae", "-d", str(tmp_path / "missing"), "--epochs", "1",
+                                      "--run-dir", str(run)])
+    assert result.exit_code == 2, result.output
+    assert not run.exists()  # neither config.toml nor the lock file stay behind
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(app, ["train", "-m", "ae", "-d", str(tmp_path / "missing"), "--epochs", "1",
+                                      "--run-dir", str(kept)])
+    assert result.exit_code == 2 and (kept / "notes.txt").read_text() == "mine"

@@ -235,6 +235,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
     device = pick_device(tc.device)
     dist_info = distributed.setup(device)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
+    created = not run_dir.exists()
     try:
         if dist_info.is_main and resume and not checkpoint_exists(run_dir):
             if distributed.locks_run_folder(dist_info) and (run_dir / LOCK_FILE).is_file():
@@ -244,6 +245,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
                                 f"stopped before its first checkpoint: start it again without --resume)")
         with RunLock(run_dir) if distributed.locks_run_folder(dist_info) else contextlib.nullcontext():
             return _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step)
+    except BaseException:
+        if created and dist_info.is_main:
+            _remove_unstarted_run(run_dir)
+        raise
     finally:
         torch.use_deterministic_algorithms(was_deterministic)  # process-wide: put it back
         distributed.teardown(dist_info)
@@ -425,6 +430,19 @@ def _model_info(data: LoadedData, state, row) -> dict[str, Any]:
     return {"normalization": data.normalization.to_dict(), "epoch": state["epoch"],
             "step": state["step"], "metrics": row, "data_source": data.source,
             "num_classes": data.num_classes}
+
+
+def _remove_unstarted_run(run_dir: Path) -> None:
+    """A new run that failed before it trained (bad data, say) leaves no folder behind: only
+    when the folder holds nothing but what train() itself wrote first (its config and lock)."""
+    try:
+        entries = list(run_dir.iterdir())
+        if all(p.name in ("config.toml", LOCK_FILE) and p.is_file() for p in entries):
+            for p in entries:
+                p.unlink()
+            run_dir.rmdir()
+    except OSError:
+        pass  # best effort: the error being raised is what the user needs to see
 
 
 def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
