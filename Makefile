@@ -46,7 +46,7 @@ demo: install
 	$(AETK) train --model conv --data digits --epochs 30 --run-dir $(DEMO_RUN) \
 		model.channels=[16,32] model.code_size=16 train.lr=3e-3 train.progress=false
 	$(AETK) eval $(DEMO_RUN)
-	$(AETK) sample $(DEMO_RUN)
+	$(AETK) sample $(DEMO_RUN) --fitted-codes
 	$(AETK) export $(DEMO_RUN) -o $(DEMO_RUN)-onnx --int8 --triton $(DEMO_RUN)-triton
 	# denoise: a small denoiser trained here (minutes) against the shipped one, sigma 25
 	$(PY) -m aetk.denoise.photos $(DEMO_DN)/patches.npz --stride 64
