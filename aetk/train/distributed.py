@@ -45,6 +45,15 @@ def setup(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def finish_together(info: DistInfo) -> None:
+    """Wait for every process before leaving the group. Without it a process that finishes
+    first can tear down gloo while another still talks to it, and that one aborts
+    ("terminate called without an active exception"). Only on success: after an error
+    the other processes may never arrive."""
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+
+
 def teardown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -244,7 +244,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
             raise TrainingError(f"cannot resume: {run_dir / (LAST + '.safetensors')} does not exist (the run "
                                 f"stopped before its first checkpoint: start it again without --resume)")
         with RunLock(run_dir) if distributed.locks_run_folder(dist_info) else contextlib.nullcontext():
-            return _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step)
+            result = _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step)
+        distributed.finish_together(dist_info)
+        return result
     except BaseException:
         if created and dist_info.is_main:
             _remove_unstarted_run(run_dir)
