@@ -30,3 +30,33 @@ def simd_paths():
     C.cpu.set_simd_path(default)
     yield paths
     C.cpu.set_simd_path(default)
+
+
+UNIT = {"kind": "unit", "scale": 255.0, "mean": None, "std": None, "shape": None, "value_range": [0.0, 1.0]}
+
+
+def _export_resconv(folder, *, identity: bool, channels: int = 1, depth: int = 1):
+    """Export a tiny resconv denoiser for (channels, 16, 16) images. ``identity``: its noise
+    estimate is zero, so output == input and any tiling or I/O error shows exactly."""
+    from aetk.export import export_model
+    from aetk.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resconv", (channels, 16, 16), features=4, depth=depth).eval()
+    if identity:
+        torch.nn.init.zeros_(model.noise.weight)
+        torch.nn.init.zeros_(model.noise.bias)
+    export_model(model, folder, normalization=UNIT)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def export_resconv():
+    """The exporter of tiny resconv denoisers, for tests that need one with other settings."""
+    return _export_resconv
+
+
+@pytest.fixture(scope="session")
+def identity_denoiser(tmp_path_factory):
+    """An exported 1-channel resconv whose output equals its input."""
+    return _export_resconv(tmp_path_factory.mktemp("identity"), identity=True)

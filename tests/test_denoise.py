@@ -18,30 +18,16 @@ from PIL import Image
 from aetk.denoise import SHIPPED_MODEL, DenoiseInputError, denoise_paths, load_denoiser
 from aetk.denoise.tiling import Blender, pad_to, ramp, starts, tile_count, tile_shape
 
-UNIT = {"kind": "unit", "scale": 255.0, "mean": None, "std": None, "shape": None, "value_range": [0.0, 1.0]}
-
-
-def _export(path: Path, *, identity: bool, channels: int = 1, depth: int = 1) -> Path:
-    from aetk.export import export_model
-    from aetk.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model("resconv", (channels, 16, 16), features=4, depth=depth).eval()
-    if identity:  # no noise estimate: output == input, so any tiling error would show
-        torch.nn.init.zeros_(model.noise.weight)
-        torch.nn.init.zeros_(model.noise.bias)
-    export_model(model, path, normalization=UNIT)
-    return path
 
 
 @pytest.fixture(scope="module")
-def identity_model(tmp_path_factory) -> Path:
-    return _export(tmp_path_factory.mktemp("identity"), identity=True)
+def identity_model(identity_denoiser) -> Path:
+    return identity_denoiser
 
 
 @pytest.fixture(scope="module")
-def random_model(tmp_path_factory) -> Path:
-    return _export(tmp_path_factory.mktemp("random"), identity=False, depth=2)
+def random_model(tmp_path_factory, export_resconv) -> Path:
+    return export_resconv(tmp_path_factory.mktemp("random"), identity=False, depth=2)
 
 
 def _sha(p: Path) -> str:
