@@ -36,10 +36,8 @@ import functools
 import gzip
 import io
 import os
-import queue
 import struct
 import tempfile
-import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +48,7 @@ import numpy as np
 from aetk.atomic import TEMP_SUFFIX, atomic_open, new_file_mode
 from aetk.compress.codes import Codes
 from aetk.compress.errors import CompressError, CorruptShardError, OutputExistsError, UnsafeManifestError
+from aetk.pipeline import Pipeline
 
 IMAGE_SAVE = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"lossless": True}}
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")  # of the formats aetk reads, those that keep 16-bit gray
@@ -472,44 +471,6 @@ def _open_writer(o: _Output, dtype: str, shape: tuple[int, ...], shaper: _Rows, 
     return _NpyWriter(stack, path, dtype, shape, shaper)
 
 
-class _Pipeline:
-    """A writer thread behind a bounded queue: the caller decodes while it writes."""
-
-    def __init__(self) -> None:
-        self.q: queue.Queue = queue.Queue(maxsize=2)
-        self.error: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, name="aetk-decompress-writer", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (item := self.q.get()) is not None:
-            if self.error:
-                continue  # drain: the caller stops at its next put (or has stopped)
-            try:
-                item()
-            except BaseException as exc:
-                self.error.append(exc)
-
-    def put(self, fn: Callable[[], None]) -> None:
-        if self.error:
-            raise self.error[0]
-        self.q.put(fn)
-
-    def close(self) -> None:
-        self.q.put(None)
-        self.thread.join()
-        if self.error:
-            raise self.error[0]
-
-    def stop(self) -> None:
-        """After a failure in the caller: skip what is queued and wait for the thread, so
-        that no write runs while the caller's files are being discarded."""
-        if self.thread.is_alive():
-            self.error.append(RuntimeError("stopped"))
-            self.q.put(None)
-            self.thread.join()
-
-
 def _notes(codes: Codes, plan: list[_Output]) -> list[str]:
     """What the outputs cannot hold: labels of CSV rows, detail lost to resizing or cropping."""
     notes = []
@@ -562,39 +523,36 @@ def decompress(folder: str | Path, out: str | Path, *, as_arrays: bool = False, 
     total = codes.manifest["totals"]["rows"]
     bar.stage(f"decoding {total} codes into {out}", total=total)
     images_written: list[Path] = []
-    pipe = _Pipeline()
-    with contextlib.ExitStack() as files:  # output files: kept when all went well, else discarded
-        try:
-            zips: dict[Path, zipfile.ZipFile] = {}
-            for o in plan:
-                part, kind, path = o.part, o.kind, o.path
-                records = by_part.get(part["name"], [])
-                rows = sum(r["rows"] for r in records)
-                shaper = _Rows(part, restore=kind != "arrays", cropped=cropped)
-                dtype = part["dtype"]
-                shape = (rows, *shaper.file)
-                make = functools.partial(_open_writer, o, dtype, shape, shaper, files, zips, images_written)
-                state: dict[str, _Writer] = {}
-                pipe.put(lambda make=make, state=state: state.__setitem__("w", make()))
-                for r in records:
-                    z, items = codes.read(r)
-                    for a in range(0, len(z), batch_size):
-                        x = decode_codes(decoder, z[a:a + batch_size], batch_size)
-                        if scale != 1.0 and kind == "images":
-                            x *= np.float32(scale)
-                        piece = {"items": items[a:a + batch_size], "ids": (r.get("ids") or [])[a:a + batch_size],
-                                 "layout": (r.get("layout") or [])[a:a + batch_size] or None}
-                        pipe.put(lambda state=state, x=x, piece=piece: state["w"].write(x, piece))
-                        result.rows += len(x)
-                        if on_items:
-                            on_items(len(x))
-                pipe.put(lambda state=state: state["w"].close())
-                label = f"{rows} images in {out}" if kind == "images" else str(path.relative_to(out))
-                if label not in result.files:
-                    result.files.append(label)
-            pipe.close()
-        finally:
-            pipe.stop()  # no write may run while the files are discarded
+    # Output files are kept when all went well, else discarded; the pipeline is left first,
+    # so no write runs while they are discarded.
+    with contextlib.ExitStack() as files, Pipeline(writers=1, behind=2, name="aetk-decompress") as pipe:
+        zips: dict[Path, zipfile.ZipFile] = {}
+        for o in plan:
+            part, kind, path = o.part, o.kind, o.path
+            records = by_part.get(part["name"], [])
+            rows = sum(r["rows"] for r in records)
+            shaper = _Rows(part, restore=kind != "arrays", cropped=cropped)
+            dtype = part["dtype"]
+            shape = (rows, *shaper.file)
+            make = functools.partial(_open_writer, o, dtype, shape, shaper, files, zips, images_written)
+            state: dict[str, _Writer] = {}
+            pipe.write(lambda make=make, state=state: state.__setitem__("w", make()))
+            for r in records:
+                z, items = codes.read(r)
+                for a in range(0, len(z), batch_size):
+                    x = decode_codes(decoder, z[a:a + batch_size], batch_size)
+                    if scale != 1.0 and kind == "images":
+                        x *= np.float32(scale)
+                    piece = {"items": items[a:a + batch_size], "ids": (r.get("ids") or [])[a:a + batch_size],
+                             "layout": (r.get("layout") or [])[a:a + batch_size] or None}
+                    pipe.write(lambda state=state, x=x, piece=piece: state["w"].write(x, piece))
+                    result.rows += len(x)
+                    if on_items:
+                        on_items(len(x))
+            pipe.write(lambda state=state: state["w"].close())
+            label = f"{rows} images in {out}" if kind == "images" else str(path.relative_to(out))
+            if label not in result.files:
+                result.files.append(label)
     if images_written:
         os.sync()  # one flush for every image file (see the module doc)
     return result

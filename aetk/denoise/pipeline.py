@@ -2,16 +2,15 @@
 
     summary = denoise_paths([Path("photos")], out=None, model=None)
 
-Reading (decode, EXIF transpose) and writing (encode, atomic rename) happen in a thread
-pool, a bounded number of images ahead, so ONNX Runtime (which releases the GIL) is never
-waiting on the disk; memory holds at most about 2 x workers images at a time.
+Reading (decode, EXIF transpose) and writing (encode, atomic rename) happen in worker
+threads (aetk.pipeline), a bounded number of images ahead, so ONNX Runtime (which releases
+the GIL) is never waiting on the disk; memory holds at most about 4 x workers images at a time.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,6 +22,7 @@ from aetk.denoise.files import DenoiseInputError
 from aetk.denoise.imagefiles import (DEFAULT_MAX_PIXELS, EXTENSIONS, SIXTEEN_BIT_FORMATS, ImageReadError, read_image,
                                     write_image)
 from aetk.denoise.report import Report, find_reference, quantize, score_image
+from aetk.pipeline import Pipeline
 
 
 @dataclass
@@ -74,46 +74,29 @@ def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
             todo.append(job)
     start = time.perf_counter()
     workers = max(1, int(workers))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aetk-read") as readers, \
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aetk-write") as writers:
-        reads: deque[tuple[Job, Future]] = deque()
-        writes: deque[tuple[Job, Future, float]] = deque()
-        pending = iter(todo)
 
-        def refill() -> None:
-            while len(reads) < 2 * workers:
-                job = next(pending, None)
-                if job is None:
-                    return
-                reads.append((job, readers.submit(read_image, job.src, max_pixels)))
-
-        def finish_writes(limit: int) -> None:
-            while len(writes) > limit:
-                job, fut, mp = writes.popleft()
-                try:
-                    fut.result()
-                    summary.done.append(job.label)
-                    summary.megapixels += mp
-                    tick("done", mp)
-                except OSError as exc:
-                    summary.failed.append((job.label, f"cannot write {job.dst}: {exc.strerror or exc}"))
-                    tick("failed", 0.0)
-                except (ValueError, TypeError, KeyError) as exc:  # Pillow cannot encode it so
-                    summary.failed.append((job.label, f"cannot encode {job.dst}: {exc}"))
-                    tick("failed", 0.0)
-
-        refill()
-        while reads:
-            job, fut = reads.popleft()
-            refill()
+    def written(job: Job, megapixels: float) -> Callable[[Future], None]:
+        def done(fut: Future) -> None:
             try:
-                img = fut.result()
-                clean = denoiser.denoise(img.planes)
-            except ImageReadError as exc:
-                summary.failed.append((job.label, str(exc)))
+                fut.result()
+                summary.done.append(job.label)
+                summary.megapixels += megapixels
+                tick("done", megapixels)
+            except OSError as exc:
+                summary.failed.append((job.label, f"cannot write {job.dst}: {exc.strerror or exc}"))
                 tick("failed", 0.0)
-                continue
-            except ValueError as exc:  # e.g. a channel count the model cannot take
+            except (ValueError, TypeError, KeyError) as exc:  # Pillow cannot encode it so
+                summary.failed.append((job.label, f"cannot encode {job.dst}: {exc}"))
+                tick("failed", 0.0)
+        return done
+
+    with Pipeline(readers=workers, writers=workers, ahead=2 * workers, behind=2 * workers,
+                  name="aetk-denoise") as pipe:
+        for job, read in pipe.read(todo, lambda job: read_image(job.src, max_pixels)):
+            try:
+                img = read.result()
+                clean = denoiser.denoise(img.planes)
+            except (ImageReadError, ValueError) as exc:  # unreadable; or a channel count the model cannot take
                 summary.failed.append((job.label, str(exc)))
                 tick("failed", 0.0)
                 continue
@@ -123,10 +106,8 @@ def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
                 note = f"16-bit images written as {_format_of(job)} are rounded to 8 bits (PNG and TIFF keep 16)"
                 if note not in summary.notes:
                     summary.notes.append(note)
-            writes.append((job, writers.submit(write_image, job.dst, img, clean, _format_of(job), quality),
-                           img.megapixels))
-            finish_writes(2 * workers)
-        finish_writes(0)
+            pipe.write(write_image, job.dst, img, clean, _format_of(job), quality,
+                       done=written(job, img.megapixels))
     summary.seconds += time.perf_counter() - start
     return summary
 
