@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from aetk.atomic import atomic_open
+from aetk.dihedral import EXIF_ORIENTATION, symmetry
 from aetk.data.imageguard import (DEFAULT_MAX_PIXELS, ImageReadError, guarded_image, open_regular,
                                   read_16bit_colour, sixteen_bit_colour)
 from aetk.data.images import IMAGE_SUFFIXES
@@ -77,20 +78,13 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Decod
         raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from exc
 
 
-# EXIF orientation (tag 0x0112) -> (transpose H and W?, numpy axes to flip), applied in order.
-_ORIENT = {2: (False, (1,)), 3: (False, (0, 1)), 4: (False, (0,)), 5: (True, ()), 6: (True, (1,)),
-           7: (True, (0, 1)), 8: (True, (0,))}
-
-
 def _decode_16bit_colour(path: Path, im, fmt: str) -> DecodedImage:
     orientation = im.getexif().get(0x0112, 1)
     a = read_16bit_colour(path)  # (H, W, 3 or 4) uint16
     if a.shape[:2] != im.size[::-1]:
         raise ImageReadError(f"{path}: the header says {im.size[0]}x{im.size[1]} but the pixels "
                              f"decode as {a.shape[1]}x{a.shape[0]}")
-    if orientation in _ORIENT:
-        transpose, flips = _ORIENT[orientation]
-        a = np.flip(a.swapaxes(0, 1) if transpose else a, flips)
+    a = symmetry(a, EXIF_ORIENTATION.get(orientation, 0), axes=(0, 1))  # (H, W, C): upright
     alpha = a[..., 3].copy() if a.shape[-1] == 4 else None
     planes = np.moveaxis(a[..., :3], -1, 0).astype(np.float32) / 65535.0
     return DecodedImage(path, np.ascontiguousarray(planes), "RGBA;16" if alpha is not None else "RGB;16",

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aetk.dihedral import patch_view, symmetry
+
 # name -> (package, file inside the package's image folder)
 PHOTOS = {
     "astronaut": ("skimage", "astronaut.png"),
@@ -132,8 +134,7 @@ def patches(names: Sequence[str | Path], size: int = 64, stride: int = 32) -> np
             for y in range(0, h - size + 1, stride):
                 for x in range(0, w - size + 1, stride):
                     p = plane[y:y + size, x:x + size]
-                    p = np.rot90(p, k % 4)
-                    out.append(np.ascontiguousarray(p[:, ::-1] if (k // 4) % 2 else p))
+                    out.append(np.ascontiguousarray(symmetry(p, patch_view(k))))
                     k += 1
     return np.stack(out)[:, None]
 

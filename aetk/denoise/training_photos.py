@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from aetk.denoise import photos
+from aetk.dihedral import patch_view, symmetry
 from aetk.errors import UserInputError
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "denoise"
@@ -127,8 +128,7 @@ def patches(images: list[np.ndarray], size: int = PATCH, stride: int = STRIDE) -
                 p = img[:, y:y + size, x:x + size]
                 if p.shape[1:] != (size, size):
                     continue
-                p = np.rot90(p, k % 4, axes=(1, 2))
-                out.append(np.ascontiguousarray(p[:, :, ::-1] if (k // 4) % 2 else p))
+                out.append(np.ascontiguousarray(symmetry(p, patch_view(k))))
                 k += 1
     return np.stack(out)
 

@@ -27,6 +27,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from aetk.padding import pad_to_multiple
+
 from . import modelfile, providers
 from .errors import (InputDTypeError, InputShapeError, ModelFileError, ProviderUnavailableError,
                      RuntimeModelError)
@@ -56,16 +58,6 @@ def _dim(d: Any) -> int | str | None:
     if isinstance(d, int):
         return d if d >= 0 else None
     return d if isinstance(d, str) and d else None
-
-
-def pad_to_multiple(x: np.ndarray, axes: tuple[int, ...], multiple: int) -> np.ndarray:
-    """Reflect-pad ``axes`` at their end up to the next multiple of ``multiple``."""
-    pads = [(0, 0)] * x.ndim
-    for ax in axes:
-        pads[ax] = (0, -x.shape[ax] % multiple)
-    if all(p == (0, 0) for p in pads):
-        return x
-    return np.ascontiguousarray(np.pad(x, pads, mode="reflect"))
 
 
 def crop_to(y: np.ndarray, axes: tuple[int, ...], sizes: tuple[int, ...]) -> np.ndarray:
@@ -314,4 +306,4 @@ def load_model(path: str | os.PathLike, device: str = "auto", threads: int | Non
                      note=note)
 
 
-__all__ = ["LOG_LEVELS", "OnnxModel", "crop_to", "load_model", "pad_to_multiple", "session_options"]
+__all__ = ["LOG_LEVELS", "OnnxModel", "crop_to", "load_model", "session_options"]

@@ -11,19 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from aetk.dihedral import symmetry
 from aetk.models.layers import derive_seed
 from aetk.ops.random import random_words
 
 FLIP_STREAM = 101  # seed sub-stream, apart from the models' own (0-9)
-
-
-def symmetry(x: Tensor, k: int) -> Tensor:
-    """Symmetry k (0-7) of images (..., H, W): bit 0 mirrors left-right, bit 1 top-bottom,
-    bit 2 transposes first (k = 0: unchanged)."""
-    if k & 4:
-        x = x.transpose(-2, -1)
-    dims = [d for bit, d in ((1, -1), (2, -2)) if k & bit]
-    return x.flip(dims) if dims else x
 
 
 def random_flips(x: Tensor, seed: int, step: int) -> Tensor:
