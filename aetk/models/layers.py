@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from aetk.models import losses
 from aetk.models.registry import ModelConfigError
 from aetk.ops import CORRUPTION_KINDS
+from aetk.seeds import derive_seed  # noqa: F401  (models and tests import it from here)
 
 ACTIVATIONS: dict[str, Any] = {
     "sigmoid": nn.Sigmoid,
@@ -30,7 +31,6 @@ ACTIVATIONS: dict[str, Any] = {
 }
 OUTPUTS = ("linear", "sigmoid")  # output nonlinearity of mse / gaussian_nll decoders
 MIN_LOGVAR = -9.0  # floor of the learned Gaussian log-variance (sigma >= 0.011)
-MAX_SEED = 2**63 - 1
 
 
 # -- option checks (called from the Config dataclasses' __post_init__) ----------------------
@@ -96,15 +96,6 @@ def check_corruption(kind: str, level: float, lo: float, hi: float) -> None:
 def activation(name: str) -> nn.Module:
     check_activation(name)
     return ACTIVATIONS[name]()
-
-
-def derive_seed(seed: int, stream: int) -> int:
-    """An independent Philox key for sub-stream ``stream`` of a run seed (splitmix64), so two
-    random ops of one model at one step never draw the same numbers."""
-    z = (seed + (stream + 1) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (z ^ (z >> 31)) & MAX_SEED
 
 
 def flat_dim(shape: Sequence[int]) -> int:

@@ -12,10 +12,8 @@ import torch
 from torch import Tensor
 
 from aetk.dihedral import symmetry
-from aetk.models.layers import derive_seed
+from aetk.seeds import Stream, derive_seed
 from aetk.ops.random import random_words
-
-FLIP_STREAM = 101  # seed sub-stream, apart from the models' own (0-9)
 
 
 def random_flips(x: Tensor, seed: int, step: int) -> Tensor:
@@ -23,5 +21,5 @@ def random_flips(x: Tensor, seed: int, step: int) -> Tensor:
     if x.dim() not in (3, 4):
         raise ValueError(f"train.flips needs image batches (B, H, W) or (B, C, H, W), got shape {tuple(x.shape)}")
     choices = 8 if x.shape[-1] == x.shape[-2] else 4
-    k = random_words(x.shape[0], derive_seed(seed, FLIP_STREAM), int(step)) % choices
+    k = random_words(x.shape[0], derive_seed(seed, Stream.FLIPS), int(step)) % choices
     return torch.stack([symmetry(example, int(t)) for example, t in zip(x, k)])
