@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aetk.checks import positive_int
 from aetk.models import losses
 from aetk.models.registry import ModelConfigError
 from aetk.ops import CORRUPTION_KINDS
@@ -63,10 +64,8 @@ def check_widths(what: str, widths: Sequence[int], *, allow_empty: bool = False)
 
 
 def check_positive_int(what: str, value: Any, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and (value > 0 or (allow_zero and value == 0))
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ModelConfigError(f"{what} must be an integer {bound}, got {value!r}")
+    positive_int(what, value, error=ModelConfigError, allow_zero=allow_zero,
+                 what="an integer >= 0" if allow_zero else "an integer > 0")
 
 
 def check_nonnegative(what: str, value: Any) -> None:

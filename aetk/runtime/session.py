@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from aetk.checks import positive_int
 from aetk.padding import pad_to_multiple
 
 from . import modelfile, providers
@@ -44,13 +45,8 @@ LOG_LEVELS = {"verbose": 0, "info": 1, "warning": 2, "error": 3, "fatal": 4}
 _DEFAULT = object()
 
 
-def _positive_int(name: str, value: Any, allow_none: bool = True) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise RuntimeModelError(f"{name} must be a positive integer{' or None' if allow_none else ''}, "
-                                f"got {value!r}")
-    return int(value)
+def _positive_int(name: str, value: Any) -> int | None:
+    return positive_int(name, value, error=RuntimeModelError, allow_none=True)
 
 
 def _dim(d: Any) -> int | str | None:
