@@ -37,7 +37,6 @@ import gzip
 import io
 import os
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from aetk.atomic import TEMP_SUFFIX, atomic_open, new_file_mode
+from aetk.atomic import atomic_open, atomic_write_bytes
 from aetk.compress.codes import Codes
 from aetk.compress.errors import CompressError, CorruptShardError, OutputExistsError, UnsafeManifestError
 from aetk.pipeline import Pipeline
@@ -173,20 +172,6 @@ def to_pil(a: np.ndarray, dtype: str, value_max: float | None = None):
     if v.dtype == np.uint16:
         return Image.fromarray(v)  # mode I;16
     return Image.fromarray(v.astype(np.uint8), "L")
-
-
-def _write_unsynced(path: Path, data: bytes) -> None:
-    """Whole or not at all (a temporary, then a rename), without an fsync of its own."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        os.fchmod(fd, new_file_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- writers: one per output format --------------------------------------------------------------
@@ -327,7 +312,7 @@ class _ImageWriter(_Writer):
             layouts = [None if lay is None else [x.shape[2], x.shape[3], lay[2]] for lay in layouts]
         for a, rel, layout in zip(x, record["ids"], layouts):
             path = self.out / rel
-            _write_unsynced(path, image_file(a, layout, self.dtype, self.value_max, path.suffix))
+            atomic_write_bytes(path, image_file(a, layout, self.dtype, self.value_max, path.suffix), sync=False)
             self.written.append(path)
 
 

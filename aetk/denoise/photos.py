@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aetk.atomic import atomic_open
 from aetk.dihedral import patch_view, symmetry
 
 # name -> (package, file inside the package's image folder)
@@ -151,10 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     train_photos = [*TRAIN, *(wallpaper_paths() if args.wallpapers else [])]
     train = patches(train_photos, args.size, args.stride)
     val = patches(VALIDATION, args.size, args.size)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp.npz")
-    np.savez(tmp, x=train, x_test=val)
-    tmp.replace(args.out)
+    with atomic_open(args.out, "wb") as f:
+        np.savez(f, x=train, x_test=val)
     print(f"wrote {len(train)} training and {len(val)} validation patches of {args.size}x{args.size} "
           f"from {len(train_photos)} + {len(VALIDATION)} photographs to {args.out}")
 

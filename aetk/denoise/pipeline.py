@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from aetk.atomic import temp_name_pattern
+from aetk.atomic import remove_stray_temporaries
 from aetk.denoise.denoiser import Denoiser
 from aetk.denoise.files import Job, plan
 from aetk.denoise.files import DenoiseInputError
@@ -48,10 +48,11 @@ def _format_of(job: Job) -> str:
 
 def _remove_stale_temporaries(jobs: list[Job]) -> None:
     """Temporary files a killed run left behind (writes are atomic, so they are never outputs)."""
+    names: dict[Path, set[str]] = {}
     for job in jobs:
-        if job.dst.parent.is_dir():
-            for tmp in job.dst.parent.glob(temp_name_pattern(job.dst.name)):
-                tmp.unlink(missing_ok=True)
+        names.setdefault(job.dst.parent, set()).add(job.dst.name)
+    for folder, ours in names.items():
+        remove_stray_temporaries(folder, of=ours.__contains__)
 
 
 def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
