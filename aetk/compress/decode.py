@@ -45,12 +45,14 @@ from typing import Any, Callable
 import numpy as np
 
 from aetk.atomic import atomic_open, atomic_write_bytes
+from aetk.data.imageio import (DEFAULT_QUALITY, SIXTEEN_BIT_FORMATS, ImageWriteError, encode_image, pil_format,
+                               pil_image)
 from aetk.compress.codes import Codes
 from aetk.compress.errors import CompressError, CorruptShardError, OutputExistsError, UnsafeManifestError
 from aetk.pipeline import Pipeline
 
-IMAGE_SAVE = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"lossless": True}}
-SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")  # of the formats aetk reads, those that keep 16-bit gray
+# Pillow's save options per output format: reconstructions are lossy already, so WebP is lossless.
+SAVE_OPTIONS = {"JPEG": {"quality": DEFAULT_QUALITY}, "WEBP": {"lossless": True}}
 MODE_MAX = {"L": 255.0, "RGB": 255.0, "I;16": 65535.0, "RGB;16": 65535.0}
 
 
@@ -119,59 +121,43 @@ def image_file(a: np.ndarray, layout: list | None, dtype: str, value_max: float,
     value_max), written at the file's own [H, W, mode] (`layout`) in the format of `suffix`."""
     fmt = _pil_format(suffix)
     if layout is None:  # no layout recorded: the model's size, the folder's depth
-        img = to_pil(a, dtype, value_max)
+        hwc = _to_hwc(a, dtype, value_max)
     else:
         h, w, mode = int(layout[0]), int(layout[1]), str(layout[2])
         if mode in ("I;16", "RGB;16") and fmt not in SIXTEEN_BIT_FORMATS:
             mode = "L" if mode == "I;16" else "RGB"
         a = restore_image(np.asarray(a, np.float32), 3 if mode.startswith("RGB") else 1, (h, w))
         a = a * np.float32(MODE_MAX.get(mode, 255.0) / value_max)
-        from PIL import Image
-
-        if mode == "RGB;16":  # Pillow writes 8 bits per colour sample; OpenCV writes 16
-            import cv2
-
-            ok, data = cv2.imencode(".png" if fmt == "PNG" else ".tif",
-                                    np.ascontiguousarray(to_dtype(a, "uint16").transpose(1, 2, 0)[..., ::-1]))
-            if not ok:
-                raise CompressError(f"OpenCV could not encode a 16-bit colour {fmt} image")
-            return data.tobytes()
-        if mode == "I;16":
-            img = Image.fromarray(to_dtype(a[0], "uint16"))
-        elif mode == "RGB":
-            img = Image.fromarray(np.ascontiguousarray(to_dtype(a, "uint8").transpose(1, 2, 0)), "RGB")
-        else:
-            img = Image.fromarray(to_dtype(a[0], "uint8"), "L")
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **IMAGE_SAVE.get(suffix.lower(), {}))
-    return buf.getvalue()
+        hwc = to_dtype(a, "uint16" if mode in ("I;16", "RGB;16") else "uint8").transpose(1, 2, 0)
+    try:
+        return encode_image(hwc, fmt, **SAVE_OPTIONS.get(fmt, {}))
+    except ImageWriteError as exc:
+        raise CompressError(str(exc)) from exc
 
 
 def _pil_format(suffix: str) -> str:
-    from PIL import Image
-
-    Image.init()
-    fmt = Image.EXTENSION.get(suffix.lower())
-    if fmt is None:
-        raise CompressError(f"cannot write images of type {suffix!r}")
-    return fmt
+    try:
+        return pil_format(suffix)
+    except ImageWriteError as exc:
+        raise CompressError(str(exc)) from exc
 
 
-def to_pil(a: np.ndarray, dtype: str, value_max: float | None = None):
-    """A (C, H, W) or (H, W) raw image as a Pillow image of the source's depth."""
-    from PIL import Image
-
+def _to_hwc(a: np.ndarray, dtype: str, value_max: float | None) -> np.ndarray:
+    """A (C, H, W) or (H, W) raw image as (H, W, C) of the source's depth: colour keeps 8 bits."""
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[0] == 1:
         a = a[0]
     v = to_dtype(a, dtype, value_max)
-    if a.ndim == 3:  # colour: Pillow keeps 8 bits per channel
+    if a.ndim == 3:  # colour without a layout: 8 bits per channel
         if v.dtype != np.uint8:
             v = np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(np.ascontiguousarray(v.transpose(1, 2, 0)), "RGB")
-    if v.dtype == np.uint16:
-        return Image.fromarray(v)  # mode I;16
-    return Image.fromarray(v.astype(np.uint8), "L")
+        return v.transpose(1, 2, 0)
+    return v if v.dtype == np.uint16 else v.astype(np.uint8)
+
+
+def to_pil(a: np.ndarray, dtype: str, value_max: float | None = None):
+    """A (C, H, W) or (H, W) raw image as a Pillow image of the source's depth."""
+    return pil_image(_to_hwc(a, dtype, value_max))
 
 
 # -- writers: one per output format --------------------------------------------------------------

@@ -136,7 +136,7 @@ def relative_path(rel: Any) -> bool:
 def check_paths(m: dict[str, Any], path: Path) -> None:
     """Every path the manifest names stays inside its folder (UnsafeManifestError)."""
     from aetk.compress.shards import is_shard_file
-    from aetk.data.images import IMAGE_SUFFIXES
+    from aetk.data.imageio import IMAGE_SUFFIXES
 
     try:
         parts = m["job"]["source"]["parts"]

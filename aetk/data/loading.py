@@ -98,7 +98,7 @@ def _readers():
 def detect_format(path: Path) -> str:
     """The reader for a path, from folder contents, file name or first bytes."""
     from aetk.data.idx import IDX_NAME, IDX_TYPES, is_gzip, is_idx_folder
-    from aetk.data.images import IMAGE_SUFFIXES
+    from aetk.data.imageio import IMAGE_SUFFIXES
 
     if path.is_dir():
         return "idx" if is_idx_folder(path) else "images"

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from aetk.atomic import atomic_open
+from aetk.data.imageguard import guarded_image
 from aetk.dihedral import patch_view, symmetry
 
 # name -> (package, file inside the package's image folder)
@@ -86,9 +87,7 @@ def photo_path(name: str) -> Path:
 
 def load_photo(name: str, mode: str = "L") -> np.ndarray:
     """A photograph as uint8, (H, W) for mode "L" or (H, W, 3) for "RGB"."""
-    from PIL import Image
-
-    with Image.open(photo_path(name)) as im:
+    with guarded_image(photo_path(name), None) as im:
         return np.asarray(im.convert(mode))
 
 
@@ -111,7 +110,7 @@ def grayscale_planes(name: str | Path) -> list[np.ndarray]:
     from PIL import Image
 
     wallpaper = isinstance(name, Path)
-    with Image.open(name if wallpaper else photo_path(name)) as im:
+    with guarded_image(name if wallpaper else photo_path(name), None) as im:
         if wallpaper:
             im = im.convert("RGB")
             scale = WALLPAPER_SHORT_SIDE / min(im.size)

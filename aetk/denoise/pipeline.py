@@ -19,8 +19,8 @@ from aetk.atomic import remove_stray_temporaries
 from aetk.denoise.denoiser import Denoiser
 from aetk.denoise.files import Job, plan
 from aetk.denoise.files import DenoiseInputError
-from aetk.denoise.imagefiles import (DEFAULT_MAX_PIXELS, EXTENSIONS, SIXTEEN_BIT_FORMATS, ImageReadError, read_image,
-                                    write_image)
+from aetk.data.imageio import EXTENSIONS, SIXTEEN_BIT_FORMATS
+from aetk.denoise.imagefiles import DEFAULT_MAX_PIXELS, ImageReadError, read_image, write_image
 from aetk.denoise.report import Report, find_reference, quantize, score_image
 from aetk.pipeline import Pipeline
 
