@@ -7,9 +7,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from aetk.errors import UserInputError
 
@@ -18,14 +19,28 @@ TEMP_SUFFIX = ".tmp"
 _DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS)
 
 
-def temp_name_pattern(name: str) -> str:
-    """The glob that matches the temporaries an interrupted write of ``name`` may leave."""
-    return f".{name}.*{TEMP_SUFFIX}"
-
-
 def stray_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Temporaries that killed writes left in ``folder`` (not its subfolders)."""
     return sorted(p for p in Path(folder).glob(f".*{TEMP_SUFFIX}") if p.is_file())
+
+
+def target_name(temporary: str | os.PathLike) -> str:
+    """The name of the file a temporary was written for: ``.NAME.<random>.tmp`` -> ``NAME``."""
+    return Path(temporary).name[1:].removesuffix(TEMP_SUFFIX).rsplit(".", 1)[0]
+
+
+def remove_stray_temporaries(folder: str | os.PathLike,
+                             of: Callable[[str], bool] | None = None) -> list[Path]:
+    """Remove the temporaries killed writes left in ``folder`` (only those written for a name
+    ``of`` accepts, when given) and return them. Call it when no live writer can own them
+    (holding the folder's lock, or before the writes start)."""
+    folder = Path(folder)
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    removed = [p for p in stray_temporaries(folder) if of is None or of(target_name(p))]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
 
 
 def new_file_mode() -> int:
@@ -42,11 +57,32 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def publish(source: str | os.PathLike, path: str | os.PathLike, *, sync: bool = True) -> None:
+    """Rename a finished file over ``path`` (atomic on POSIX), fsyncing it first unless the
+    caller makes a batch of files durable at once (``sync=False``, then one ``os.sync``)."""
+    if sync:
+        with open(source, "rb+") as f:
+            os.fsync(f.fileno())
+    os.replace(source, path)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def staging_folder(parent: str | os.PathLike, label: str) -> Iterator[Path]:
+    """A temporary folder inside ``parent`` (``.label-<random>.tmp``) for files that are
+    written, checked, then published one by one; removed with what is left when the block ends."""
+    stage = Path(tempfile.mkdtemp(dir=parent, prefix=f".{label}-", suffix=TEMP_SUFFIX))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, sync: bool = True) -> Iterator[Path]:
     """``with atomic_path(p) as tmp: writer(tmp)``: for writers that take a file name (safetensors,
-    numpy). ``tmp`` is a temporary beside ``p`` with the umask's mode; it is fsynced and renamed
-    over ``p`` when the block ends without error, and removed when it does not."""
+    numpy). ``tmp`` is a temporary beside ``p`` with the umask's mode; it is fsynced (unless
+    ``sync=False``: see :func:`publish`) and renamed over ``p`` when the block ends without
+    error, and removed when it does not."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
@@ -58,9 +94,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # Some writers replace the file rather than write into it (safetensors writes its own
         # 0600 temporary and renames it over tmp): give it the umask's mode again.
         os.chmod(tmp, mode)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path, sync=sync)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if (isinstance(exc, OSError) and type(exc) is OSError and exc.filename is None
@@ -70,18 +104,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+def atomic_open(path: str | os.PathLike, mode: str = "wb", *, sync: bool = True) -> Iterator[IO]:
     """``with atomic_open(p) as f: f.write(...)``: p appears when the block ends without error."""
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open writes whole files: mode must be 'wb' or 'w', not {mode!r}")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, sync=sync) as tmp:
         with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
             yield f
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file in the same folder, flush, fsync, then rename."""
-    with atomic_open(path, "wb") as f:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, sync: bool = True) -> None:
+    """Write to a temporary file in the same folder, flush, fsync (unless ``sync=False``), then rename."""
+    with atomic_open(path, "wb", sync=sync) as f:
         f.write(data)
 
 
@@ -104,7 +138,8 @@ def fsync_folder(folder: str | os.PathLike) -> None:
 
 
 __all__ = ["TEMP_SUFFIX", "atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text",
-           "fsync_folder", "new_file_mode", "stray_temporaries", "temp_name_pattern"]
+           "fsync_folder", "new_file_mode", "publish", "remove_stray_temporaries", "staging_folder",
+           "stray_temporaries", "target_name"]
 
 
 class NotAFolderError(UserInputError, OSError):

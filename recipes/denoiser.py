@@ -174,6 +174,8 @@ def evaluate(model_dir: Path, sets=None, crop: int | None = None) -> dict[str, f
     import numpy as np
     import torch
 
+    from aetk.padding import pad_to_multiple
+
     sets = sets or validation_sets()
     model, _step = load_for_eval(Path(model_dir))
     out = {}
@@ -184,9 +186,7 @@ def evaluate(model_dir: Path, sets=None, crop: int | None = None) -> dict[str, f
                 if crop:
                     n, c = n[:, :crop, :crop], c[:, :crop, :crop]
                 h, w = n.shape[1:]
-                m = model.spatial_multiple
-                ph, pw = -h % m, -w % m
-                x = torch.nn.functional.pad(torch.from_numpy(n)[None], (0, pw, 0, ph), mode="reflect")
+                x = torch.from_numpy(pad_to_multiple(n[None], (2, 3), model.spatial_multiple))
                 y = model.decode(model.encode(x))[0, :, :h, :w].clamp(0, 1).numpy()
                 y = np.round(y * 255) / 255
                 scores.append(psnr(y, c))

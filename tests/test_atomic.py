@@ -94,3 +94,34 @@ def test_a_full_disk_inside_an_atomic_write_names_the_file(tmp_path):
         with atomic_open(target, "wb"):
             open(tmp_path / "missing", "rb")
     assert other.value.filename == str(tmp_path / "missing")
+
+
+def test_target_name_inverts_the_temporary_naming_and_removal_keeps_other_files(tmp_path):
+    from aetk.atomic import remove_stray_temporaries, target_name
+
+    with atomic_path(tmp_path / "model.v2.safetensors") as tmp:
+        assert target_name(tmp) == "model.v2.safetensors"
+        mine = tmp.read_bytes()
+        (tmp_path / ".other.json.x1y2.tmp").write_text("{}")  # another writer's leftover
+        (tmp_path / "keep.tmp").write_text("not hidden: not ours")
+        removed = remove_stray_temporaries(tmp_path, of=lambda n: n == "other.json")
+        assert [p.name for p in removed] == [".other.json.x1y2.tmp"] and tmp.exists() and mine == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.tmp", "model.v2.safetensors"]
+    assert remove_stray_temporaries(tmp_path / "missing") == []
+
+
+def test_unsynced_write_and_staging_folder(tmp_path):
+    from aetk.atomic import atomic_write_bytes, publish, staging_folder
+
+    atomic_write_bytes(tmp_path / "a.png", b"png", sync=False)
+    assert (tmp_path / "a.png").read_bytes() == b"png" and stray_temporaries(tmp_path) == []
+    with staging_folder(tmp_path, "aetk-export") as stage:
+        assert stage.parent == tmp_path and stage.name.startswith(".aetk-export-") and stage.name.endswith(".tmp")
+        (stage / "g.onnx").write_bytes(b"onnx")
+        (stage / "left.onnx").write_bytes(b"never published")
+        publish(stage / "g.onnx", tmp_path / "g.onnx")
+    assert (tmp_path / "g.onnx").read_bytes() == b"onnx" and not stage.exists()
+    with pytest.raises(RuntimeError):
+        with staging_folder(tmp_path, "aetk-export") as stage:
+            raise RuntimeError("export failed")
+    assert not stage.exists()

@@ -36,10 +36,7 @@ import functools
 import gzip
 import io
 import os
-import queue
 import struct
-import tempfile
-import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +44,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from aetk.atomic import TEMP_SUFFIX, atomic_open, new_file_mode
+from aetk.atomic import atomic_open, atomic_write_bytes
+from aetk.data.imageio import (DEFAULT_QUALITY, SIXTEEN_BIT_FORMATS, ImageWriteError, encode_image, pil_format,
+                               pil_image)
 from aetk.compress.codes import Codes
 from aetk.compress.errors import CompressError, CorruptShardError, OutputExistsError, UnsafeManifestError
+from aetk.pipeline import Pipeline
 
-IMAGE_SAVE = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"lossless": True}}
-SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")  # of the formats aetk reads, those that keep 16-bit gray
+# Pillow's save options per output format: reconstructions are lossy already, so WebP is lossless.
+SAVE_OPTIONS = {"JPEG": {"quality": DEFAULT_QUALITY}, "WEBP": {"lossless": True}}
 MODE_MAX = {"L": 255.0, "RGB": 255.0, "I;16": 65535.0, "RGB;16": 65535.0}
 
 
@@ -121,73 +121,43 @@ def image_file(a: np.ndarray, layout: list | None, dtype: str, value_max: float,
     value_max), written at the file's own [H, W, mode] (`layout`) in the format of `suffix`."""
     fmt = _pil_format(suffix)
     if layout is None:  # no layout recorded: the model's size, the folder's depth
-        img = to_pil(a, dtype, value_max)
+        hwc = _to_hwc(a, dtype, value_max)
     else:
         h, w, mode = int(layout[0]), int(layout[1]), str(layout[2])
         if mode in ("I;16", "RGB;16") and fmt not in SIXTEEN_BIT_FORMATS:
             mode = "L" if mode == "I;16" else "RGB"
         a = restore_image(np.asarray(a, np.float32), 3 if mode.startswith("RGB") else 1, (h, w))
         a = a * np.float32(MODE_MAX.get(mode, 255.0) / value_max)
-        from PIL import Image
-
-        if mode == "RGB;16":  # Pillow writes 8 bits per colour sample; OpenCV writes 16
-            import cv2
-
-            ok, data = cv2.imencode(".png" if fmt == "PNG" else ".tif",
-                                    np.ascontiguousarray(to_dtype(a, "uint16").transpose(1, 2, 0)[..., ::-1]))
-            if not ok:
-                raise CompressError(f"OpenCV could not encode a 16-bit colour {fmt} image")
-            return data.tobytes()
-        if mode == "I;16":
-            img = Image.fromarray(to_dtype(a[0], "uint16"))
-        elif mode == "RGB":
-            img = Image.fromarray(np.ascontiguousarray(to_dtype(a, "uint8").transpose(1, 2, 0)), "RGB")
-        else:
-            img = Image.fromarray(to_dtype(a[0], "uint8"), "L")
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **IMAGE_SAVE.get(suffix.lower(), {}))
-    return buf.getvalue()
+        hwc = to_dtype(a, "uint16" if mode in ("I;16", "RGB;16") else "uint8").transpose(1, 2, 0)
+    try:
+        return encode_image(hwc, fmt, **SAVE_OPTIONS.get(fmt, {}))
+    except ImageWriteError as exc:
+        raise CompressError(str(exc)) from exc
 
 
 def _pil_format(suffix: str) -> str:
-    from PIL import Image
-
-    Image.init()
-    fmt = Image.EXTENSION.get(suffix.lower())
-    if fmt is None:
-        raise CompressError(f"cannot write images of type {suffix!r}")
-    return fmt
+    try:
+        return pil_format(suffix)
+    except ImageWriteError as exc:
+        raise CompressError(str(exc)) from exc
 
 
-def to_pil(a: np.ndarray, dtype: str, value_max: float | None = None):
-    """A (C, H, W) or (H, W) raw image as a Pillow image of the source's depth."""
-    from PIL import Image
-
+def _to_hwc(a: np.ndarray, dtype: str, value_max: float | None) -> np.ndarray:
+    """A (C, H, W) or (H, W) raw image as (H, W, C) of the source's depth: colour keeps 8 bits."""
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[0] == 1:
         a = a[0]
     v = to_dtype(a, dtype, value_max)
-    if a.ndim == 3:  # colour: Pillow keeps 8 bits per channel
+    if a.ndim == 3:  # colour without a layout: 8 bits per channel
         if v.dtype != np.uint8:
             v = np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(np.ascontiguousarray(v.transpose(1, 2, 0)), "RGB")
-    if v.dtype == np.uint16:
-        return Image.fromarray(v)  # mode I;16
-    return Image.fromarray(v.astype(np.uint8), "L")
+        return v.transpose(1, 2, 0)
+    return v if v.dtype == np.uint16 else v.astype(np.uint8)
 
 
-def _write_unsynced(path: Path, data: bytes) -> None:
-    """Whole or not at all (a temporary, then a rename), without an fsync of its own."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        os.fchmod(fd, new_file_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def to_pil(a: np.ndarray, dtype: str, value_max: float | None = None):
+    """A (C, H, W) or (H, W) raw image as a Pillow image of the source's depth."""
+    return pil_image(_to_hwc(a, dtype, value_max))
 
 
 # -- writers: one per output format --------------------------------------------------------------
@@ -328,7 +298,7 @@ class _ImageWriter(_Writer):
             layouts = [None if lay is None else [x.shape[2], x.shape[3], lay[2]] for lay in layouts]
         for a, rel, layout in zip(x, record["ids"], layouts):
             path = self.out / rel
-            _write_unsynced(path, image_file(a, layout, self.dtype, self.value_max, path.suffix))
+            atomic_write_bytes(path, image_file(a, layout, self.dtype, self.value_max, path.suffix), sync=False)
             self.written.append(path)
 
 
@@ -472,44 +442,6 @@ def _open_writer(o: _Output, dtype: str, shape: tuple[int, ...], shaper: _Rows, 
     return _NpyWriter(stack, path, dtype, shape, shaper)
 
 
-class _Pipeline:
-    """A writer thread behind a bounded queue: the caller decodes while it writes."""
-
-    def __init__(self) -> None:
-        self.q: queue.Queue = queue.Queue(maxsize=2)
-        self.error: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, name="aetk-decompress-writer", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (item := self.q.get()) is not None:
-            if self.error:
-                continue  # drain: the caller stops at its next put (or has stopped)
-            try:
-                item()
-            except BaseException as exc:
-                self.error.append(exc)
-
-    def put(self, fn: Callable[[], None]) -> None:
-        if self.error:
-            raise self.error[0]
-        self.q.put(fn)
-
-    def close(self) -> None:
-        self.q.put(None)
-        self.thread.join()
-        if self.error:
-            raise self.error[0]
-
-    def stop(self) -> None:
-        """After a failure in the caller: skip what is queued and wait for the thread, so
-        that no write runs while the caller's files are being discarded."""
-        if self.thread.is_alive():
-            self.error.append(RuntimeError("stopped"))
-            self.q.put(None)
-            self.thread.join()
-
-
 def _notes(codes: Codes, plan: list[_Output]) -> list[str]:
     """What the outputs cannot hold: labels of CSV rows, detail lost to resizing or cropping."""
     notes = []
@@ -562,39 +494,36 @@ def decompress(folder: str | Path, out: str | Path, *, as_arrays: bool = False, 
     total = codes.manifest["totals"]["rows"]
     bar.stage(f"decoding {total} codes into {out}", total=total)
     images_written: list[Path] = []
-    pipe = _Pipeline()
-    with contextlib.ExitStack() as files:  # output files: kept when all went well, else discarded
-        try:
-            zips: dict[Path, zipfile.ZipFile] = {}
-            for o in plan:
-                part, kind, path = o.part, o.kind, o.path
-                records = by_part.get(part["name"], [])
-                rows = sum(r["rows"] for r in records)
-                shaper = _Rows(part, restore=kind != "arrays", cropped=cropped)
-                dtype = part["dtype"]
-                shape = (rows, *shaper.file)
-                make = functools.partial(_open_writer, o, dtype, shape, shaper, files, zips, images_written)
-                state: dict[str, _Writer] = {}
-                pipe.put(lambda make=make, state=state: state.__setitem__("w", make()))
-                for r in records:
-                    z, items = codes.read(r)
-                    for a in range(0, len(z), batch_size):
-                        x = decode_codes(decoder, z[a:a + batch_size], batch_size)
-                        if scale != 1.0 and kind == "images":
-                            x *= np.float32(scale)
-                        piece = {"items": items[a:a + batch_size], "ids": (r.get("ids") or [])[a:a + batch_size],
-                                 "layout": (r.get("layout") or [])[a:a + batch_size] or None}
-                        pipe.put(lambda state=state, x=x, piece=piece: state["w"].write(x, piece))
-                        result.rows += len(x)
-                        if on_items:
-                            on_items(len(x))
-                pipe.put(lambda state=state: state["w"].close())
-                label = f"{rows} images in {out}" if kind == "images" else str(path.relative_to(out))
-                if label not in result.files:
-                    result.files.append(label)
-            pipe.close()
-        finally:
-            pipe.stop()  # no write may run while the files are discarded
+    # Output files are kept when all went well, else discarded; the pipeline is left first,
+    # so no write runs while they are discarded.
+    with contextlib.ExitStack() as files, Pipeline(writers=1, behind=2, name="aetk-decompress") as pipe:
+        zips: dict[Path, zipfile.ZipFile] = {}
+        for o in plan:
+            part, kind, path = o.part, o.kind, o.path
+            records = by_part.get(part["name"], [])
+            rows = sum(r["rows"] for r in records)
+            shaper = _Rows(part, restore=kind != "arrays", cropped=cropped)
+            dtype = part["dtype"]
+            shape = (rows, *shaper.file)
+            make = functools.partial(_open_writer, o, dtype, shape, shaper, files, zips, images_written)
+            state: dict[str, _Writer] = {}
+            pipe.write(lambda make=make, state=state: state.__setitem__("w", make()))
+            for r in records:
+                z, items = codes.read(r)
+                for a in range(0, len(z), batch_size):
+                    x = decode_codes(decoder, z[a:a + batch_size], batch_size)
+                    if scale != 1.0 and kind == "images":
+                        x *= np.float32(scale)
+                    piece = {"items": items[a:a + batch_size], "ids": (r.get("ids") or [])[a:a + batch_size],
+                             "layout": (r.get("layout") or [])[a:a + batch_size] or None}
+                    pipe.write(lambda state=state, x=x, piece=piece: state["w"].write(x, piece))
+                    result.rows += len(x)
+                    if on_items:
+                        on_items(len(x))
+            pipe.write(lambda state=state: state["w"].close())
+            label = f"{rows} images in {out}" if kind == "images" else str(path.relative_to(out))
+            if label not in result.files:
+                result.files.append(label)
     if images_written:
         os.sync()  # one flush for every image file (see the module doc)
     return result

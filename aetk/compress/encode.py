@@ -2,7 +2,7 @@
 record. The local engine runs one ``ShardEncoder`` over every shard to do; the Ray engine
 runs one per actor, a shard per call, so both write the same bytes.
 
-Three stages overlap, joined by bounded queues (memory stays flat):
+Three stages overlap (aetk.pipeline: bounded, so memory stays flat):
 
     reader thread   read + decode + normalize batches of items  --(prefetch batches)-->
     this thread     encode each batch with ONNX Runtime          --(2 shards)-->
@@ -16,8 +16,6 @@ on its own items, whichever run or worker encodes it.
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from aetk.atomic import atomic_write_bytes
 from aetk.compress.manifest import Journal, Shard
 from aetk.compress.quantize import quantize
 from aetk.compress.shards import sha256_bytes, to_bytes
+from aetk.pipeline import Pipeline
 
 # Seconds to sleep after each shard is written: lets tests interrupt a run part-way.
 SLOW_ENV = "AETK_COMPRESS_SHARD_DELAY"
@@ -60,10 +59,6 @@ class Settings:
         return asdict(self)
 
 
-class _Stop(Exception):
-    pass
-
-
 class ShardEncoder:
     """Holds the opened data and one ONNX Runtime session; ``run(shards)`` -> records."""
 
@@ -82,22 +77,23 @@ class ShardEncoder:
         self.delay = float(os.environ.get(SLOW_ENV, "0") or 0)
 
     # -- the three stages ----------------------------------------------------------------------
-    def _read(self, shards: list[Shard], put: Callable[[Any], None]) -> None:
+    def _batches(self, sh: Shard) -> list[tuple[Shard, int, int]]:
+        """The batches of one shard: (shard, start, stop), never across its boundary."""
+        bs = self.s.batch_size
+        return [(sh, a, min(a + bs, sh.stop)) for a in range(sh.start, sh.stop, bs)]
+
+    def _read(self, batch: tuple[Shard, int, int]) -> tuple[np.ndarray, np.ndarray, list, int]:
+        """Read, decode and normalize one batch (in the reader thread)."""
         from aetk.data.stream import read_range
 
-        bs = self.s.batch_size
-        for sh in shards:
-            part = self.parts[sh.part]
-            for a in range(sh.start, sh.stop, bs):
-                b = min(a + bs, sh.stop)
-                rows = read_range(part, a, b)
-                x = rows.x
-                if part.is_images and self.s.input_scale != 1.0:  # the folder's depth -> the model's
-                    x = x * np.float32(self.s.input_scale)
-                x = self.model.preprocess(x) if len(x) else x
-                put((sh, np.ascontiguousarray(x, dtype=np.float32), rows.index, rows.skipped, b - a))
-            put((sh, None, None, None, 0))  # end of this shard
-        put(None)
+        sh, a, b = batch
+        part = self.parts[sh.part]
+        rows = read_range(part, a, b)
+        x = rows.x
+        if part.is_images and self.s.input_scale != 1.0:  # the folder's depth -> the model's
+            x = x * np.float32(self.s.input_scale)
+        x = self.model.preprocess(x) if len(x) else x
+        return np.ascontiguousarray(x, dtype=np.float32), rows.index, rows.skipped, b - a
 
     def write(self, sh: Shard, codes: list[np.ndarray], index: list[np.ndarray],
               skipped: list[tuple[int, str]]) -> dict[str, Any]:
@@ -136,82 +132,23 @@ class ShardEncoder:
             ) -> list[dict[str, Any]]:
         """Encode and write `shards` (in order); returns their records."""
         shards = list(shards)
-        if not shards:
-            return []
-        stop = threading.Event()
-        batches: queue.Queue = queue.Queue(maxsize=max(1, self.s.prefetch))
-        finished: queue.Queue = queue.Queue(maxsize=2)
         records: list[dict[str, Any]] = []
-        errors: list[BaseException] = []
-
-        def put(q: queue.Queue, item: Any) -> None:
-            while True:
-                if stop.is_set():
-                    raise _Stop
-                try:
-                    q.put(item, timeout=0.1)
-                    return
-                except queue.Full:
-                    pass
-
-        def get(q: queue.Queue) -> Any:
-            while True:
-                if stop.is_set():  # set only on failure, or once the writer has finished
-                    raise _Stop
-                try:
-                    return q.get(timeout=0.1)
-                except queue.Empty:
-                    pass
-
-        def guarded(fn: Callable[[], None]) -> Callable[[], None]:
-            def body() -> None:
-                try:
-                    fn()
-                except _Stop:
-                    pass
-                except BaseException as exc:  # handed to the caller's thread below
-                    errors.append(exc)
-                    stop.set()
-            return body
-
-        def writer() -> None:
-            while (item := get(finished)) is not None:
-                records.append(self.write(*item))
-
-        threads = [threading.Thread(target=guarded(lambda: self._read(shards, lambda i: put(batches, i))),
-                                    name="aetk-compress-reader", daemon=True),
-                   threading.Thread(target=guarded(writer), name="aetk-compress-writer", daemon=True)]
-        for t in threads:
-            t.start()
-        try:
-            codes: list[np.ndarray] = []
-            index: list[np.ndarray] = []
-            skipped: list[tuple[int, str]] = []
-            while (item := get(batches)) is not None:
-                sh, x, idx, skip, n = item
-                if x is None:
-                    put(finished, (sh, codes, index, skipped))
-                    codes, index, skipped = [], [], []
-                    continue
-                if len(x):
-                    codes.append(self.model.encode(x))
-                    index.append(idx)
-                skipped.extend(skip)
-                if on_items:
-                    on_items(n)
-            put(finished, None)
-            threads[1].join()
-        except _Stop:
-            pass
-        except BaseException:
-            stop.set()
-            raise
-        finally:
-            stop.set()  # the writer is done, or something failed: release both threads
-            for t in threads:
-                t.join()
-        if errors:
-            raise errors[0]
+        with Pipeline(ahead=self.s.prefetch, behind=2, name="aetk-compress") as pipe:
+            reads = pipe.read([b for sh in shards for b in self._batches(sh)], self._read)
+            for sh in shards:
+                codes: list[np.ndarray] = []
+                index: list[np.ndarray] = []
+                skipped: list[tuple[int, str]] = []
+                for _ in self._batches(sh):
+                    _, batch = next(reads)
+                    x, idx, skip, n = batch.result()
+                    if len(x):
+                        codes.append(self.model.encode(x))
+                        index.append(idx)
+                    skipped.extend(skip)
+                    if on_items:
+                        on_items(n)
+                pipe.write(lambda *shard: records.append(self.write(*shard)), sh, codes, index, skipped)
         return records
 
 

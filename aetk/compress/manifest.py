@@ -46,7 +46,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from aetk.atomic import atomic_write_text, stray_temporaries
+from aetk.atomic import atomic_write_text, remove_stray_temporaries
 from aetk.compress.errors import CompressError, IncompleteCodesError, StaleCodesError, UnsafeManifestError
 from aetk.compress.shards import NAME_PREFIX, is_shard_file, shard_name
 
@@ -136,7 +136,7 @@ def relative_path(rel: Any) -> bool:
 def check_paths(m: dict[str, Any], path: Path) -> None:
     """Every path the manifest names stays inside its folder (UnsafeManifestError)."""
     from aetk.compress.shards import is_shard_file
-    from aetk.data.images import IMAGE_SUFFIXES
+    from aetk.data.imageio import IMAGE_SUFFIXES
 
     try:
         parts = m["job"]["source"]["parts"]
@@ -361,16 +361,9 @@ def remove_temporaries(codes: Path) -> None:
     .progress/ all of them, elsewhere only those of the files compress writes there."""
     from aetk.compress.model import own_model_files
 
-    if (codes / PROGRESS).is_dir():
-        for p in stray_temporaries(codes / PROGRESS):
-            p.unlink(missing_ok=True)
-    for folder, ours in ((codes, lambda n: n in (MANIFEST, REPORT) or is_shard_file(n)),
-                         (codes / MODEL_DIR, lambda n: n in own_model_files())):
-        if folder.is_dir() and not folder.is_symlink():
-            for p in stray_temporaries(folder):
-                name = p.name[1:].rsplit(".", 2)[0]  # .NAME.<random>.tmp -> NAME
-                if ours(name):
-                    p.unlink(missing_ok=True)
+    remove_stray_temporaries(codes / PROGRESS)
+    remove_stray_temporaries(codes, of=lambda n: n in (MANIFEST, REPORT) or is_shard_file(n))
+    remove_stray_temporaries(codes / MODEL_DIR, of=lambda n: n in own_model_files())
 
 
 __all__ = ["CHECKSUM", "FORMAT", "FORMAT_VERSION", "MANIFEST", "check_layouts", "check_paths", "checksum", "plain_name",

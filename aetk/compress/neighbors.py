@@ -77,7 +77,8 @@ def _find_item(codes: Codes, query: str) -> tuple[int, dict, int]:
 def _read_queries(codes: Codes, query: str) -> list[tuple[str, np.ndarray, bool]]:
     """(label, raw example, whether it is an image read at the folder's depth) for each
     example in a query file or folder."""
-    from aetk.data.images import IMAGE_SUFFIXES, decode_image
+    from aetk.data.imageio import IMAGE_SUFFIXES
+    from aetk.data.images import decode_image
 
     path = Path(query).expanduser()
     shape = tuple(codes.job["preprocessing"]["input_shape"])

@@ -282,24 +282,6 @@ def check_complete(path: str | os.PathLike, im) -> None:
         raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from exc
 
 
-def read_16bit_colour(path: str | os.PathLike):
-    """(H, W, C) uint16 RGB or RGBA of a 16-bit colour PNG or TIFF (Pillow keeps only 8 of the
-    16 bits of colour samples; OpenCV decodes them)."""
-    import numpy as np
-
-    try:
-        import cv2
-    except ImportError as exc:  # a declared dependency; an installation without it
-        raise ImageReadError(f"{path}: 16-bit colour images need OpenCV "
-                             f"(pip install opencv-python-headless)") from exc
-    with open_regular(path) as f:
-        data = np.frombuffer(f.read(), np.uint8)
-    a = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if a is None or a.ndim != 3 or a.dtype != np.uint16:
-        raise ImageReadError(f"{path}: corrupt or truncated 16-bit colour image")
-    return a[..., [2, 1, 0, 3][:a.shape[-1]]] if a.shape[-1] in (3, 4) else a  # OpenCV's BGR(A) -> RGB(A)
-
-
 __all__ = ["BUDGET", "DEFAULT_MAX_PIXELS", "DecodeBudget", "ImageReadError", "ImageTooLargeError",
            "NotRegularFileError", "check_complete", "check_header", "decoded_bytes", "default_budget",
-           "guarded_image", "open_regular", "read_16bit_colour", "regular_file_problem", "sixteen_bit_colour"]
+           "guarded_image", "open_regular", "regular_file_problem", "sixteen_bit_colour"]

@@ -10,7 +10,7 @@ folder's name (sorted names -> ids 0, 1, ...).
 
 Raw values keep the folder's bit depth: 0..255, or 0..65535 when any image is 16-bit
 (8-bit images in such a folder are scaled by 257 to match). 16-bit colour PNG and TIFF files,
-which Pillow would decode to 8 bits, are decoded by OpenCV (imageguard.read_16bit_colour) and
+which Pillow would decode to 8 bits, are decoded by OpenCV (imageio.read_16bit_colour) and
 keep their 16 bits too; the scan names their mode "RGB;16".
 """
 
@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from aetk.data.imageguard import (DEFAULT_MAX_PIXELS, ImageReadError, check_complete, guarded_image,
-                                  read_16bit_colour, regular_file_problem, sixteen_bit_colour)
+                                  regular_file_problem, sixteen_bit_colour)
+from aetk.data.imageio import IMAGE_SUFFIXES, read_16bit_colour
 from aetk.data.source import DataError, Source
 from aetk.data.config import DataConfig
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"}
 SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 SIXTEEN_BIT_COLOUR = "RGB;16"  # the scan's name for a 16-bit colour file (Pillow says "RGB")

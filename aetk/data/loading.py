@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from aetk.checks import positive_int
 from aetk.data.builtin import BUILTINS, builtin_name
 from aetk.data.config import DataConfig
 from aetk.data.source import CHUNK_BYTES, DataError, DataPathError, Source
@@ -56,14 +57,6 @@ class LoadedData:
         return ", ".join(parts)
 
 
-def _positive_int(value, what: str, *, allow_none: bool = True) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise DataError(f"{what} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
-    return int(value)
-
-
 def check_config(cfg: DataConfig) -> DataConfig:
     """Validated copy of cfg (image_size as [H, W]); errors name the option and valid values."""
     if not isinstance(cfg.path, str) or not cfg.path.strip():
@@ -82,9 +75,9 @@ def check_config(cfg: DataConfig) -> DataConfig:
             size = [size, size]
         if not isinstance(size, (list, tuple)) or len(size) != 2:
             raise DataError(f"data.image_size must be [H, W] (or one int for a square), got {size!r}")
-        size = [_positive_int(s, "each of data.image_size", allow_none=False) for s in size]
-    _positive_int(cfg.sequence_length, "data.sequence_length")
-    _positive_int(cfg.limit, "data.limit")
+        size = [positive_int("each of data.image_size", s, error=DataError) for s in size]
+    positive_int("data.sequence_length", cfg.sequence_length, error=DataError, allow_none=True)
+    positive_int("data.limit", cfg.limit, error=DataError, allow_none=True)
     tf = cfg.test_fraction
     if isinstance(tf, bool) or not isinstance(tf, (int, float)) or not 0 <= tf < 1:
         raise DataError(f"data.test_fraction must be a number in [0, 1), got {tf!r}")
@@ -105,7 +98,7 @@ def _readers():
 def detect_format(path: Path) -> str:
     """The reader for a path, from folder contents, file name or first bytes."""
     from aetk.data.idx import IDX_NAME, IDX_TYPES, is_gzip, is_idx_folder
-    from aetk.data.images import IMAGE_SUFFIXES
+    from aetk.data.imageio import IMAGE_SUFFIXES
 
     if path.is_dir():
         return "idx" if is_idx_folder(path) else "images"

@@ -55,11 +55,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aetk.errors import UserInputError
-from aetk.models.layers import derive_seed
 from aetk.ops.random import normal, normal_ref, random_words, random_words_ref
+from aetk.seeds import Stream, derive_seed
 
-# Seed sub-streams, apart from the models' own (0-9) and train.flips' (101).
-PARAM_STREAM, AWGN_STREAM, CAMERA_STREAM, CORRELATED_STREAM, SHARED_STREAM = 111, 112, 113, 114, 115
 PARAMS_PER_EXAMPLE = 12  # uniform draws per example (see _params)
 COMPONENTS = ("awgn", "camera", "correlated")
 
@@ -129,7 +127,7 @@ def _log_uniform(u: Tensor, lo_hi) -> Tensor:
 
 def _params(b: int, seed: int, step: int, cfg: SynthesisConfig, device, reference: bool) -> dict[str, Tensor]:
     """Each example's component (0 awgn, 1 camera, 2 correlated) and parameters, float64 (B,)."""
-    u = _uniforms(b * PARAMS_PER_EXAMPLE, derive_seed(seed, PARAM_STREAM), step, device, reference)
+    u = _uniforms(b * PARAMS_PER_EXAMPLE, derive_seed(seed, Stream.SYNTH_PARAMS), step, device, reference)
     u = u.view(b, PARAMS_PER_EXAMPLE)
     total = cfg.awgn + cfg.camera + cfg.correlated
     component = (u[:, 0] >= cfg.awgn / total).long() + (u[:, 0] >= (cfg.awgn + cfg.camera) / total).long()
@@ -240,7 +238,7 @@ def synthesize(x: Tensor, seed: int, step: int, cfg: SynthesisConfig | None = No
         gray = is_gray(x)
         comp = p["component"]
         out = x.clone()
-        for k, stream in enumerate((AWGN_STREAM, CAMERA_STREAM, CORRELATED_STREAM)):
+        for k, stream in enumerate((Stream.SYNTH_AWGN, Stream.SYNTH_CAMERA, Stream.SYNTH_CORRELATED)):
             idx = torch.nonzero(comp == k).flatten()
             if not len(idx):
                 continue
@@ -252,7 +250,7 @@ def synthesize(x: Tensor, seed: int, step: int, cfg: SynthesisConfig | None = No
             elif k == 1:
                 out[idx] = camera_noise(xs, ps, n, gs)
             else:
-                shared = _normals((b, 1, h, w), derive_seed(seed, SHARED_STREAM), step, x.device, reference)[idx]
+                shared = _normals((b, 1, h, w), derive_seed(seed, Stream.SYNTH_SHARED), step, x.device, reference)[idx]
                 out[idx] = correlated_noise(xs, ps, n, shared, gs)
         out = out.clamp(0, 1)
         if cfg.quantize:

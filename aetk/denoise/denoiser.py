@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from aetk import dihedral
 from aetk.denoise.noise_level import image_sigma
 from aetk.errors import UserInputError
 from aetk.denoise.tiling import Blender, pad_to, tile_shape
@@ -47,22 +48,11 @@ LIGHT_ENSEMBLE = 4  # passes on lightly noisy images (see the module docstring)
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
 DEFAULT_BATCH = 4
-# The eight symmetries of a square (dihedral group) as (transpose H and W?, flip axes of
-# (N, C, H, W)), in the order used: --ensemble N averages the first N. Mirrorings first, then
-# the same on the transposed tile (90-degree rotations): each transposition adds more
-# diversity than a further flip.
-ENSEMBLE_TRANSFORMS = ((False, ()), (False, (3,)), (False, (2,)), (False, (2, 3)),
-                       (True, ()), (True, (3,)), (True, (2,)), (True, (2, 3)))
+# The eight symmetries of a square (aetk.dihedral), in the order used: --ensemble N averages
+# the first N. Mirrorings first, then the same on the transposed tile (90-degree rotations):
+# each transposition adds more diversity than a further flip.
+ENSEMBLE_TRANSFORMS = tuple(range(dihedral.COUNT))
 ENSEMBLE_SIZES = (1, 2, 4, 8)
-
-
-def transform(batch: np.ndarray, transpose: bool, flips: tuple[int, ...]) -> np.ndarray:
-    return np.ascontiguousarray(np.flip(batch.swapaxes(2, 3) if transpose else batch, flips))
-
-
-def untransform(out: np.ndarray, transpose: bool, flips: tuple[int, ...]) -> np.ndarray:
-    out = np.flip(out, flips)
-    return out.swapaxes(2, 3) if transpose else out
 
 
 class DenoiserError(UserInputError):
@@ -163,7 +153,8 @@ class Denoiser:
     def _run(self, batch: np.ndarray) -> np.ndarray:
         if len(self.transforms) == 1:
             return self._run_once(batch)
-        out = sum(untransform(self._run_once(transform(batch, *t)), *t) for t in self.transforms)
+        out = sum(dihedral.symmetry(self._run_once(np.ascontiguousarray(dihedral.symmetry(batch, k))),
+                                    dihedral.inverse(k)) for k in self.transforms)
         return out / len(self.transforms)
 
     def _run_once(self, batch: np.ndarray) -> np.ndarray:

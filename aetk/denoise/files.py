@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aetk.data.imageguard import regular_file_problem
-from aetk.denoise.imagefiles import EXTENSIONS, FORMATS
+from aetk.data.imageio import EXTENSIONS, FORMATS
 from aetk.errors import UserInputError
 
 

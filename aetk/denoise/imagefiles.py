@@ -21,18 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from aetk.atomic import atomic_open
-from aetk.data.imageguard import (DEFAULT_MAX_PIXELS, ImageReadError, guarded_image, open_regular,
-                                  read_16bit_colour, sixteen_bit_colour)
-from aetk.data.images import IMAGE_SUFFIXES
+from aetk.atomic import atomic_open, atomic_write_bytes
+from aetk.data.imageguard import DEFAULT_MAX_PIXELS, ImageReadError, guarded_image, open_regular, sixteen_bit_colour
+from aetk.data.imageio import DEFAULT_QUALITY, SIXTEEN_BIT_FORMATS, encode_image, pil_image, read_16bit_colour
+from aetk.dihedral import EXIF_ORIENTATION, symmetry
 
-# The suffixes `aetk train` reads as images, each with the Pillow format that writes it.
-EXTENSIONS = {suffix: Image.registered_extensions()[suffix] for suffix in IMAGE_SUFFIXES}
-FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "tiff": ".tif", "tif": ".tif", "bmp": ".bmp",
-           "webp": ".webp"}
-SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 SIXTEEN_BIT_MODES = ("I;16", "RGB;16", "RGBA;16")
 
 
@@ -77,20 +71,13 @@ def read_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Decod
         raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from exc
 
 
-# EXIF orientation (tag 0x0112) -> (transpose H and W?, numpy axes to flip), applied in order.
-_ORIENT = {2: (False, (1,)), 3: (False, (0, 1)), 4: (False, (0,)), 5: (True, ()), 6: (True, (1,)),
-           7: (True, (0, 1)), 8: (True, (0,))}
-
-
 def _decode_16bit_colour(path: Path, im, fmt: str) -> DecodedImage:
     orientation = im.getexif().get(0x0112, 1)
     a = read_16bit_colour(path)  # (H, W, 3 or 4) uint16
     if a.shape[:2] != im.size[::-1]:
         raise ImageReadError(f"{path}: the header says {im.size[0]}x{im.size[1]} but the pixels "
                              f"decode as {a.shape[1]}x{a.shape[0]}")
-    if orientation in _ORIENT:
-        transpose, flips = _ORIENT[orientation]
-        a = np.flip(a.swapaxes(0, 1) if transpose else a, flips)
+    a = symmetry(a, EXIF_ORIENTATION.get(orientation, 0), axes=(0, 1))  # (H, W, C): upright
     alpha = a[..., 3].copy() if a.shape[-1] == 4 else None
     planes = np.moveaxis(a[..., :3], -1, 0).astype(np.float32) / 65535.0
     return DecodedImage(path, np.ascontiguousarray(planes), "RGBA;16" if alpha is not None else "RGB;16",
@@ -137,7 +124,7 @@ def encode(img: DecodedImage, planes: np.ndarray, fmt: str):
     """A PIL image of ``planes`` (C, H, W, in [0, 1]) in the input's mode, for format ``fmt``."""
     planes = np.clip(planes, 0.0, 1.0)
     if img.mode == "I;16" and fmt in SIXTEEN_BIT_FORMATS:
-        return Image.fromarray(np.rint(planes[0] * 65535.0).astype(np.uint16))  # mode I;16
+        return pil_image(np.rint(planes[0] * 65535.0).astype(np.uint16))  # mode I;16
     u8 = np.rint(planes * 255.0).astype(np.uint8)
     hwc = np.moveaxis(u8, 0, -1)
     mode = {"I;16": "L", "RGB;16": "RGB", "RGBA;16": "RGBA"}.get(img.mode, img.mode)
@@ -146,32 +133,23 @@ def encode(img: DecodedImage, planes: np.ndarray, fmt: str):
         hwc = np.concatenate([hwc, alpha[..., None].astype(np.uint8)], axis=-1)
     if fmt == "JPEG" and mode in ("LA", "RGBA"):  # JPEG has no alpha
         hwc, mode = hwc[..., :-1], mode[:-1] or "L"
-    # Pillow picks L, LA, RGB or RGBA from the channel count.
-    return Image.fromarray(np.ascontiguousarray(hwc[..., 0] if hwc.shape[-1] == 1 else hwc))
+    return pil_image(hwc)  # L, LA, RGB or RGBA from the channel count
 
 
 def encode_16bit_colour(img: DecodedImage, planes: np.ndarray, fmt: str) -> bytes:
     """The file bytes of 16-bit colour ``planes`` (3, H, W, in [0, 1]) as PNG or TIFF."""
-    import cv2
-
     hwc = np.moveaxis(np.rint(np.clip(planes, 0.0, 1.0) * 65535.0).astype(np.uint16), 0, -1)
     if img.alpha is not None:
         hwc = np.concatenate([hwc, img.alpha[..., None].astype(np.uint16)], axis=-1)
-    bgr = np.ascontiguousarray(hwc[..., [2, 1, 0, 3][:hwc.shape[-1]]])
-    ok, buf = cv2.imencode(".png" if fmt == "PNG" else ".tif", bgr)
-    if not ok:
-        raise ValueError(f"OpenCV could not encode a {bgr.shape} 16-bit {fmt}")
-    return buf.tobytes()
+    return encode_image(hwc, fmt)
 
 
 def write_image(path: Path, img: DecodedImage, planes: np.ndarray, fmt: str | None = None,
-                quality: int = 95) -> None:
+                quality: int = DEFAULT_QUALITY) -> None:
     """Write atomically: a temporary file in the same folder, flushed, then renamed."""
     fmt = fmt or img.format
     if img.mode in ("RGB;16", "RGBA;16") and fmt in SIXTEEN_BIT_FORMATS:
-        data = encode_16bit_colour(img, planes, fmt)
-        with atomic_open(path, "wb") as f:
-            f.write(data)
+        atomic_write_bytes(path, encode_16bit_colour(img, planes, fmt))
         return
     pil = encode(img, planes, fmt)
     kwargs: dict[str, Any] = {}
@@ -186,5 +164,5 @@ def write_image(path: Path, img: DecodedImage, planes: np.ndarray, fmt: str | No
         pil.save(f, format=fmt, **kwargs)
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "EXTENSIONS", "FORMATS", "SIXTEEN_BIT_MODES", "DecodedImage", "ImageReadError",
+__all__ = ["DEFAULT_MAX_PIXELS", "SIXTEEN_BIT_MODES", "DecodedImage", "ImageReadError",
            "encode", "encode_16bit_colour", "read_image", "write_image"]

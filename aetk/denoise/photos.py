@@ -19,6 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from aetk.atomic import atomic_open
+from aetk.data.imageguard import guarded_image
+from aetk.dihedral import patch_view, symmetry
+
 # name -> (package, file inside the package's image folder)
 PHOTOS = {
     "astronaut": ("skimage", "astronaut.png"),
@@ -83,9 +87,7 @@ def photo_path(name: str) -> Path:
 
 def load_photo(name: str, mode: str = "L") -> np.ndarray:
     """A photograph as uint8, (H, W) for mode "L" or (H, W, 3) for "RGB"."""
-    from PIL import Image
-
-    with Image.open(photo_path(name)) as im:
+    with guarded_image(photo_path(name), None) as im:
         return np.asarray(im.convert(mode))
 
 
@@ -108,7 +110,7 @@ def grayscale_planes(name: str | Path) -> list[np.ndarray]:
     from PIL import Image
 
     wallpaper = isinstance(name, Path)
-    with Image.open(name if wallpaper else photo_path(name)) as im:
+    with guarded_image(name if wallpaper else photo_path(name), None) as im:
         if wallpaper:
             im = im.convert("RGB")
             scale = WALLPAPER_SHORT_SIDE / min(im.size)
@@ -132,8 +134,7 @@ def patches(names: Sequence[str | Path], size: int = 64, stride: int = 32) -> np
             for y in range(0, h - size + 1, stride):
                 for x in range(0, w - size + 1, stride):
                     p = plane[y:y + size, x:x + size]
-                    p = np.rot90(p, k % 4)
-                    out.append(np.ascontiguousarray(p[:, ::-1] if (k // 4) % 2 else p))
+                    out.append(np.ascontiguousarray(symmetry(p, patch_view(k))))
                     k += 1
     return np.stack(out)[:, None]
 
@@ -150,10 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     train_photos = [*TRAIN, *(wallpaper_paths() if args.wallpapers else [])]
     train = patches(train_photos, args.size, args.stride)
     val = patches(VALIDATION, args.size, args.size)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp.npz")
-    np.savez(tmp, x=train, x_test=val)
-    tmp.replace(args.out)
+    with atomic_open(args.out, "wb") as f:
+        np.savez(f, x=train, x_test=val)
     print(f"wrote {len(train)} training and {len(val)} validation patches of {args.size}x{args.size} "
           f"from {len(train_photos)} + {len(VALIDATION)} photographs to {args.out}")
 

@@ -2,27 +2,27 @@
 
     summary = denoise_paths([Path("photos")], out=None, model=None)
 
-Reading (decode, EXIF transpose) and writing (encode, atomic rename) happen in a thread
-pool, a bounded number of images ahead, so ONNX Runtime (which releases the GIL) is never
-waiting on the disk; memory holds at most about 2 x workers images at a time.
+Reading (decode, EXIF transpose) and writing (encode, atomic rename) happen in worker
+threads (aetk.pipeline), a bounded number of images ahead, so ONNX Runtime (which releases
+the GIL) is never waiting on the disk; memory holds at most about 4 x workers images at a time.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from aetk.atomic import temp_name_pattern
+from aetk.atomic import remove_stray_temporaries
 from aetk.denoise.denoiser import Denoiser
 from aetk.denoise.files import Job, plan
 from aetk.denoise.files import DenoiseInputError
-from aetk.denoise.imagefiles import (DEFAULT_MAX_PIXELS, EXTENSIONS, SIXTEEN_BIT_FORMATS, ImageReadError, read_image,
-                                    write_image)
+from aetk.data.imageio import EXTENSIONS, SIXTEEN_BIT_FORMATS
+from aetk.denoise.imagefiles import DEFAULT_MAX_PIXELS, ImageReadError, read_image, write_image
 from aetk.denoise.report import Report, find_reference, quantize, score_image
+from aetk.pipeline import Pipeline
 
 
 @dataclass
@@ -48,10 +48,11 @@ def _format_of(job: Job) -> str:
 
 def _remove_stale_temporaries(jobs: list[Job]) -> None:
     """Temporary files a killed run left behind (writes are atomic, so they are never outputs)."""
+    names: dict[Path, set[str]] = {}
     for job in jobs:
-        if job.dst.parent.is_dir():
-            for tmp in job.dst.parent.glob(temp_name_pattern(job.dst.name)):
-                tmp.unlink(missing_ok=True)
+        names.setdefault(job.dst.parent, set()).add(job.dst.name)
+    for folder, ours in names.items():
+        remove_stray_temporaries(folder, of=ours.__contains__)
 
 
 def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
@@ -74,46 +75,29 @@ def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
             todo.append(job)
     start = time.perf_counter()
     workers = max(1, int(workers))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aetk-read") as readers, \
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aetk-write") as writers:
-        reads: deque[tuple[Job, Future]] = deque()
-        writes: deque[tuple[Job, Future, float]] = deque()
-        pending = iter(todo)
 
-        def refill() -> None:
-            while len(reads) < 2 * workers:
-                job = next(pending, None)
-                if job is None:
-                    return
-                reads.append((job, readers.submit(read_image, job.src, max_pixels)))
-
-        def finish_writes(limit: int) -> None:
-            while len(writes) > limit:
-                job, fut, mp = writes.popleft()
-                try:
-                    fut.result()
-                    summary.done.append(job.label)
-                    summary.megapixels += mp
-                    tick("done", mp)
-                except OSError as exc:
-                    summary.failed.append((job.label, f"cannot write {job.dst}: {exc.strerror or exc}"))
-                    tick("failed", 0.0)
-                except (ValueError, TypeError, KeyError) as exc:  # Pillow cannot encode it so
-                    summary.failed.append((job.label, f"cannot encode {job.dst}: {exc}"))
-                    tick("failed", 0.0)
-
-        refill()
-        while reads:
-            job, fut = reads.popleft()
-            refill()
+    def written(job: Job, megapixels: float) -> Callable[[Future], None]:
+        def done(fut: Future) -> None:
             try:
-                img = fut.result()
-                clean = denoiser.denoise(img.planes)
-            except ImageReadError as exc:
-                summary.failed.append((job.label, str(exc)))
+                fut.result()
+                summary.done.append(job.label)
+                summary.megapixels += megapixels
+                tick("done", megapixels)
+            except OSError as exc:
+                summary.failed.append((job.label, f"cannot write {job.dst}: {exc.strerror or exc}"))
                 tick("failed", 0.0)
-                continue
-            except ValueError as exc:  # e.g. a channel count the model cannot take
+            except (ValueError, TypeError, KeyError) as exc:  # Pillow cannot encode it so
+                summary.failed.append((job.label, f"cannot encode {job.dst}: {exc}"))
+                tick("failed", 0.0)
+        return done
+
+    with Pipeline(readers=workers, writers=workers, ahead=2 * workers, behind=2 * workers,
+                  name="aetk-denoise") as pipe:
+        for job, read in pipe.read(todo, lambda job: read_image(job.src, max_pixels)):
+            try:
+                img = read.result()
+                clean = denoiser.denoise(img.planes)
+            except (ImageReadError, ValueError) as exc:  # unreadable; or a channel count the model cannot take
                 summary.failed.append((job.label, str(exc)))
                 tick("failed", 0.0)
                 continue
@@ -123,10 +107,8 @@ def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
                 note = f"16-bit images written as {_format_of(job)} are rounded to 8 bits (PNG and TIFF keep 16)"
                 if note not in summary.notes:
                     summary.notes.append(note)
-            writes.append((job, writers.submit(write_image, job.dst, img, clean, _format_of(job), quality),
-                           img.megapixels))
-            finish_writes(2 * workers)
-        finish_writes(0)
+            pipe.write(write_image, job.dst, img, clean, _format_of(job), quality,
+                       done=written(job, img.megapixels))
     summary.seconds += time.perf_counter() - start
     return summary
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aetk.data.images import IMAGE_SUFFIXES
+from aetk.data.imageio import IMAGE_SUFFIXES
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from aetk.padding import reflect_pad
+
 
 def starts(size: int, tile: int, overlap: int) -> list[int]:
     """Tile origins along one axis covering [0, size); the last tile ends at ``size``."""
@@ -60,13 +62,7 @@ def tile_shape(shape: tuple[int, int], tile: int, multiple: int, overlap: int = 
 
 def pad_to(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Reflect-pad the last two axes of ``plane`` up to at least ``shape`` (bottom/right)."""
-    h, w = plane.shape[-2:]
-    ph, pw = max(0, shape[0] - h), max(0, shape[1] - w)
-    if not (ph or pw):
-        return plane
-    pad = [(0, 0)] * (plane.ndim - 2) + [(0, ph), (0, pw)]
-    mode = "reflect" if ph < h and pw < w else "symmetric"
-    return np.pad(plane, pad, mode=mode)
+    return reflect_pad(plane, (-2, -1), shape)
 
 
 class Blender:

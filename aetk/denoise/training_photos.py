@@ -35,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from aetk.data.imageguard import guarded_image
 from aetk.denoise import photos
+from aetk.dihedral import patch_view, symmetry
 from aetk.errors import UserInputError
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "denoise"
@@ -87,7 +89,7 @@ def load_rgb(path: Path, short_side: int | None = SHORT_SIDE) -> np.ndarray:
     """(3, H, W) uint8, downscaled to ``short_side`` if larger."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with guarded_image(path, None) as im:
         im = im.convert("RGB")
         scale = short_side / min(im.size) if short_side else 1.0
         if scale < 1:
@@ -102,9 +104,7 @@ def bsd400(root: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
         raise UserInputError(f"{root / BSD400} holds {len(files)} PNGs, expected BSD400's 400")
     train, val = [], []
     for i, f in enumerate(files, start=1):
-        from PIL import Image
-
-        with Image.open(f) as im:
+        with guarded_image(f, None) as im:
             g = np.asarray(im.convert("L"))
         (val if i % BSD400_VALIDATION_EVERY == 0 else train).append(np.repeat(g[None], 3, axis=0))
     return train, val
@@ -127,8 +127,7 @@ def patches(images: list[np.ndarray], size: int = PATCH, stride: int = STRIDE) -
                 p = img[:, y:y + size, x:x + size]
                 if p.shape[1:] != (size, size):
                     continue
-                p = np.rot90(p, k % 4, axes=(1, 2))
-                out.append(np.ascontiguousarray(p[:, :, ::-1] if (k // 4) % 2 else p))
+                out.append(np.ascontiguousarray(symmetry(p, patch_view(k))))
                 k += 1
     return np.stack(out)
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
+from aetk.checks import positive_int
 from aetk.data.source import evenly_spaced
 from aetk.evaluate.loading import (
     EvaluationError,
@@ -205,8 +206,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
     """
     if split not in SPLITS:
         raise EvaluationError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
-        raise EvaluationError(f"limit must be a positive number of examples, got {limit!r}")
+    positive_int("limit", limit, error=EvaluationError, allow_none=True, what="a positive number of examples")
     tick = progress or (lambda stage, done, total: None)
     tick("load", 0, None)
     run = load_run(run_dir, device)

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from aetk.checks import positive_int
+
 # Largest d x d (or n x n) eigenproblem solved exactly.
 MAX_EXACT = 4096
 # Rows multiplied at once when accumulating X^T X.
@@ -48,10 +50,7 @@ class PCA:
     """
 
     def __init__(self, n_components: int):
-        if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) \
-                or n_components < 1:
-            raise ValueError(f"PCA n_components must be a positive integer, got {n_components!r}")
-        self.n_components = int(n_components)
+        self.n_components = positive_int("PCA n_components", n_components, error=ValueError)
         self.mean_: np.ndarray | None = None
         self.components_: np.ndarray | None = None
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aetk.checks import positive_int
 from aetk.errors import UserInputError
 from aetk.evaluate.loading import collect, encode_all, eval_dir, load_run, pixel_range
 
@@ -56,9 +57,7 @@ def sample_run(run_dir: str | Path, n: int = 64, seed: int = 0, out: str | Path 
     a folder means ``folder/samples.png``) and return its path."""
     from aetk.evaluate import plots
 
-    if isinstance(n, bool) or int(n) < 1:
-        raise UserInputError(f"n must be a positive number of samples, got {n!r}")
-    n, seed = int(n), int(seed)
+    n, seed = positive_int("n", n, what="a positive number of samples"), int(seed)
     run = load_run(run_dir, device)
     model = run.model
     kind = run.kind

@@ -18,9 +18,6 @@ import dataclasses
 import io
 import json
 import logging
-import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +28,7 @@ import onnx
 import torch
 
 import aetk
+from aetk.atomic import publish, staging_folder
 from aetk.errors import UserInputError
 from aetk.export.errors import ExportError, ExportInputError, ExportIntegrityError
 from aetk.export.graphs import GraphSpec, graph_specs, is_variational
@@ -196,15 +194,6 @@ def write_onnx(proto: onnx.ModelProto, path: Path, external_data_threshold: int 
         raise
 
 
-def _publish(stage: Path, out_dir: Path, names: list[str]) -> None:
-    """Move staged files into OUT: fsync each, then rename (atomic per file)."""
-    for name in names:
-        src = stage / name
-        with open(src, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(src, out_dir / name)
-
-
 # -- the export -------------------------------------------------------------------------------------------
 def _batches(spec: GraphSpec, model: Any, real: torch.Tensor | None, multiple: int | None
              ) -> dict[str, dict[str, torch.Tensor]]:
@@ -279,8 +268,7 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
         raise ExportError("--int8 on a convolutional model needs calibration data from the run's "
                           "training set, and none could be loaded")
 
-    stage = Path(tempfile.mkdtemp(dir=out, prefix=".aetk-export-"))
-    try:
+    with staging_folder(out, "aetk-export") as stage:
         staged: list[str] = []
         specs = graph_specs(model, multiple)
         common = model_metadata(model, normalization, "encoder")  # hashes the weights once
@@ -337,9 +325,8 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
                 except Exception as exc:  # e.g. no float16 kernel for an op on the CPU
                     result.variants[key] = {"not_measured": f"ONNX Runtime on the CPU cannot run it: "
                                                             f"{str(exc).splitlines()[0][:200]}"}
-        _publish(stage, out, staged)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        for name in staged:  # each file whole or not at all
+            publish(stage / name, out / name)
     write_report(result)
     return result
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import onnx
 
+from aetk.checks import positive_int
 from aetk.export.errors import ExportError
 from aetk.runtime.metadata import PREFIX
 
@@ -51,8 +52,7 @@ def triton_config(model_path: Path, name: str, max_batch_size: int = 1024, kind:
     """The config.pbtxt text for one ONNX file."""
     if kind not in KINDS:
         raise ExportError(f"triton instance kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if max_batch_size < 1:
-        raise ExportError(f"triton max batch size must be >= 1, got {max_batch_size}")
+    positive_int("triton max batch size", max_batch_size, error=ExportError)
     proto = onnx.load(str(model_path), load_external_data=False)
     props = {p.key: p.value for p in proto.metadata_props}
     inputs = ",\n".join(_tensor_config(v, model_path) for v in proto.graph.input)

@@ -8,12 +8,12 @@ from typing import Any
 from torch import Tensor
 
 from aetk.models.base import Autoencoder
-from aetk.models.layers import check_corruption, derive_seed
+from aetk.models.layers import check_corruption
 from aetk.models.registry import create_model, make_config, register_model
 from aetk.ops import corrupt
+from aetk.seeds import Stream, derive_seed
 
 DELEGATED = ("sample", "encode_stats", "jacobian_norm", "sparsity_penalty")
-CORRUPT_STREAM = 1  # seed sub-stream of the corruption (the base model keeps the run seed)
 
 
 @register_model("denoising")
@@ -78,7 +78,7 @@ class DenoisingAutoencoder(Autoencoder):
         """The corrupted input x~ the model trains on at ``step`` (in any mode)."""
         c = self.config
         return corrupt(x.contiguous(), c.corruption, float(c.level),
-                       derive_seed(self.seed, CORRUPT_STREAM), int(step), lo=float(c.lo), hi=float(c.hi))
+                       derive_seed(self.seed, Stream.CORRUPTION), int(step), lo=float(c.lo), hi=float(c.hi))
 
     def encode(self, x: Tensor, *args, **kwargs) -> Tensor:
         return self.base_model.encode(x, *args, **kwargs)

@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aetk.checks import positive_int
 from aetk.models import losses
 from aetk.models.registry import ModelConfigError
 from aetk.ops import CORRUPTION_KINDS
+from aetk.seeds import derive_seed  # noqa: F401  (models and tests import it from here)
 
 ACTIVATIONS: dict[str, Any] = {
     "sigmoid": nn.Sigmoid,
@@ -30,7 +32,6 @@ ACTIVATIONS: dict[str, Any] = {
 }
 OUTPUTS = ("linear", "sigmoid")  # output nonlinearity of mse / gaussian_nll decoders
 MIN_LOGVAR = -9.0  # floor of the learned Gaussian log-variance (sigma >= 0.011)
-MAX_SEED = 2**63 - 1
 
 
 # -- option checks (called from the Config dataclasses' __post_init__) ----------------------
@@ -63,10 +64,8 @@ def check_widths(what: str, widths: Sequence[int], *, allow_empty: bool = False)
 
 
 def check_positive_int(what: str, value: Any, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and (value > 0 or (allow_zero and value == 0))
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ModelConfigError(f"{what} must be an integer {bound}, got {value!r}")
+    positive_int(what, value, error=ModelConfigError, allow_zero=allow_zero,
+                 what="an integer >= 0" if allow_zero else "an integer > 0")
 
 
 def check_nonnegative(what: str, value: Any) -> None:
@@ -96,15 +95,6 @@ def check_corruption(kind: str, level: float, lo: float, hi: float) -> None:
 def activation(name: str) -> nn.Module:
     check_activation(name)
     return ACTIVATIONS[name]()
-
-
-def derive_seed(seed: int, stream: int) -> int:
-    """An independent Philox key for sub-stream ``stream`` of a run seed (splitmix64), so two
-    random ops of one model at one step never draw the same numbers."""
-    z = (seed + (stream + 1) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (z ^ (z >> 31)) & MAX_SEED
 
 
 def flat_dim(shape: Sequence[int]) -> int:

@@ -49,11 +49,11 @@ from torch import Tensor, nn
 
 from aetk.models import losses
 from aetk.models.base import Autoencoder
-from aetk.models.layers import check_nonnegative, check_positive_int, derive_seed, image_shape
+from aetk.models.layers import check_nonnegative, check_positive_int, image_shape
 from aetk.models.registry import register_model
 from aetk.ops.random import normal, random_words
+from aetk.seeds import Stream, derive_seed
 
-SIGMA_STREAM, NOISE_STREAM, GROW_STREAM = 2, 3, 4  # seed sub-streams: per-example level, noise, widening
 GROW_JITTER = 0.01  # noise on widened channels' incoming weights, in units of the layer's weight std
 
 
@@ -188,7 +188,7 @@ class ResidualConvDenoiser(Autoencoder):
         old, new = tensors["body.0.weight"].shape[0], self.config.features
         if old >= new:
             return tensors  # same width (or narrower: refused by the shape check)
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, GROW_STREAM))
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, Stream.RESCONV_GROW))
         source = torch.cat([torch.arange(old), torch.randint(old, (new - old,), generator=gen)])
         copies = torch.bincount(source, minlength=old)[source].to(torch.float32)
         grown = dict(tensors)
@@ -227,14 +227,14 @@ class ResidualConvDenoiser(Autoencoder):
 
     def noise_levels(self, x: Tensor, step: int) -> Tensor:
         """Each example's sigma, uniform in [0, sigma_max], from (seed, step): shape (B,)."""
-        words = random_words(x.shape[0], derive_seed(self.seed, SIGMA_STREAM), int(step), x.device)
+        words = random_words(x.shape[0], derive_seed(self.seed, Stream.RESCONV_SIGMA), int(step), x.device)
         return (words >> 8).to(x.dtype) * (2.0 ** -24) * self.config.sigma_max
 
     def add_noise(self, x: Tensor, step: int, sigma: Tensor | None = None) -> Tensor:
         """x plus Gaussian noise of a per-example sigma in [0, sigma_max], from (seed, step)."""
         b = x.shape[0]
         sigma = self.noise_levels(x, step) if sigma is None else sigma
-        n = normal(x.numel(), derive_seed(self.seed, NOISE_STREAM), int(step), x.device).to(x.dtype)
+        n = normal(x.numel(), derive_seed(self.seed, Stream.RESCONV_NOISE), int(step), x.device).to(x.dtype)
         noisy = x + sigma.view(b, *([1] * (x.dim() - 1))) * n.view_as(x)
         return noisy.clamp(0.0, 1.0) if self.config.clip else noisy
 

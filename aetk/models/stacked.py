@@ -16,13 +16,12 @@ from aetk.models.layers import (
     check_loss,
     check_output,
     check_widths,
-    derive_seed,
 )
 from aetk.models.mlp import MLPAutoencoder
 from aetk.models.registry import register_model
 from aetk.ops import corrupt
+from aetk.seeds import Stream, derive_seed, stacked_layer
 
-FINETUNE_STREAM = 0  # seed sub-stream of fine-tuning corruption; layer i uses i + 1
 
 
 @register_model("stacked")
@@ -75,7 +74,7 @@ class StackedDenoisingAutoencoder(MLPAutoencoder):
     def corrupt_input(self, x: Tensor, step: int = 0, layer: int | None = None) -> Tensor:
         """x corrupted as the fine-tuning (layer None) or layer ``layer``'s stage sees it."""
         c = self.config
-        stream = FINETUNE_STREAM if layer is None else layer + 1
+        stream = Stream.STACKED_FINETUNE if layer is None else stacked_layer(layer)
         return corrupt(x.contiguous(), c.corruption, float(c.level), derive_seed(self.seed, stream),
                        int(step), lo=float(c.lo), hi=float(c.hi))
 

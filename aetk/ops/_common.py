@@ -11,12 +11,12 @@ from types import ModuleType
 import torch
 
 from aetk.native import cuda_built, extension
+from aetk.seeds import MAX_SEED
 
 # Codes of aetk::DType in csrc/include/aetk/kernels.h.
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 CPU_DTYPES = (torch.float32, torch.float64)
 CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-MAX_SEED = 2**63 - 1  # seeds and offsets travel as int64 through torch.library
 
 
 def _names(dtypes) -> str:

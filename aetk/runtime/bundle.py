@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from aetk.padding import pad_to_multiple
+
 from ..normalization import Normalization
 from .errors import InputShapeError, ModelFileError, ModelNotFoundError, RuntimeModelError
 from .metadata import MetadataError
-from .session import OnnxModel, crop_to, load_model, pad_to_multiple
+from .session import OnnxModel, crop_to, load_model
 
 GRAPH_NAMES = ("encoder", "decoder", "autoencoder", "sample")
 PRECISION_SUFFIX = {"float32": "", "float16": ".fp16", "int8": ".int8"}

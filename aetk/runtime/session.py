@@ -27,6 +27,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from aetk.checks import positive_int
+from aetk.padding import pad_to_multiple
+
 from . import modelfile, providers
 from .errors import (InputDTypeError, InputShapeError, ModelFileError, ProviderUnavailableError,
                      RuntimeModelError)
@@ -42,13 +45,8 @@ LOG_LEVELS = {"verbose": 0, "info": 1, "warning": 2, "error": 3, "fatal": 4}
 _DEFAULT = object()
 
 
-def _positive_int(name: str, value: Any, allow_none: bool = True) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise RuntimeModelError(f"{name} must be a positive integer{' or None' if allow_none else ''}, "
-                                f"got {value!r}")
-    return int(value)
+def _positive_int(name: str, value: Any) -> int | None:
+    return positive_int(name, value, error=RuntimeModelError, allow_none=True)
 
 
 def _dim(d: Any) -> int | str | None:
@@ -56,16 +54,6 @@ def _dim(d: Any) -> int | str | None:
     if isinstance(d, int):
         return d if d >= 0 else None
     return d if isinstance(d, str) and d else None
-
-
-def pad_to_multiple(x: np.ndarray, axes: tuple[int, ...], multiple: int) -> np.ndarray:
-    """Reflect-pad ``axes`` at their end up to the next multiple of ``multiple``."""
-    pads = [(0, 0)] * x.ndim
-    for ax in axes:
-        pads[ax] = (0, -x.shape[ax] % multiple)
-    if all(p == (0, 0) for p in pads):
-        return x
-    return np.ascontiguousarray(np.pad(x, pads, mode="reflect"))
 
 
 def crop_to(y: np.ndarray, axes: tuple[int, ...], sizes: tuple[int, ...]) -> np.ndarray:
@@ -314,4 +302,4 @@ def load_model(path: str | os.PathLike, device: str = "auto", threads: int | Non
                      note=note)
 
 
-__all__ = ["LOG_LEVELS", "OnnxModel", "crop_to", "load_model", "pad_to_multiple", "session_options"]
+__all__ = ["LOG_LEVELS", "OnnxModel", "crop_to", "load_model", "session_options"]

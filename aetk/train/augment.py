@@ -11,19 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from aetk.models.layers import derive_seed
+from aetk.dihedral import symmetry
+from aetk.seeds import Stream, derive_seed
 from aetk.ops.random import random_words
-
-FLIP_STREAM = 101  # seed sub-stream, apart from the models' own (0-9)
-
-
-def symmetry(x: Tensor, k: int) -> Tensor:
-    """Symmetry k (0-7) of images (..., H, W): bit 0 mirrors left-right, bit 1 top-bottom,
-    bit 2 transposes first (k = 0: unchanged)."""
-    if k & 4:
-        x = x.transpose(-2, -1)
-    dims = [d for bit, d in ((1, -1), (2, -2)) if k & bit]
-    return x.flip(dims) if dims else x
 
 
 def random_flips(x: Tensor, seed: int, step: int) -> Tensor:
@@ -31,5 +21,5 @@ def random_flips(x: Tensor, seed: int, step: int) -> Tensor:
     if x.dim() not in (3, 4):
         raise ValueError(f"train.flips needs image batches (B, H, W) or (B, C, H, W), got shape {tuple(x.shape)}")
     choices = 8 if x.shape[-1] == x.shape[-2] else 4
-    k = random_words(x.shape[0], derive_seed(seed, FLIP_STREAM), int(step)) % choices
+    k = random_words(x.shape[0], derive_seed(seed, Stream.FLIPS), int(step)) % choices
     return torch.stack([symmetry(example, int(t)) for example, t in zip(x, k)])

@@ -32,6 +32,7 @@ from safetensors import safe_open
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from aetk import atomic
 from aetk.errors import AetkError, IntegrityError, UserInputError
 from aetk.atomic import (  # noqa: F401 (used here, re-exported)
     atomic_path,
@@ -166,13 +167,8 @@ def checkpoint_exists(run_dir: Path) -> bool:
 def remove_stray_temporaries(run_dir: Path) -> list[Path]:
     """Remove the temporaries killed writes left in a run folder and its checkpoints folder
     (call it holding the run's lock: no live writer can own them then). Returns them."""
-    removed = []
-    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
-        if folder.is_dir():
-            for p in stray_temporaries(folder):
-                p.unlink(missing_ok=True)
-                removed.append(p)
-    return removed
+    folders = (Path(run_dir), Path(run_dir) / "checkpoints")
+    return [p for folder in folders for p in atomic.remove_stray_temporaries(folder)]
 
 
 class RunLockedError(AetkError, RuntimeError):

@@ -34,6 +34,7 @@ from aetk.config import RunConfig, TrainConfig, check_resume
 from aetk.errors import AetkError
 from aetk.data import LoadedData, load_data
 from aetk.models.registry import create_model
+from aetk.seeds import PRETRAIN_OFFSET, epoch_seed, rank_seed
 from aetk.train import distributed
 from aetk.train.augment import random_flips
 from aetk.train.checkpoint import (
@@ -134,7 +135,7 @@ def split_train_val(ds: Dataset, fraction: float, seed: int) -> tuple[Dataset, D
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, dist_info) -> list[list[int]]:
     """This process's batches of one epoch: a permutation fixed by (seed, epoch), cut into
     global batches, each split between the processes (data parallel)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     perm = torch.randperm(n, generator=g).tolist()
     world, rank = dist_info.world_size, dist_info.rank
     batches = []
@@ -272,7 +273,7 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
         raise TrainingError(f"no training examples in {cfg.data.path}")
     model = create_model(cfg.model.kind, data.input_shape, **cfg.model.params)
     # Each process draws its own noise (rank 0 draws what a single process would).
-    model.seed = tc.seed + 1_000_003 * dist_info.rank
+    model.seed = rank_seed(tc.seed, dist_info.rank)
     check_data_range(model, data)
     if tc.flips and len(data.input_shape) not in (2, 3):
         raise TrainingError(f"train.flips=true turns images; {cfg.data.path} holds examples of shape "
@@ -522,10 +523,6 @@ def _resume_optimizer(run_dir: Path, opt, sched) -> None:
     sched.load_state_dict(sched_state)
 
 
-# Pretraining draws its batch order and flips from seeds of its own, not the main loop's.
-PRETRAIN_SEED_OFFSET = 7919
-
-
 def _pretrain(model, train_set, tc: TrainConfig, device, dist_info, main) -> None:
     """Greedy layer-wise pretraining: each stage trains one layer on the codes of the
     layers below it (frozen), then the whole model fine-tunes in the main loop."""
@@ -533,14 +530,14 @@ def _pretrain(model, train_set, tc: TrainConfig, device, dist_info, main) -> Non
     for name, stage, input_fn in model.pretraining_stages():
         opt = make_optimizer(tc, [p for p in stage.parameters() if p.requires_grad])
         for epoch in range(tc.pretrain_epochs):
-            batches = epoch_batches(len(train_set), tc.batch_size, tc.seed + PRETRAIN_SEED_OFFSET, epoch, dist_info)
+            batches = epoch_batches(len(train_set), tc.batch_size, tc.seed + PRETRAIN_OFFSET, epoch, dist_info)
             loader = DataLoader(train_set, batch_sampler=batches, num_workers=tc.num_workers,
                                 generator=torch.Generator().manual_seed(tc.seed + epoch))
             total, n = 0.0, 0
             for x, _ in loader:
                 x = x.to(device)
                 if tc.flips:
-                    x = random_flips(x, model.seed + PRETRAIN_SEED_OFFSET, step)
+                    x = random_flips(x, model.seed + PRETRAIN_OFFSET, step)
                 with torch.no_grad():
                     inp = input_fn(x)
                 out = stage(inp, step=step)
