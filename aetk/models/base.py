@@ -141,6 +141,11 @@ class Autoencoder(nn.Module):
         """x corrupted as the model trains on it at ``step``: kinds with traits.corruption only."""
         raise self._lacks("corruption", "corrupt_input")
 
+    def describe_corruption(self) -> str | None:
+        """The corruption q and its level in a few words ("masking 0.25") where the config
+        names one; None otherwise (blind denoisers draw their own levels)."""
+        return None
+
     def jacobian_norm(self, x: Tensor) -> Tensor:
         """Each example's ||J_f(x)||_F^2 (B,): contractive kinds only."""
         raise self._lacks("contractive", "jacobian_norm")

@@ -77,6 +77,9 @@ class DenoisingAutoencoder(Autoencoder):
     def spatial_multiple(self) -> int | None:
         return self.base_model.spatial_multiple
 
+    def describe_corruption(self) -> str | None:
+        return f"{self.config.corruption} {self.config.level:g}"
+
     def corrupt_input(self, x: Tensor, step: int = 0) -> Tensor:
         """The corrupted input x~ the model trains on at ``step`` (in any mode)."""
         c = self.config

@@ -76,6 +76,9 @@ class StackedDenoisingAutoencoder(MLPAutoencoder):
     def traits(self) -> ModelTraits:
         return dataclasses.replace(super().traits, corruption=True, pretraining=True)
 
+    def describe_corruption(self) -> str | None:
+        return f"{self.config.corruption} {self.config.level:g}"
+
     def corrupt_input(self, x: Tensor, step: int = 0, layer: int | None = None) -> Tensor:
         """x corrupted as the fine-tuning (layer None) or layer ``layer``'s stage sees it."""
         c = self.config
