@@ -342,10 +342,10 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
                 loss = out["loss"]
                 for st in steps:
                     if not torch.isfinite(out[st.loss]):
+                        what = "loss" if st.loss == "loss" else f"{st.loss!r} loss"
                         raise TrainingError(
-                            f"the {'loss' if st.loss == 'loss' else repr(st.loss) + ' loss'} became "
-                            f"{out[st.loss].item()} at step {state['step']} (epoch {epoch + 1}); "
-                            f"stopped. The last good checkpoint is in {run_dir / 'checkpoints'}; "
+                            f"the {what} became {out[st.loss].item()} at step {state['step']} (epoch "
+                            f"{epoch + 1}); stopped. The last good checkpoint is in {run_dir / 'checkpoints'}; "
                             "try a lower train.lr or train.grad_clip"
                         )
                 run_steps(out, steps, opts, scaler, tc.grad_clip)
@@ -401,9 +401,11 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
 
 
 def run_steps(out: dict[str, torch.Tensor], steps, opts, scaler, grad_clip: float) -> None:
-    """The model's declared training steps on one forward's ``out``: each step's optimizer
-    minimises its loss term, in order (gradients of later losses are zeroed before their
-    backward, so one step's loss never moves another step's parameters)."""
+    """The model's declared training steps on one forward's ``out``, in order: each zeroes its
+    optimizer's gradients, back-propagates its own loss term and steps, so its parameters move
+    by that loss alone. A later step's backward must not need parameters an earlier step has
+    just changed in place: its loss reads them through detached tensors (as a GAN's
+    discriminator loss reads the generator's output), or the steps are ordered so."""
     for i, (st, opt) in enumerate(zip(steps, opts)):
         opt.zero_grad(set_to_none=True)
         scaler.scale(out[st.loss]).backward(retain_graph=i + 1 < len(steps))
