@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from aetk.config import load_config
+from aetk.export.exporter import model_metadata
 from aetk.export.graphs import export_spec, graph_specs
 from aetk.models import ModelTraits, TrainingStep, create_model, model_names
 from aetk.models.mlp import ShallowAutoencoder
@@ -101,6 +102,13 @@ def test_declared_traits_match_behaviour(case):
             model.encode_stats(x)
         assert names == ["encoder", "decoder", "autoencoder"]
         assert spec.graph("encoder").outputs == ("z",)
+    # what the exported files say about the model is what it declares
+    meta = model_metadata(model, None, "encoder")
+    assert (meta.variational, meta.output_activation, meta.base_kind) == (
+        traits.variational, traits.output_activation, traits.base_kind)
+    rank = len(model.input_shape)
+    want_layout = {"sequence": "NTF" if rank == 2 else "NF"}.get(traits.layout, {1: "NF", 2: "NHW", 3: "NCHW"}[rank])
+    assert meta.layout == want_layout
     built = graph_specs(model, model.spatial_multiple)
     assert [g.name for g in built] == names
     assert [list(g.inputs) for g in built] == [list(g.inputs) for g in spec.graphs]
