@@ -248,7 +248,11 @@ def test_denoising_corrupts_in_training_only():
 def test_denoising_delegates_kind_extras():
     model = create_model("denoising", (6,), base="vae", base_params=dict(latent_dim=2, hidden=[4]))
     assert model.sample(3).shape == (3, 6)
-    assert not hasattr(model, "pretraining_stages")
+    assert model.traits.variational and model.traits.generator and model.traits.base_kind == "vae"
+    assert model.encode_stats(torch.rand(2, 6))[0].shape == (2, 2)
+    # A wrapped stacked model trains whole on corrupted inputs: no greedy stages.
+    wrapped = create_model("denoising", (6,), base="stacked", base_params=dict(widths=[4, 2]))
+    assert wrapped.pretraining_stages() == [] and not wrapped.traits.pretraining
 
 
 # -- contractive ----------------------------------------------------------------------------

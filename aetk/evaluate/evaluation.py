@@ -18,7 +18,7 @@ Reconstructions are ``decode(encode(x))`` in eval mode (a VAE's posterior mean, 
 model's clean input). Metrics are computed in the model's normalized input space; the
 ``*_pixel`` ones on de-normalized data mapped to [0, 1] (see ``pixel_range``).
 
-A denoiser (a model with ``corrupt_input(x, step)`` or ``add_noise(x, step)``: its own seeded
+A denoiser (``model.traits.corruption``: ``corrupt_input(x, step)`` is its own seeded
 corruption) is judged on what it is for: ``denoising`` holds the noisy inputs and the denoised
 outputs, each against the clean target (and PCA's projection of the noisy inputs when PCA
 has fewer components than the data has values: with as many, PCA is the identity and
@@ -137,21 +137,11 @@ def _read_history(path: Path) -> list[dict[str, str]]:
         return []
 
 
-def _has(model, name: str) -> bool:
-    try:
-        return callable(getattr(model, name))
-    except AttributeError:
-        return False
-
-
 # -- the model's pass --------------------------------------------------------------------------
 def corrupter(model):
     """The model's own seeded corruption ``f(x, step) -> noisy x``, or None for a model that
-    is not a denoiser."""
-    for name in ("corrupt_input", "add_noise"):
-        if _has(model, name):
-            return getattr(model, name)
-    return None
+    is not a denoiser (``traits.corruption``)."""
+    return model.corrupt_input if model.traits.corruption else None
 
 
 @torch.no_grad()
@@ -236,10 +226,11 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
         notes.append(f"PCA with {k} components of {d}-value examples is the identity (exact on any input, "
                      f"so no baseline): the tables leave it out")
 
-    is_vae = _has(model, "encode_stats")
+    traits = model.traits
+    is_vae = traits.variational
     corrupt_fn = corrupter(model)
     corrupt = corrupt_fn is not None
-    jacobian = _has(model, "jacobian_norm")
+    jacobian = traits.contractive
     mp = model_pass(model, x, run.device, corrupt=corrupt_fn or False, jacobian=jacobian, progress=tick)
     terms = mp["terms"]
 
@@ -296,13 +287,11 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
     m_model = {key: m_model[key] for key in sorted(m_model, key=lambda s: order.index(s) if s in order else len(order))}
     m_pca = {key: m_pca[key] for key in sorted(m_pca, key=lambda s: order.index(s) if s in order else len(order))}
 
-    cfg = getattr(model, "config", None)
     result: dict[str, Any] = {
         "run": str(run.run_dir),
         "kind": run.kind,
-        "base": getattr(cfg, "base", None) if run.kind == "denoising" else None,
-        "corruption": (f"{cfg.corruption} {cfg.level:g}" if corrupt and hasattr(cfg, "corruption")
-                       else None),
+        "base": traits.base_kind or None,
+        "corruption": model.describe_corruption() if corrupt else None,
         "data": data.source,
         "split": used,
         "examples": n,
@@ -407,7 +396,7 @@ def _draw(run: LoadedRun, out: Path, x: torch.Tensor, labels: np.ndarray, mp: di
             files["codes_2d"] = str(plots.save_figure(fig, out / "codes_2d.png"))
 
     # latent_grid.png
-    if _has(run.model, "encode_stats") and result["code_dim"] == 2:
+    if run.model.traits.variational and result["code_dim"] == 2:
         g = LATENT_GRID
         p = torch.linspace(0.05, 0.95, g, dtype=torch.float64)
         values = torch.special.ndtri(p)

@@ -27,13 +27,6 @@ class NotGenerativeError(UserInputError):
     """``aetk sample`` of a model that cannot generate (not a VAE)."""
 
 
-def _has(model, name: str) -> bool:
-    try:
-        return callable(getattr(model, name))
-    except AttributeError:
-        return False
-
-
 def gaussian_codes(codes: torch.Tensor, n: int, seed: int) -> tuple[np.ndarray, str]:
     """n draws from a Gaussian fitted to ``codes`` (m, ...), flattened; and its description."""
     flat = codes.reshape(len(codes), -1).double().numpy()
@@ -61,7 +54,7 @@ def sample_run(run_dir: str | Path, n: int = 64, seed: int = 0, out: str | Path 
     run = load_run(run_dir, device)
     model = run.model
     kind = run.kind
-    if _has(model, "sample"):
+    if model.traits.generator:
         x = model.sample(n, seed=seed).float().cpu()
         title = f"{kind}: {n} samples, decoder means at z ~ N(0, I) (seed {seed})"
     elif not fitted_codes:

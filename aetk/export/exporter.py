@@ -31,7 +31,7 @@ import aetk
 from aetk.atomic import publish, staging_folder
 from aetk.errors import UserInputError
 from aetk.export.errors import ExportError, ExportInputError, ExportIntegrityError
-from aetk.export.graphs import GraphSpec, graph_specs, is_variational
+from aetk.export.graphs import GraphSpec, data_layout, export_spec, graph_specs
 from aetk.export.validate import ATOL, RTOL, check_model, cpu_session, run_session, validate_graph
 from aetk.export.variants import accuracy_change, to_float16, to_int8
 from aetk.runtime.metadata import ModelMetadata
@@ -70,34 +70,26 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return tensors_sha256(model.state_dict())
 
 
-def _inner(model: Any) -> Any:
-    return getattr(model, "base_model", model)  # a denoising model wraps another kind
-
-
 def layout_of(model: Any) -> str:
-    shape = tuple(model.input_shape)
-    if _inner(model).kind == "lstm":
-        return "NTF" if len(shape) == 2 else "NF"
-    return {1: "NF", 2: "NHW", 3: "NCHW"}.get(len(shape), "NF")
+    return data_layout(model.traits, tuple(model.input_shape))
 
 
 def model_metadata(model: Any, normalization: dict[str, Any] | None, graph: str) -> ModelMetadata:
-    inner = _inner(model)
-    head = getattr(inner, "head", None)
-    out_act = getattr(head, "output_name", "linear") if head is not None else "linear"
+    spec = export_spec(model.traits)
+    out_act = spec.output_activation
     norm = normalization or {"kind": "none", "scale": 1.0, "mean": None, "std": None, "shape": None,
                              "value_range": None}
     value_range = [0.0, 1.0] if out_act == "sigmoid" else ([-1.0, 1.0] if out_act == "tanh"
                                                             else norm.get("value_range"))
     multiple = model.spatial_multiple
     return ModelMetadata(
-        kind=model.kind, base_kind=inner.kind if inner is not model else "", graph=graph,
+        kind=model.kind, base_kind=spec.base_kind, graph=graph,
         input_shape=[int(s) for s in model.input_shape], layout=layout_of(model),
         code_shape=[int(s) for s in model.code_shape], normalization=norm,
         weights_sha256=weights_sha256(model), aetk_version=aetk.__version__,
         dynamic_spatial=multiple is not None, spatial_multiple=int(multiple or 0),
         value_range=None if value_range is None else [float(v) for v in value_range],
-        output_activation=out_act, variational=is_variational(model),
+        output_activation=out_act, variational=spec.variational,
     )
 
 
@@ -220,7 +212,7 @@ def _batches(spec: GraphSpec, model: Any, real: torch.Tensor | None, multiple: i
             if spec.name in ("encoder", "autoencoder"):
                 out["real"] = {"x": real}
             elif spec.name == "decoder":
-                z = model.encode_stats(real)[0] if is_variational(model) else model.encode(real)
+                z = model.encode_stats(real)[0] if model.traits.variational else model.encode(real)
                 out["real"] = {"z": z}
             else:
                 mean, logvar = model.encode_stats(real)
@@ -256,10 +248,9 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
 
     model = model.cpu().eval()
     multiple = model.spatial_multiple
-    convolutional = any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)) for m in model.modules())
-    # ONNX Runtime (1.31) crashes creating sessions for some float16 LSTM graphs.
-    recurrent = any(isinstance(m, torch.nn.LSTM) for m in model.modules())
-    if fp16 and recurrent:
+    kind_spec = export_spec(model.traits)
+    convolutional = kind_spec.static_int8
+    if fp16 and not kind_spec.float16:
         result.warnings.append("--fp16 skipped: ONNX Runtime cannot run float16 LSTM graphs reliably")
     real = None if real_batch is None else real_batch[:VALIDATION_ROWS].float().cpu()
     if real is None:
@@ -292,14 +283,14 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
             result.files[spec.name] = path.name
             if spec.name == "encoder":
                 result.metadata = meta.to_props()
-            if spec.name == "sample":
-                continue  # no weights: nothing to gain from lower precision
+            if not kind_spec.graph(spec.name).has_weights:
+                continue  # nothing to gain from lower precision
             feeds = _feeds(batches.get("real", batches["random"]))
             reference = None  # float32 outputs on `feeds`, for the variants' accuracy
             data_range = None
             if meta.value_range is not None:
                 data_range = float(meta.value_range[1] - meta.value_range[0]) or None
-            for precision in [p for p, on in (("float16", fp16 and not recurrent), ("int8", int8)) if on]:
+            for precision in [p for p, on in (("float16", fp16 and kind_spec.float16), ("int8", int8)) if on]:
                 step(f"{precision} {spec.name}")
                 tag = "fp16" if precision == "float16" else "int8"
                 if precision == "float16":

@@ -5,6 +5,10 @@
     decoder      z -> x_hat
     autoencoder  x -> x_hat               (VAE: the decoder's mean at the posterior mean)
     sample       mean, logvar, eps -> z   (VAE only: z = mean + exp(logvar / 2) * eps)
+
+Which graphs a kind gets, with which input and output names and dynamic axes, comes from its
+declared traits (:func:`export_spec`, as optimum's per-model ``OnnxConfig``): nothing here
+asks a model what methods it has.
 """
 
 from __future__ import annotations
@@ -15,9 +19,58 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from aetk.models.base import ModelTraits
 
-def is_variational(model: Any) -> bool:
-    return hasattr(model, "encode_stats")
+
+@dataclass(frozen=True)
+class GraphIO:
+    """One graph of a kind's export: its input and output names; which inputs take a dynamic
+    height and width (fully convolutional models); whether it holds weights (the ``sample``
+    graph does not, so it gets no float16/int8 variants)."""
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    spatial_inputs: tuple[str, ...] = ()
+    has_weights: bool = True
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What the exporter makes of a model kind, from its traits."""
+
+    graphs: tuple[GraphIO, ...]
+    variational: bool
+    output_activation: str
+    base_kind: str
+    static_int8: bool  # convolutional (image) models quantize with calibration data
+    float16: bool  # ONNX Runtime (1.31) crashes creating sessions for some float16 LSTM graphs
+
+    def graph(self, name: str) -> GraphIO:
+        return next(g for g in self.graphs if g.name == name)
+
+
+def export_spec(traits: ModelTraits) -> ExportSpec:
+    """The graphs and export facts of a model with these traits."""
+    enc_out = ("mean", "logvar") if traits.variational else ("z",)
+    graphs = [
+        GraphIO("encoder", ("x",), enc_out, ("x",)),
+        GraphIO("decoder", ("z",), ("x_hat",), ("z",)),
+        GraphIO("autoencoder", ("x",), ("x_hat",), ("x",)),
+    ]
+    if traits.variational:
+        graphs.append(GraphIO("sample", ("mean", "logvar", "eps"), ("z",), has_weights=False))
+    return ExportSpec(tuple(graphs), variational=traits.variational,
+                      output_activation=traits.output_activation, base_kind=traits.base_kind,
+                      static_int8=traits.layout == "image", float16=traits.layout != "sequence")
+
+
+def data_layout(traits: ModelTraits, input_shape: tuple[int, ...]) -> str:
+    """The runtime's name for the layout of one batch: NTF for a (T, F) sequence; otherwise by
+    the example's rank (a flat model keeps its data's shape: it flattens inside)."""
+    if traits.layout == "sequence":
+        return "NTF" if len(input_shape) == 2 else "NF"
+    return {1: "NF", 2: "NHW", 3: "NCHW"}.get(len(input_shape), "NF")
 
 
 class EncoderGraph(nn.Module):
@@ -26,7 +79,7 @@ class EncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor):
-        if is_variational(self.model):
+        if self.model.traits.variational:
             mean, logvar = self.model.encode_stats(x)
             return mean, logvar
         return self.model.encode(x)
@@ -47,7 +100,7 @@ class AutoencoderGraph(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        z = self.model.encode_stats(x)[0] if is_variational(self.model) else self.model.encode(x)
+        z = self.model.encode_stats(x)[0] if self.model.traits.variational else self.model.encode(x)
         return self.model.decode(z)
 
 
@@ -69,32 +122,33 @@ class GraphSpec:
 
 
 def graph_specs(model: Any, spatial_multiple: int | None) -> list[GraphSpec]:
-    """The graphs of ``model`` (in eval mode) with example inputs and dynamic axes."""
+    """The graphs of ``model`` (in eval mode) with example inputs and dynamic axes, as its
+    :func:`export_spec` declares them."""
     batch = 2  # torch.export specializes sizes 0 and 1, so the example batch is 2
     x = torch.rand((batch, *model.input_shape))
     with torch.no_grad():
         z = EncoderGraph(model)(x)
     z = z[0] if isinstance(z, tuple) else z
     code = torch.randn_like(z)
+    examples = {"x": x, "z": code}
+    if model.traits.variational:
+        examples.update(mean=code, logvar=torch.randn_like(code) * 0.1, eps=torch.randn_like(code))
+    modules = {"encoder": EncoderGraph, "decoder": DecoderGraph, "autoencoder": AutoencoderGraph}
 
-    def axes(t: Tensor) -> dict[int, str]:
+    def axes(name: str, io: GraphIO) -> dict[int, str]:
         a = {0: "batch"}
-        if spatial_multiple is not None:
+        t = examples[name]
+        if spatial_multiple is not None and name in io.spatial_inputs:
             a.update({t.dim() - 2: "height", t.dim() - 1: "width"})
         return a
 
-    enc_out = ["mean", "logvar"] if is_variational(model) else ["z"]
-    specs = [
-        GraphSpec("encoder", EncoderGraph(model), {"x": x}, enc_out, {"x": axes(x)}),
-        GraphSpec("decoder", DecoderGraph(model), {"z": code}, ["x_hat"], {"z": axes(code)}),
-        GraphSpec("autoencoder", AutoencoderGraph(model), {"x": x}, ["x_hat"], {"x": axes(x)}),
-    ]
-    if is_variational(model):
-        stats = {"mean": code, "logvar": torch.randn_like(code) * 0.1, "eps": torch.randn_like(code)}
-        specs.append(GraphSpec("sample", SampleGraph(), stats, ["z"],
-                               {k: {0: "batch"} for k in stats}))
+    specs = []
+    for io in export_spec(model.traits).graphs:
+        module = SampleGraph() if io.name == "sample" else modules[io.name](model)
+        specs.append(GraphSpec(io.name, module, {k: examples[k] for k in io.inputs}, list(io.outputs),
+                               {k: axes(k, io) for k in io.inputs}))
     return specs
 
 
-__all__ = ["AutoencoderGraph", "DecoderGraph", "EncoderGraph", "GraphSpec", "SampleGraph",
-           "graph_specs", "is_variational"]
+__all__ = ["AutoencoderGraph", "DecoderGraph", "EncoderGraph", "ExportSpec", "GraphIO", "GraphSpec",
+           "SampleGraph", "data_layout", "export_spec", "graph_specs"]

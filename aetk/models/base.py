@@ -15,15 +15,82 @@ figure of merit).
 
 ``step`` is the global training step: stochastic models pass it as the ``offset`` of the
 fused random ops, so a run is reproducible and a resumed run draws the same noise.
+
+What a model *is* is declared, never probed: ``model.traits`` (:class:`ModelTraits`) says
+whether it is variational, a generator, a denoiser with its own input corruption, which
+layout it reads, its output activation; ``pretraining_stages()`` and ``training_steps()``
+say how the trainer trains it. The base class gives a plain autoencoder's answers and each
+kind overrides what it is (as optimum's per-model ``OnnxConfig`` tells its exporter what a
+model type needs). The methods a trait promises (``encode_stats``, ``sample``,
+``corrupt_input``, ``jacobian_norm``) exist on every model and raise ``NotImplementedError``
+where the trait is False, so ``hasattr`` tells nothing and nobody asks it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterable, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+LAYOUTS = ("flat", "image", "sequence")
+
+
+@dataclass(frozen=True)
+class ModelTraits:
+    """What a model kind is, declared by the kind (``model.traits``) and read by the trainer,
+    evaluation, sampling and export.
+
+    variational        ``encode_stats(x) -> (mean, logvar)``: the encoder graph outputs mean and
+                       logvar, and the export adds the ``sample`` graph (reparameterization).
+    generator          ``sample(n, seed)`` draws examples from the model's prior (``aetk sample``).
+    layout             ``flat``: any example shape, flattened (MLPs); ``image``: (H, W) or
+                       (C, H, W) through convolutions; ``sequence``: (T, F) through a recurrence.
+    output_activation  the decoder's last nonlinearity; ``sigmoid`` means data in [0, 1].
+    corruption         ``corrupt_input(x, step)``: the model's own seeded input corruption (a
+                       denoiser: evaluation scores noisy -> denoised).
+    contractive        ``jacobian_norm(x)``: each example's squared Frobenius norm of the
+                       encoder's Jacobian (evaluation reports it).
+    pretraining        ``pretraining_stages()`` is not empty: greedy layer-wise stages run
+                       before the main training.
+    base_kind          the kind a wrapper kind (``denoising``) trains; "" otherwise.
+    """
+
+    variational: bool = False
+    generator: bool = False
+    layout: str = "flat"
+    output_activation: str = "linear"
+    corruption: bool = False
+    contractive: bool = False
+    pretraining: bool = False
+    base_kind: str = ""
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"ModelTraits.layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+
+
+@dataclass(frozen=True)
+class TrainingStep:
+    """One optimizer and the loss it minimises. Every batch, the trainer runs the model's
+    forward once, then each declared step in order: zero the step's gradients, back-propagate
+    ``out[loss]``, clip, step its optimizer (and its learning-rate schedule). A plain model
+    declares one step over all its parameters; an adversarial kind declares two."""
+
+    name: str
+    parameters: Callable[[], Iterable[nn.Parameter]]
+    loss: str = "loss"  # the key of forward's output dict this step minimises
+
+
+class PretrainingStage(NamedTuple):
+    """A stage trained alone before the main training: ``model(inputs(x), step=s)`` returns a
+    dict with "loss", and the trainer runs ``model.training_steps()`` on it."""
+
+    name: str
+    model: "Autoencoder"
+    inputs: Callable[[Tensor], Tensor]  # x -> what the stage reads (no gradient)
 
 
 class Autoencoder(nn.Module):
@@ -47,6 +114,45 @@ class Autoencoder(nn.Module):
     def forward(self, x: Tensor, *, target: Tensor | None = None, step: int = 0) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    # -- what the kind is (override what differs from a plain autoencoder) -------------------
+    @property
+    def traits(self) -> ModelTraits:
+        return ModelTraits()
+
+    def training_steps(self) -> tuple[TrainingStep, ...]:
+        """What one training step optimizes: by default one optimizer over every parameter,
+        minimising ``out["loss"]``."""
+        return (TrainingStep("model", self.parameters),)
+
+    def pretraining_stages(self) -> list[PretrainingStage]:
+        """Stages trained, in order, before the main training (none by default)."""
+        return []
+
+    # -- methods a trait promises (traits.variational, .generator, .corruption, .contractive) -
+    def encode_stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The posterior's (mean, logvar) of x: variational kinds only."""
+        raise self._lacks("variational", "encode_stats")
+
+    def sample(self, n: int, seed: int = 0) -> Tensor:
+        """n examples drawn from the model's prior: generator kinds only."""
+        raise self._lacks("generator", "sample")
+
+    def corrupt_input(self, x: Tensor, step: int = 0) -> Tensor:
+        """x corrupted as the model trains on it at ``step``: kinds with traits.corruption only."""
+        raise self._lacks("corruption", "corrupt_input")
+
+    def describe_corruption(self) -> str | None:
+        """The corruption q and its level in a few words ("masking 0.25") where the config
+        names one; None otherwise (blind denoisers draw their own levels)."""
+        return None
+
+    def jacobian_norm(self, x: Tensor) -> Tensor:
+        """Each example's ||J_f(x)||_F^2 (B,): contractive kinds only."""
+        raise self._lacks("contractive", "jacobian_norm")
+
+    def _lacks(self, trait: str, method: str) -> NotImplementedError:
+        return NotImplementedError(f"model kind {self.kind!r} has no {method}(): its traits.{trait} is False")
+
     # -- facts the trainer, evaluation and export need ----------------------------------
     @property
     def code_shape(self) -> tuple[int, ...]:
@@ -66,11 +172,9 @@ class Autoencoder(nn.Module):
 
     @property
     def needs_unit_range(self) -> bool:
-        """True when the decoder models data in [0, 1] (sigmoid output / Bernoulli)."""
-        c = self.config
-        return (getattr(c, "loss", "mse") == "bce"
-                or getattr(c, "likelihood", "gaussian") == "bernoulli"
-                or getattr(c, "output", "linear") == "sigmoid")
+        """True when the decoder models data in [0, 1] (sigmoid output: bce loss, a Bernoulli
+        likelihood or output = "sigmoid")."""
+        return self.traits.output_activation == "sigmoid"
 
     def device_of(self) -> torch.device:
         for p in self.parameters():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from torch import Tensor
 
+from aetk.models.base import ModelTraits
 from aetk.models.layers import check_loss, check_nonnegative, check_output, check_positive_int
 from aetk.models.mlp import MLPAutoencoder
 from aetk.models.registry import register_model
@@ -52,6 +54,10 @@ class ContractiveAutoencoder(MLPAutoencoder):
     def _penalty(self, h: Tensor) -> Tensor:
         W = self.weight
         return contractive_penalty(h.to(W.dtype).contiguous(), W)
+
+    @property
+    def traits(self) -> ModelTraits:
+        return dataclasses.replace(super().traits, contractive=True)
 
     def jacobian_norm(self, x: Tensor) -> Tensor:
         """||J_f(x)||_F^2 per example, shape (batch,)."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from aetk.models.base import Autoencoder
+from aetk.models.base import Autoencoder, ModelTraits
 from aetk.models.layers import (
     ConvNet,
     ReconstructionHead,
@@ -76,6 +76,10 @@ class ConvAutoencoder(Autoencoder):
             self.to_code = nn.Identity()
             self.from_code = nn.Identity()
         self.head = ReconstructionHead(c.loss, c.output, self.input_shape)
+
+    @property
+    def traits(self) -> ModelTraits:
+        return ModelTraits(layout="image", output_activation=self.head.output_name)
 
     @property
     def spatial_multiple(self) -> int | None:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
 
-from aetk.models.base import Autoencoder
+from aetk.models.base import Autoencoder, ModelTraits
 from aetk.models.layers import check_corruption
 from aetk.models.registry import create_model, make_config, register_model
 from aetk.ops import corrupt
 from aetk.seeds import Stream, derive_seed
-
-DELEGATED = ("sample", "encode_stats", "jacobian_norm", "sparsity_penalty")
 
 
 @register_model("denoising")
@@ -67,12 +66,18 @@ class DenoisingAutoencoder(Autoencoder):
             base.seed = self._seed
 
     @property
-    def needs_unit_range(self) -> bool:
-        return self.base_model.needs_unit_range
+    def traits(self) -> ModelTraits:
+        """The base model's traits, with this kind's corruption. Its pretraining stages are not
+        run: the wrapper trains the whole base model on corrupted inputs."""
+        return dataclasses.replace(self.base_model.traits, corruption=True, pretraining=False,
+                                   base_kind=self.base_model.kind)
 
     @property
     def spatial_multiple(self) -> int | None:
         return self.base_model.spatial_multiple
+
+    def describe_corruption(self) -> str | None:
+        return f"{self.config.corruption} {self.config.level:g}"
 
     def corrupt_input(self, x: Tensor, step: int = 0) -> Tensor:
         """The corrupted input x~ the model trains on at ``step`` (in any mode)."""
@@ -91,12 +96,12 @@ class DenoisingAutoencoder(Autoencoder):
         x_in = self.corrupt_input(x, step) if self.training else x
         return self.base_model(x_in, target=target, step=step)
 
-    def __getattr__(self, name: str):
-        # Kind-specific extras of the base model, e.g. a denoising VAE's sample().
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            base = self._modules.get("base_model")
-            if base is None or name not in DELEGATED:
-                raise
-            return getattr(base, name)
+    # What the base model's traits promise, answered by the base model.
+    def encode_stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.base_model.encode_stats(x)
+
+    def sample(self, n: int, seed: int = 0) -> Tensor:
+        return self.base_model.sample(n, seed)
+
+    def jacobian_norm(self, x: Tensor) -> Tensor:
+        return self.base_model.jacobian_norm(x)

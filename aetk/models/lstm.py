@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from aetk.models.base import Autoencoder
+from aetk.models.base import Autoencoder, ModelTraits
 from aetk.models.layers import (
     ReconstructionHead,
     check_loss,
@@ -63,6 +63,10 @@ class LSTMAutoencoder(Autoencoder):
         self.decoder = nn.LSTM(c.code_size, c.hidden_size, c.num_layers, batch_first=True, dropout=drop)
         self.to_output = nn.Linear(c.hidden_size, self.features)
         self.head = ReconstructionHead(c.loss, c.output, self.input_shape)
+
+    @property
+    def traits(self) -> ModelTraits:
+        return ModelTraits(layout="sequence", output_activation=self.head.output_name)
 
     def encode(self, x: Tensor) -> Tensor:
         _, (h, _) = self.encoder(x.reshape(x.shape[0], self.steps, self.features))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from aetk.models.base import Autoencoder
+from aetk.models.base import Autoencoder, ModelTraits
 from aetk.models.layers import (
     MLPNet,
     ReconstructionHead,
@@ -38,6 +38,10 @@ class MLPAutoencoder(Autoencoder):
         self.net = MLPNet([self.in_dim, *widths], activation, code_activation, tied=tied,
                           batchnorm=batchnorm, dropout=dropout)
         self.head = ReconstructionHead(loss, output, self.input_shape)
+
+    @property
+    def traits(self) -> ModelTraits:
+        return ModelTraits(layout="flat", output_activation=self.head.output_name)
 
     def encode(self, x: Tensor) -> Tensor:
         return self.net.encode(x.reshape(x.shape[0], -1))

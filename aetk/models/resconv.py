@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aetk.models import losses
-from aetk.models.base import Autoencoder
+from aetk.models.base import Autoencoder, ModelTraits
 from aetk.models.layers import check_nonnegative, check_positive_int, image_shape
 from aetk.models.registry import register_model
 from aetk.ops.random import normal, random_words
@@ -149,6 +149,10 @@ class ResidualConvDenoiser(Autoencoder):
         return self
 
     @property
+    def traits(self) -> ModelTraits:
+        return ModelTraits(layout="image", corruption=True)  # the image plus a learned residual: no activation
+
+    @property
     def spatial_multiple(self) -> int:
         return 8 if self.config.context else 2
 
@@ -237,6 +241,10 @@ class ResidualConvDenoiser(Autoencoder):
         n = normal(x.numel(), derive_seed(self.seed, Stream.RESCONV_NOISE), int(step), x.device).to(x.dtype)
         noisy = x + sigma.view(b, *([1] * (x.dim() - 1))) * n.view_as(x)
         return noisy.clamp(0.0, 1.0) if self.config.clip else noisy
+
+    def corrupt_input(self, x: Tensor, step: int = 0) -> Tensor:
+        """The noisy input forward denoises at ``step``: :meth:`add_noise` at that step's levels."""
+        return self.add_noise(x, step)
 
     def forward(self, x: Tensor, *, target: Tensor | None = None, step: int = 0) -> dict[str, Tensor]:
         # Like a VAE's sampling, the corruption is part of the model in both modes, so the

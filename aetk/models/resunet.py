@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aetk.models import losses
-from aetk.models.base import Autoencoder
+from aetk.models.base import Autoencoder, ModelTraits
 from aetk.models.layers import check_nonnegative, check_positive_int, image_shape
 from aetk.models.registry import register_model
 
@@ -124,6 +124,10 @@ class ResidualUNetDenoiser(Autoencoder):
         self.tail = nn.Conv2d(widths[0], 4 * ch, 3, padding=1)
         nn.init.zeros_(self.tail.weight)  # starts as the identity: x_hat = x
         nn.init.zeros_(self.tail.bias)
+
+    @property
+    def traits(self) -> ModelTraits:
+        return ModelTraits(layout="image", corruption=True)  # the image plus a learned residual: no activation
 
     @property
     def spatial_multiple(self) -> int:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from aetk.models.base import Autoencoder
+from aetk.models.base import Autoencoder, ModelTraits, PretrainingStage
 from aetk.models.layers import (
     ReconstructionHead,
     check_activation,
@@ -71,6 +71,13 @@ class StackedDenoisingAutoencoder(MLPAutoencoder):
         # Layer i > 0 reconstructs the codes of layer i - 1 in the activation's range; the
         # unrolled decoder applies the same nonlinearity (MLPNet.dec_act).
 
+    @property
+    def traits(self) -> ModelTraits:
+        return dataclasses.replace(super().traits, corruption=True, pretraining=True)
+
+    def describe_corruption(self) -> str | None:
+        return f"{self.config.corruption} {self.config.level:g}"
+
     def corrupt_input(self, x: Tensor, step: int = 0, layer: int | None = None) -> Tensor:
         """x corrupted as the fine-tuning (layer None) or layer ``layer``'s stage sees it."""
         c = self.config
@@ -90,7 +97,7 @@ class StackedDenoisingAutoencoder(MLPAutoencoder):
         with torch.no_grad():
             return self.net.encode(x.reshape(x.shape[0], -1), upto=layer).detach()
 
-    def pretraining_stages(self) -> list[tuple[str, "LayerDAE", Callable[[Tensor], Tensor]]]:
+    def pretraining_stages(self) -> list[PretrainingStage]:
         """One (name, stage, input_fn) per layer, bottom up. ``stage(input_fn(x), step=s)``
         returns a dict with "loss"; the stage's parameters are exactly layer i's encoder
         weight/bias and its decoder (weight/)bias (plus the output log-variance for layer 1
@@ -98,7 +105,7 @@ class StackedDenoisingAutoencoder(MLPAutoencoder):
         stages = []
         for i in range(self.net.depth):
             stage = LayerDAE(self, i)
-            stages.append((f"layer{i + 1}", stage, _InputFn(self, i)))
+            stages.append(PretrainingStage(f"layer{i + 1}", stage, _InputFn(self, i)))
         return stages
 
 
@@ -144,6 +151,7 @@ class LayerDAE(Autoencoder):
         self._parent = [parent]  # a list: not registered as a submodule
         self.enc = net.enc[i]
         self.enc_act = net.enc_act[i]
+        self.tied = net.tied
         if net.tied:
             self.dec_bias = net.dec_bias[i]
         else:
@@ -152,21 +160,21 @@ class LayerDAE(Autoencoder):
 
     @property
     def seed(self) -> int:
-        return self._parent[0].seed if hasattr(self, "_parent") else 0
+        return self._parent[0].seed
 
     @seed.setter
     def seed(self, value: int) -> None:  # follows the parent model's seed
         pass
 
     @property
-    def needs_unit_range(self) -> bool:
-        return self._parent[0].needs_unit_range if self.config.layer == 0 else super().needs_unit_range
+    def traits(self) -> ModelTraits:
+        return ModelTraits(output_activation=self.head.output_name)
 
     def encode(self, x: Tensor) -> Tensor:
         return self.enc_act(self.enc(x.reshape(x.shape[0], -1)))
 
     def decode_raw(self, z: Tensor) -> Tensor:
-        if hasattr(self, "dec_bias"):
+        if self.tied:
             raw = nn.functional.linear(z, self.enc.weight.t(), self.dec_bias)
         else:
             raw = self.dec(z)

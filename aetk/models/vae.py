@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from aetk.models.base import Autoencoder
+from aetk.models.base import Autoencoder, ModelTraits
 from aetk.models.layers import (
     ConvNet,
     ReconstructionHead,
@@ -99,6 +99,12 @@ class VariationalAutoencoder(Autoencoder):
         self.fc_mu = nn.Linear(feat_dim, c.latent_dim)
         self.fc_logvar = nn.Linear(feat_dim, c.latent_dim)
         self.head = ReconstructionHead(LIKELIHOODS[c.likelihood], c.output, self.input_shape)
+
+    @property
+    def traits(self) -> ModelTraits:
+        return ModelTraits(variational=True, generator=True,
+                           layout="image" if self.config.arch == "conv" else "flat",
+                           output_activation=self.head.output_name)
 
     # -- interface ----------------------------------------------------------------------------
     def encode_stats(self, x: Tensor) -> tuple[Tensor, Tensor]:

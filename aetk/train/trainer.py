@@ -1,6 +1,9 @@
-"""The generic training loop. It knows nothing about a particular model: it asks the
-model for ``out = model(x, step=step)`` and minimises ``out["loss"]``; every other scalar
-in ``out`` is logged as a loss term.
+"""The generic training loop. It knows nothing about a particular model: it runs what the
+model declares. Each batch, ``out = model(x, step=step)`` once, then every step of
+``model.training_steps()`` in order (one optimizer minimising ``out["loss"]`` by default; an
+adversarial kind declares two); every scalar in ``out`` is logged as a loss term. Stages of
+``model.pretraining_stages()`` (greedy layer-wise, for ``stacked``) are trained the same
+way first, each alone.
 
 What a run folder gets (see checkpoint.py): the resolved config, checkpoints of the full
 training state (model, optimizer, scheduler, RNG states, step) for ``resume``, the model,
@@ -291,18 +294,19 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
         if main:
             print(f"init_from {tc.init_from}: {len(copied)} tensor(s) copied, {len(new)} new")
 
-    if tc.pretrain_epochs > 0 and hasattr(model, "pretraining_stages") and state["phase"] == "train" \
-            and not resume:
+    if tc.pretrain_epochs > 0 and model.traits.pretraining and state["phase"] == "train" and not resume:
         _pretrain(model, train_set, tc, device, dist_info, main)
 
     ddp_model: nn.Module = model
     if dist_info.enabled:
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = make_optimizer(tc, model.parameters())
-    sched = make_scheduler(tc, opt, steps_per_epoch)
+    steps = model.training_steps()
+    opts = [make_optimizer(tc, step.parameters()) for step in steps]
+    scheds = [make_scheduler(tc, opt, steps_per_epoch) for opt in opts]
+    sched = scheds[0]  # the learning rate logged
     if resume:
-        _resume_optimizer(run_dir, opt, sched)
+        _resume_optimizer(run_dir, steps, opts, scheds)
 
     writer = _tensorboard(run_dir, tc) if main else None
     metrics = MetricsLog(run_dir / "metrics.csv", history)
@@ -311,7 +315,7 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     def save_last() -> None:
-        _save_training_state(run_dir, model, opt, sched, state, history, cfg)
+        _save_training_state(run_dir, model, (steps, opts, scheds), state, history, cfg)
 
     start_epoch = state["epoch"]
     for epoch in range(start_epoch, tc.epochs):
@@ -337,20 +341,17 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     out = ddp_model(x, step=state["step"])
                 loss = out["loss"]
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"the loss became {loss.item()} at step {state['step']} (epoch {epoch + 1}); "
-                        f"stopped. The last good checkpoint is in {run_dir / 'checkpoints'}; "
-                        "try a lower train.lr or train.grad_clip"
-                    )
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if tc.grad_clip > 0:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
+                for st in steps:
+                    if not torch.isfinite(out[st.loss]):
+                        what = "loss" if st.loss == "loss" else f"{st.loss!r} loss"
+                        raise TrainingError(
+                            f"the {what} became {out[st.loss].item()} at step {state['step']} (epoch "
+                            f"{epoch + 1}); stopped. The last good checkpoint is in {run_dir / 'checkpoints'}; "
+                            "try a lower train.lr or train.grad_clip"
+                        )
+                run_steps(out, steps, opts, scaler, tc.grad_clip)
+                for s in scheds:
+                    s.step()
                 state["step"] += 1
                 state["batch"] = b + 1
                 n = x.shape[0]
@@ -398,6 +399,28 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
     if writer is not None:
         writer.close()
     return TrainResult(run_dir, state["epoch"], state["step"], metrics.history, state["best_val"])
+
+
+def run_steps(out: dict[str, torch.Tensor], steps, opts, scaler, grad_clip: float) -> None:
+    """The model's declared training steps on one forward's ``out``, in order: each zeroes its
+    optimizer's gradients, back-propagates its own loss term and steps, so its parameters move
+    by that loss alone. A later step's backward must not need parameters an earlier step has
+    just changed in place: its loss reads them through detached tensors (as a GAN's
+    discriminator loss reads the generator's output), or the steps are ordered so."""
+    for i, (st, opt) in enumerate(zip(steps, opts)):
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(out[st.loss]).backward(retain_graph=i + 1 < len(steps))
+        if grad_clip > 0:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(st.parameters(), grad_clip)
+        scaler.step(opt)
+    scaler.update()
+
+
+def _optimizer_key(part: str, i: int, step) -> str:
+    """Checkpoint key of step i's optimizer or scheduler: the first keeps the plain name, so
+    runs of one-step kinds keep the checkpoint layout they always had."""
+    return part if i == 0 else f"{part}.{step.name}"
 
 
 @torch.no_grad()
@@ -483,15 +506,17 @@ def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
         raise TrainingError(f"cannot write the run folder {run_dir}: {exc}") from exc
 
 
-def _save_training_state(run_dir, model, opt, sched, state, history, cfg: RunConfig) -> None:
+def _save_training_state(run_dir, model, optimization, state, history, cfg: RunConfig) -> None:
+    """optimization: (steps, optimizers, schedulers) of the model's declared training steps."""
     tensors: dict[str, torch.Tensor] = {}
-    skeleton = {
-        "model": flatten_state("model", model.state_dict(), tensors),
-        "optimizer": flatten_state("optimizer", opt.state_dict(), tensors),
-        "scheduler": flatten_state("scheduler", {k: v for k, v in sched.state_dict().items()
-                                                  if k != "lr_lambdas"}, tensors),
-        "rng": flatten_state("rng", rng_state(), tensors),
-    }
+    skeleton = {"model": flatten_state("model", model.state_dict(), tensors)}
+    for i, (step, opt, sched) in enumerate(zip(*optimization)):
+        key = _optimizer_key("optimizer", i, step)
+        skeleton[key] = flatten_state(key, opt.state_dict(), tensors)
+        key = _optimizer_key("scheduler", i, step)
+        skeleton[key] = flatten_state(key, {k: v for k, v in sched.state_dict().items()
+                                            if k != "lr_lambdas"}, tensors)
+    skeleton["rng"] = flatten_state("rng", rng_state(), tensors)
     info = {"state": state, "history": history, "skeleton": skeleton, "config": cfg.to_dict()}
     save_checkpoint(run_dir / LAST, tensors, info)
 
@@ -514,21 +539,25 @@ def _resume(run_dir: Path, model, device):
     return dict(info["state"]), list(info["history"])
 
 
-def _resume_optimizer(run_dir: Path, opt, sched) -> None:
+def _resume_optimizer(run_dir: Path, steps, opts, scheds) -> None:
     tensors, info = _load_last(run_dir)
     sk = info["skeleton"]
-    opt.load_state_dict(unflatten_state(sk["optimizer"], tensors))
-    sched_state = unflatten_state(sk["scheduler"], tensors)
-    sched_state["lr_lambdas"] = [None] * len(opt.param_groups)
-    sched.load_state_dict(sched_state)
+    for i, (step, opt, sched) in enumerate(zip(steps, opts, scheds)):
+        opt.load_state_dict(unflatten_state(sk[_optimizer_key("optimizer", i, step)], tensors))
+        sched_state = unflatten_state(sk[_optimizer_key("scheduler", i, step)], tensors)
+        sched_state["lr_lambdas"] = [None] * len(opt.param_groups)
+        sched.load_state_dict(sched_state)
 
 
 def _pretrain(model, train_set, tc: TrainConfig, device, dist_info, main) -> None:
-    """Greedy layer-wise pretraining: each stage trains one layer on the codes of the
-    layers below it (frozen), then the whole model fine-tunes in the main loop."""
+    """The model's pretraining stages (greedy layer-wise: each trains one layer on the codes
+    of the layers below it, frozen), each by its own declared training steps; then the whole
+    model fine-tunes in the main loop."""
     step = 0
+    no_scaling = torch.amp.GradScaler("cuda", enabled=False)
     for name, stage, input_fn in model.pretraining_stages():
-        opt = make_optimizer(tc, [p for p in stage.parameters() if p.requires_grad])
+        steps = stage.training_steps()
+        opts = [make_optimizer(tc, [p for p in st.parameters() if p.requires_grad]) for st in steps]
         for epoch in range(tc.pretrain_epochs):
             batches = epoch_batches(len(train_set), tc.batch_size, tc.seed + PRETRAIN_OFFSET, epoch, dist_info)
             loader = DataLoader(train_set, batch_sampler=batches, num_workers=tc.num_workers,
@@ -541,9 +570,7 @@ def _pretrain(model, train_set, tc: TrainConfig, device, dist_info, main) -> Non
                 with torch.no_grad():
                     inp = input_fn(x)
                 out = stage(inp, step=step)
-                opt.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                opt.step()
+                run_steps(out, steps, opts, no_scaling, 0.0)
                 step += 1
                 total += float(out["loss"].detach()) * x.shape[0]
                 n += x.shape[0]
