@@ -41,15 +41,15 @@ sys.path.insert(0, str(ROOT))
 from aetk.serve.protocol import encode_infer_request  # noqa: E402
 
 
-def export_conv(folder: Path) -> Path:
+def export_conv(folder: Path, size: int = 28) -> Path:
     import torch
 
     from aetk.export import export_model
     from aetk.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("conv", (1, 28, 28), channels=[32, 64], code_size=30).eval()
-    export_model(model, folder, real_batch=torch.rand(8, 1, 28, 28))
+    model = create_model("conv", (1, size, size), channels=[32, 64], code_size=30).eval()
+    export_model(model, folder, real_batch=torch.rand(8, 1, size, size))
     return folder
 
 
@@ -166,11 +166,12 @@ def main() -> None:
     p.add_argument("--concurrency", default="1,8,64")
     p.add_argument("--model", type=Path, default=None, help="an export folder (default: export a conv model)")
     p.add_argument("--no-old", action="store_true", help="skip deploy/server.py")
+    p.add_argument("--size", type=int, default=28, help="image height and width (default 28: Fashion-MNIST)")
     args = p.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     tmp = tempfile.TemporaryDirectory()
-    folder = args.model or export_conv(Path(tmp.name) / "conv")
-    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+    folder = args.model or export_conv(Path(tmp.name) / "conv", args.size)
+    x = np.random.default_rng(0).random((1, 1, args.size, args.size), dtype=np.float32)
     v2_body, hl = encode_infer_request({"x": x}, binary=True, binary_output=True)
     v2_headers = {"Inference-Header-Content-Length": str(hl), "Content-Type": "application/octet-stream"}
     buf = io.BytesIO()
@@ -178,7 +179,8 @@ def main() -> None:
     npy_body, npy_headers = buf.getvalue(), {"Content-Type": "application/x-npy"}
 
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}; device {args.device}; {args.seconds:g} s per cell")
+          f"load average {os.getloadavg()[0]:.2f}; device {args.device}; {args.seconds:g} s per cell; "
+          f"conv encoder on 1 x {args.size} x {args.size} images")
     rows = []
     base = in_process(folder, args.device, x, args.seconds)
     rows.append(("aetk.runtime in-process", "-", 1, base))

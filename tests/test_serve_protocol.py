@@ -29,7 +29,7 @@ def tensors(draw):
     return draw(hnp.arrays(dtype, shape, elements=elements))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.dictionaries(st.text("abcxyz_", min_size=1, max_size=6), tensors(), min_size=1, max_size=3),
        st.booleans())
 def test_request_round_trip(inputs, binary):
@@ -42,7 +42,7 @@ def test_request_round_trip(inputs, binary):
         np.testing.assert_array_equal(got, arr)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(tensors(), st.booleans()), min_size=1, max_size=3))
 def test_response_round_trip(outputs):
     named = [(f"out{i}", arr, binary) for i, (arr, binary) in enumerate(outputs)]

@@ -18,8 +18,8 @@ Messages name models and inputs, never files or folders.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import io
 import json
 import os
@@ -412,8 +412,13 @@ def _convenience_json(body: bytes) -> tuple[np.ndarray, bool]:
     return x, _bool(doc.get("raw", False), "'raw'")
 
 
+@functools.lru_cache(maxsize=64)
+def _normalization_of(text: str) -> Normalization:
+    return Normalization.from_dict(json.loads(text))
+
+
 def _normalization(served: ServedModel) -> Normalization:
-    return Normalization.from_dict(served.metadata.normalization)
+    return _normalization_of(json.dumps(served.metadata.normalization, sort_keys=True))
 
 
 def app_from_environment() -> Guard:

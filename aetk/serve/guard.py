@@ -24,6 +24,7 @@ from .metrics import Metrics
 
 ALLOWED_METHODS = ("GET", "HEAD", "POST")
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
+_timeout = getattr(asyncio, "timeout", None)
 access_log = logging.getLogger("aetk.serve.access")
 error_log = logging.getLogger("aetk.serve.error")
 
@@ -77,8 +78,12 @@ class Guard:
                 await refuse(*refusal)
                 return
             try:
-                await asyncio.wait_for(self.app(scope, receive_counted, send_counted), self.timeout_s)
-            except asyncio.TimeoutError:
+                if _timeout is not None:  # Python 3.11+: no extra task per request
+                    async with _timeout(self.timeout_s):
+                        await self.app(scope, receive_counted, send_counted)
+                else:
+                    await asyncio.wait_for(self.app(scope, receive_counted, send_counted), self.timeout_s)
+            except (asyncio.TimeoutError, TimeoutError):
                 state["note"] = "timed out"
                 if state["status"] is None:
                     if not state["body_done"] and scope["method"] == "POST":

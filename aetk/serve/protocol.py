@@ -108,7 +108,13 @@ def _json_tensor(data: Any, dtype: np.dtype, shape: tuple[int, ...], where: str)
         raise ProtocolError(f"{where}: 'data' holds {arr.size} values, shape {list(shape)} needs "
                             f"{math.prod(shape)}")
     if dtype.kind in "iub" and arr.dtype.kind == "f" and arr.size:
-        raise ProtocolError(f"{where}: datatype {v2_datatype(dtype)} takes integers, 'data' holds fractions")
+        try:  # integers beyond int64 (UINT64) come out of np.array as floats: read them exactly
+            exact = np.array(data, dtype=dtype.newbyteorder("="))
+        except (ValueError, TypeError, OverflowError):
+            exact = None
+        if exact is None or not np.array_equal(exact.astype(np.float64).ravel(), arr.ravel()):
+            raise ProtocolError(f"{where}: datatype {v2_datatype(dtype)} takes integers, 'data' holds fractions")
+        arr = exact
     return arr.astype(dtype.newbyteorder("="), copy=False).reshape(shape)
 
 
