@@ -1,6 +1,6 @@
 """Serving speed of ``aetk serve`` (uvicorn + Starlette, Open Inference Protocol): throughput
 and p50 / p99 latency at concurrency 1, 8 and 64, with dynamic batching on and off, against
-calling ``aetk.runtime`` in-process and (while it exists) the old ``deploy/server.py``.
+calling ``aetk.runtime`` in-process and the old ``deploy/server.py`` (``--old``, from git history).
 
 One run, one model, one machine: a ``conv`` autoencoder for Fashion-MNIST-sized images
 (1 x 28 x 28, channels 32/64, 30-d code), untrained (speed does not depend on the weights),
@@ -13,6 +13,8 @@ read the figures as a lower bound of what the server does alone.
     .venv/bin/python benchmarks/bench_serve.py              # 5 s per cell
     .venv/bin/python benchmarks/bench_serve.py --seconds 2  # quicker
     .venv/bin/python benchmarks/bench_serve.py --device cuda
+    git show 81cbcdd:deploy/server.py > /tmp/old_server.py
+    .venv/bin/python benchmarks/bench_serve.py --old /tmp/old_server.py  # + the http.server one
 
 Targets: batching >= 3x the throughput of no batching at concurrency 64, and serving overhead
 (p50 at concurrency 1 minus the in-process call's p50) under 1 ms per request.
@@ -133,13 +135,14 @@ def aetk_serve(folder: Path, device: str, batching: bool) -> Server:
     return Server(argv)
 
 
-def old_server(folder: Path, device: str, batching: bool) -> Server | None:
-    script = ROOT / "deploy" / "server.py"
-    if not script.is_file():
-        return None
-    argv = [sys.executable, str(script), str(folder), "--port", "0", "--quiet", "--device", device]
-    argv += ["--max-batch", "64", "--max-wait-ms", "1"] if batching else ["--max-batch", "1", "--max-wait-ms", "0"]
-    return Server(argv)
+def old_server(script: Path | None):
+    def start(folder: Path, device: str, batching: bool) -> Server | None:
+        if script is None or not script.is_file():
+            return None
+        argv = [sys.executable, str(script), str(folder), "--port", "0", "--quiet", "--device", device]
+        argv += ["--max-batch", "64", "--max-wait-ms", "1"] if batching else ["--max-batch", "1", "--max-wait-ms", "0"]
+        return Server(argv, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    return start
 
 
 def in_process(folder: Path, device: str, x: np.ndarray, seconds: float) -> dict:
@@ -165,7 +168,9 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--concurrency", default="1,8,64")
     p.add_argument("--model", type=Path, default=None, help="an export folder (default: export a conv model)")
-    p.add_argument("--no-old", action="store_true", help="skip deploy/server.py")
+    p.add_argument("--old", type=Path, default=None,
+                   help="the old deploy/server.py to compare with (removed from the tree; get it with "
+                        "`git show 81cbcdd:deploy/server.py > /tmp/old_server.py`)")
     p.add_argument("--size", type=int, default=28, help="image height and width (default 28: Fashion-MNIST)")
     args = p.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -185,8 +190,8 @@ def main() -> None:
     base = in_process(folder, args.device, x, args.seconds)
     rows.append(("aetk.runtime in-process", "-", 1, base))
     servers = [("aetk serve", aetk_serve, "/v2/models/encoder/infer", v2_body, v2_headers)]
-    if not args.no_old:
-        servers.append(("old deploy/server.py", old_server, "/encode", npy_body, npy_headers))
+    if args.old is not None:
+        servers.append(("old deploy/server.py", old_server(args.old), "/encode", npy_body, npy_headers))
     for name, start, path, body, headers in servers:
         for batching in (False, True):
             server = start(folder, args.device, batching)
