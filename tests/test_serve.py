@@ -344,6 +344,11 @@ def test_huge_body_is_refused_without_reading_it(dense_server, dense):
     status, out = dense_server.infer("encoder", {"x": x})
     assert status == 413 and "--max-body-mb" in out["error"]
     good(dense_server, dense)
+    # a client that sends a body far over the limit before it reads: the answer, not a reset
+    for size in (2 * 2**20, 8 * 2**20):
+        status, head, data = dense_server.call("POST", "/v2/models/encoder/infer", b"x" * size)
+        assert status == 413 and head["connection"] == "close" and "--max-body-mb" in json.loads(data)["error"]
+    good(dense_server, dense)
 
 
 def test_chunked_body_over_the_limit(dense_server, dense):

@@ -4,7 +4,9 @@ whole-request timeout, the access log and the request metrics.
 * Methods other than GET, HEAD and POST: 405 (JSON), before any body is read.
 * Two Content-Length headers, or Content-Length with Transfer-Encoding: 400 (the
   request-smuggling shapes; uvicorn's httptools parser refuses most of them first).
-* Content-Length over ``--max-body-mb``: 413 at once, and the connection is closed.
+* Content-Length over ``--max-body-mb``: 413 at once, and the connection is closed (after
+  reading and dropping what the client still sends, up to the limit + 16 MiB or 2 s, so a
+  client that sends its whole body before reading sees the 413, not a reset).
 * A bearer token, when one is configured (``/v2/health/*`` stays open for probes): 401.
 * ``--request-timeout`` for the whole exchange: 408 while the body is still arriving,
   504 after; a request whose answer has started is cut off.
@@ -23,6 +25,8 @@ import traceback
 from .metrics import Metrics
 
 ALLOWED_METHODS = ("GET", "HEAD", "POST")
+DRAIN_SECONDS = 2.0  # after an early answer, how long (and, beyond --max-body-mb, how many bytes)
+DRAIN_EXTRA_BYTES = 16 * 2**20  # the rest of the body is read and dropped before closing
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
 _timeout = getattr(asyncio, "timeout", None)
 access_log = logging.getLogger("aetk.serve.access")
@@ -48,7 +52,9 @@ class Guard:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        state = {"status": None, "bytes_out": 0, "bytes_in": 0, "body_done": False, "note": None}
+        state = {"status": None, "bytes_out": 0, "bytes_in": 0, "body_done": False, "note": None, "no_drain": False}
+        expects_body = any((n == b"content-length" and v.strip() not in (b"0", b"")) or n == b"transfer-encoding"
+                           for n, v in scope["headers"])
 
         async def receive_counted():
             message = await receive()
@@ -64,6 +70,15 @@ class Guard:
                 state["status"] = message["status"]
             elif message["type"] == "http.response.body":
                 state["bytes_out"] += len(message.get("body", b""))
+                if not message.get("more_body", False) and expects_body and not state["body_done"] \
+                        and not state["no_drain"]:
+                    # Answered before the body was read (413, 405, ...): closing now would reset
+                    # the connection under a client still sending, and it would never see the
+                    # answer. So send it, read and drop what follows (bounded), then finish.
+                    await send({**message, "more_body": True})
+                    await self._drain(receive_counted)
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
             await send(message)
 
         async def refuse(status: int, message: str, headers: dict | None = None):
@@ -87,6 +102,7 @@ class Guard:
                 state["note"] = "timed out"
                 if state["status"] is None:
                     if not state["body_done"] and scope["method"] == "POST":
+                        state["no_drain"] = True  # a slow client: do not wait for it any longer
                         await refuse(408, f"the request body did not arrive within {self.timeout_s:g} s "
                                           f"(--request-timeout)", {"Connection": "close"})
                     else:
@@ -113,6 +129,23 @@ class Guard:
                 if state["note"]:
                     record["note"] = state["note"]
                 access_log.info(json.dumps(record))
+
+    async def _drain(self, receive) -> None:
+        loop = asyncio.get_running_loop()
+        budget, deadline = self.max_body + DRAIN_EXTRA_BYTES, loop.time() + DRAIN_SECONDS
+        while budget > 0:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            try:
+                message = await asyncio.wait_for(receive(), left)
+            except (asyncio.TimeoutError, TimeoutError):
+                return
+            if message["type"] != "http.request":
+                return
+            budget -= len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     def _check_head(self, scope) -> tuple | None:
         method = scope["method"]
