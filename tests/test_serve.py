@@ -506,6 +506,33 @@ def test_a_slow_client_does_not_hold_others(dense_server, dense):
     no_traceback(dense_server)
 
 
+def test_endless_or_trickled_request_heads_are_cut_off(dense_server, dense):
+    # headers without end: 431 once the head passes 64 KiB, then the connection is closed
+    with socket.create_connection(("127.0.0.1", dense_server.port), timeout=10) as s:
+        s.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\n")
+        with contextlib.suppress(OSError):
+            for i in range(300):
+                s.sendall(b"X-Junk-%d: %s\r\n" % (i, b"a" * 1000))
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(65536):
+                answer += chunk
+    assert _status(answer) == 431, answer[:200]
+    good(dense_server, dense)
+    # a head that never ends, and a connection that never says anything: closed after
+    # --request-timeout (3 s here), holding no thread meanwhile
+    heads = [socket.create_connection(("127.0.0.1", dense_server.port), timeout=10) for _ in range(2)]
+    heads[0].sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\n")
+    t0 = time.monotonic()
+    good(dense_server, dense)
+    for s in heads:
+        assert s.recv(100) == b""
+        s.close()
+    assert 2 < time.monotonic() - t0 < 9
+    good(dense_server, dense)
+    no_traceback(dense_server)
+
+
 def test_a_large_json_request_does_not_block_small_ones(exports, env, tmp_path):
     with serve(exports["conv"], env, tmp_path / "log", "--max-json-mb", "32", "--max-body-mb", "64",
                "--max-queue-delay-ms", "0") as server:

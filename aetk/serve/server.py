@@ -80,10 +80,12 @@ def bind(host: str, port: int) -> socket.socket:
 def uvicorn_config(app, options: ServeOptions, **kw):
     import uvicorn
 
-    return uvicorn.Config(app, http="httptools", loop="auto", lifespan="on", access_log=False, log_config=None,
+    config = uvicorn.Config(app, http="aetk.serve.connection:BoundedHeadProtocol", loop="auto", lifespan="on", access_log=False, log_config=None,
                           server_header=False, date_header=True, timeout_keep_alive=5,
                           timeout_graceful_shutdown=int(max(1, options.request_timeout_s)),
                           workers=options.workers, **kw)
+    config.aetk_head_timeout_s = options.request_timeout_s  # read by BoundedHeadProtocol
+    return config
 
 
 def _ignore(signum, frame) -> None:  # uvicorn re-raises the signal it handled once it has drained
