@@ -18,6 +18,7 @@ from .denoise import denoise_cli
 from .evaluate import eval_cli, sample_cli
 from .export import export_cli
 from .info import info_cli
+from .serve import serve_cli
 from .train import train_cli
 
 # Click's UsageError and NoArgsIsHelpError as Typer raises them (Typer may vendor its own Click).
@@ -95,6 +96,8 @@ app.command("classify", help="Fine-tune a classifier on a few labels from a trai
 app.command("compress", help="Encode a dataset into latent codes: shards, manifest, resumable, local or Ray.")(
     compress_cli)
 app.command("decompress", help="Decode latent codes back to data (checksums first).")(decompress_cli)
+app.command("serve", help="Serve exported models over HTTP: Open Inference Protocol (KServe v2), batching, metrics.")(
+    serve_cli)
 app.command("neighbors", help="Nearest stored items in code space; optional contact sheet.")(neighbors_cli)
 
 

@@ -1,0 +1,142 @@
+"""aetk serve's parts without HTTP: the batch queue (max batch, max delay, preferred sizes,
+shapes kept apart, a full queue, a failing batch), ServeOptions' checks (each names its flag),
+and the message when the serving packages are missing."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+
+from aetk.serve.batching import ModelQueue, QueueFull
+from aetk.serve.options import ServeOptionError, ServeOptions, flag
+
+
+def _run(calls):
+    def run(feeds):
+        x = feeds["x"]
+        calls.append(len(x))
+        return {"y": x * 2}
+    return run
+
+
+def _x(rows, cols=3, value=1.0):
+    return {"x": np.full((rows, cols), value, np.float32)}
+
+
+async def _submit_all(queue, feeds_list):
+    return await asyncio.gather(*(queue.submit(f) for f in feeds_list), return_exceptions=True)
+
+
+def test_a_full_batch_runs_at_once_and_each_request_gets_its_rows():
+    calls = []
+
+    async def main():
+        q = ModelQueue("m", _run(calls), max_batch=6, max_delay_s=10.0)
+        q.start()
+        t0 = time.monotonic()
+        out = await _submit_all(q, [_x(2, value=i) for i in range(3)])
+        took = time.monotonic() - t0
+        await q.stop()
+        return out, took
+
+    out, took = asyncio.run(main())
+    assert took < 5 and calls == [6]  # did not wait out the 10 s delay
+    for i, o in enumerate(out):
+        np.testing.assert_array_equal(o["y"], np.full((2, 3), 2.0 * i))
+
+
+def test_preferred_batch_sizes_run_before_the_delay():
+    calls = []
+
+    async def main():
+        q = ModelQueue("m", _run(calls), max_batch=64, max_delay_s=10.0, preferred=(4,))
+        q.start()
+        t0 = time.monotonic()
+        await _submit_all(q, [_x(1) for _ in range(4)])
+        took = time.monotonic() - t0
+        await q.stop()
+        return took
+
+    assert asyncio.run(main()) < 5 and calls == [4]
+
+
+def test_the_delay_bounds_the_wait_and_shapes_stay_apart():
+    calls = []
+
+    async def main():
+        q = ModelQueue("m", _run(calls), max_batch=64, max_delay_s=0.2)
+        q.start()
+        t0 = time.monotonic()
+        out = await _submit_all(q, [_x(1), _x(2, cols=5), _x(3), _x(1, cols=5)])
+        took = time.monotonic() - t0
+        await q.stop()
+        return out, took
+
+    out, took = asyncio.run(main())
+    assert 0.15 < took < 5
+    assert sorted(calls) == [3, 4]  # 1 + 3 rows of width 3, 2 + 1 rows of width 5
+    assert [o["y"].shape for o in out] == [(1, 3), (2, 5), (3, 3), (1, 5)]
+
+
+def test_a_full_queue_refuses_and_a_failing_batch_fails_only_its_requests():
+    def run(feeds):
+        if (feeds["x"] < 0).any():
+            raise ValueError("negative")
+        return {"y": feeds["x"]}
+
+    async def main():
+        q = ModelQueue("m", run, max_batch=2, max_delay_s=0.3, max_queue=2)
+        q.start()
+        out = await _submit_all(q, [_x(1, value=-1), _x(1), _x(1)])
+        after = await q.submit(_x(1, value=5))
+        await q.stop()
+        return out, after
+
+    out, after = asyncio.run(main())
+    assert isinstance(out[0], ValueError) and isinstance(out[1], ValueError)  # one batch of two
+    assert isinstance(out[2], QueueFull) and "--max-queue" in str(out[2])
+    np.testing.assert_array_equal(after["y"], np.full((1, 3), 5.0))
+
+
+def test_options_name_their_flags(tmp_path):
+    o = ServeOptions(tmp_path)
+    assert o.host == "127.0.0.1" and o.max_body_bytes == 64 * 2**20 and o.token() is None
+    for field, value in (("max_batch", 0), ("max_queue", 0), ("workers", 0), ("port", 70000),
+                         ("max_queue_delay_ms", -1.0), ("max_body_mb", 0.0), ("request_timeout_s", 0.0),
+                         ("precision", "int4"), ("threads", 0)):
+        with pytest.raises(ServeOptionError, match=flag(field)):
+            dataclasses.replace(o, **{field: value})
+    with pytest.raises(ServeOptionError, match="--preferred-batch"):
+        ServeOptions(tmp_path, max_batch=8, preferred_batch=(16,))
+    with pytest.raises(ServeOptionError, match="not both"):
+        ServeOptions(tmp_path, token_env="X", token_file=tmp_path / "t")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.port = 1  # type: ignore[misc]
+
+
+def test_tokens_from_the_environment_and_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("AETK_TEST_TOKEN", " abc \n")
+    assert ServeOptions(tmp_path, token_env="AETK_TEST_TOKEN").token() == "abc"
+    monkeypatch.delenv("AETK_TEST_TOKEN")
+    with pytest.raises(ServeOptionError, match="--token-env AETK_TEST_TOKEN"):
+        ServeOptions(tmp_path, token_env="AETK_TEST_TOKEN").token()
+    (tmp_path / "t").write_text("xyz\n")
+    assert ServeOptions(tmp_path, token_file=tmp_path / "t").token() == "xyz"
+    (tmp_path / "e").write_text("\n")
+    with pytest.raises(ServeOptionError, match="is empty"):
+        ServeOptions(tmp_path, token_file=tmp_path / "e").token()
+
+
+def test_missing_packages_say_what_to_install(monkeypatch):
+    import importlib.util
+
+    from aetk.serve import server
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    with pytest.raises(ServeOptionError, match=r"needs uvicorn: pip install 'aetk\[serve\]'"):
+        server.require_dependencies()
