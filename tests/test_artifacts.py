@@ -25,6 +25,16 @@ def trained(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(autouse=True)
+def _own_tempdir(tmp_path, monkeypatch):
+    """ensure_export's fallback cache lives in the temporary folder: one of the test's own."""
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+
+
 def _cfg(epochs: int, seed: int = 0):
     from aetk.config import load_config
 
@@ -52,7 +62,7 @@ def test_resolve_each_kind(trained, tmp_path):
     ("file", "is a file, not a folder"),
     ("empty", "is an empty folder"),
     ("half", "is a run folder without a saved model"),
-    ("other", "holds none of the files"),
+    ("other", "is neither a run folder"),
 ])
 def test_resolve_wrong_things(tmp_path, case, message):
     path = tmp_path / case
@@ -70,7 +80,8 @@ def test_resolve_wrong_things(tmp_path, case, message):
         resolve(path, RunDir, ExportDir, what="-m")
     assert isinstance(info.value, UserInputError)
     text = str(info.value)
-    assert f"-m {path}" in text and "expected a run folder" in text and "or an export folder" in text
+    assert f"-m {path}" in text and "a run folder from `aetk train`" in text
+    assert "an export folder from `aetk export`" in text
 
 
 def test_resolve_refuses_the_wrong_kind(trained):
@@ -123,7 +134,7 @@ def test_ensure_export_caches_and_reexports_after_retraining(tmp_path):
     assert model.metadata.weights_sha256 == RunDir(run).weights_sha256()
 
 
-def test_ensure_export_leaves_a_foreign_folder_alone(trained, tmp_path, monkeypatch):
+def test_ensure_export_leaves_a_foreign_folder_alone(trained, tmp_path):
     from aetk.export import ensure_export
 
     run = RunDir(tmp_path / "copy")
@@ -132,12 +143,8 @@ def test_ensure_export_leaves_a_foreign_folder_alone(trained, tmp_path, monkeypa
         (run.path / f.name).write_bytes(f.read_bytes())
     run.export_cache.mkdir()
     (run.export_cache / "mine.txt").write_text("keep")
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", None)
-    export = ensure_export(run)
-    assert export.path != run.export_cache and export.is_export()
+    export = ensure_export(run)  # the run folder's cache name is taken: the temporary folder's
+    assert export.path.is_relative_to(tmp_path / "tmp") and export.is_export()
     assert (run.export_cache / "mine.txt").read_text() == "keep"
 
 

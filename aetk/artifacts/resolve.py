@@ -43,7 +43,9 @@ def _why_not(path: Path, kinds: tuple[type, ...]) -> str:
         return (f"is a run folder without a saved model ({run.weights_file.name} and "
                 f"{run.info_file.name} are written at the end of the first epoch; a run that "
                 f"stopped earlier has none: resume it or train it again)")
-    return "holds none of the files such a folder has"
+    if len(kinds) == 1:
+        return f"is not {DESCRIBE[kinds[0]]}"
+    return "is neither " + " nor ".join(DESCRIBE[k] for k in kinds)
 
 
 def resolve(spec: Union[str, os.PathLike, Artifact], *kinds: type, what: str = "") -> Artifact:
@@ -68,6 +70,8 @@ def resolve(spec: Union[str, os.PathLike, Artifact], *kinds: type, what: str = "
         return found
     label = f"{what} {path}" if what else str(path)
     why = f"is {DESCRIBE[type(found)]}" if found is not None else _why_not(path, kinds)
+    if why.startswith(("is neither", "is not")):  # it names what was expected already
+        raise ArtifactError(f"{label} {why}")
     raise ArtifactError(f"{label} {why}; expected {_expected(kinds)}")
 
 
