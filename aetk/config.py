@@ -169,11 +169,12 @@ def check_resume(saved: dict[str, Any], new: dict[str, Any], run_dir: str | Path
             f"a new --run-dir, e.g. with train.init_from)")
 
 
-def resume_config(run_dir: str | Path, config: str | Path | None = None,
-                  overrides: list[str] | None = None) -> RunConfig:
-    """The config of a resumed run: RUN/config.toml, then the values of ``config`` (a TOML
-    file, if given) and ``overrides`` on top; only RESUME_SAFE keys may change."""
-    saved_path = Path(run_dir) / "config.toml"
+def resume_from(saved_path: str | Path, run_dir: str | Path, config: str | Path | None = None,
+                overrides: list[str] | None = None) -> RunConfig:
+    """The config of a resumed run: its saved config (``saved_path``, in ``run_dir``), then
+    the values of ``config`` (a TOML file, if given) and ``overrides`` on top; only
+    RESUME_SAFE keys may change. From a run folder: ``aetk.artifacts.RunDir.resume_config``."""
+    saved_path = Path(saved_path)
     if not saved_path.is_file():
         raise ConfigError(f"{saved_path} does not exist; there is no run to resume in {run_dir}")
     saved = _read_toml(saved_path)

@@ -45,10 +45,10 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 from aetk.data import DataConfig, load_data
-from aetk.train.checkpoint import load_model
+from aetk.artifacts import RunDir
 
 run, out, device = sys.argv[1], sys.argv[2], sys.argv[3]
-model, _ = load_model(run, device=device)
+model, _ = RunDir(run).load_model(device=device)
 data = load_data(DataConfig(path="fashion-mnist"))
 codes = []
 with torch.inference_mode():
@@ -97,7 +97,7 @@ def best_of(n: int, cmd: list[str], log: Path, before=None) -> dict:
 
 def train_conv(run: Path, epochs: int, limit: int | None) -> Path:
     from aetk.config import load_config
-    from aetk.train.trainer import train
+    from aetk.artifacts import RunDir, train_run as train  # noqa: F401
 
     over = ['model.kind="conv"', 'data.path="fashion-mnist"', "model.code_size=30", f"train.epochs={epochs}",
             "train.progress=false"]
@@ -148,17 +148,15 @@ def main() -> None:
     import onnxruntime
     import torch
 
-    from aetk.export import export_run
+    from aetk.export import ensure_export
     from aetk.runtime import probe_cuda
 
     work = args.work or Path(tempfile.mkdtemp(prefix="aetk-bench-compress-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         run = args.run or train_conv(work / "run", args.epochs, 5000 if args.quick else None)
-        export = work / "export"
-        if not (export / "encoder.onnx").is_file():
-            print("exporting to ONNX ...", flush=True)
-            export_run(run, export)
+        print("exporting to ONNX (once per trained run) ...", flush=True)
+        export = ensure_export(run).path
         (work / "torch_script.py").write_text(TORCH_SCRIPT)
         aetk = [sys.executable, "-m", "aetk.cli.main", "compress"]
         devices = ["cpu"] + (["cuda"] if probe_cuda().ok and torch.cuda.is_available() else [])

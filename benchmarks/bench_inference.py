@@ -88,6 +88,7 @@ from rich.table import Table
 
 import aetk
 import aetk.runtime as rt
+from aetk.artifacts import ExportDir, RunDir
 from aetk.evaluate.metrics import array_psnr as psnr
 from bench_ops import (  # this script's folder is on sys.path when run as a script
     add_timing_options,
@@ -119,7 +120,7 @@ INT8_MAX_PSNR_LOSS_DB = 0.3
 
 CPU_BACKENDS = ("eager", "compile", "ort fp32", "ort int8")
 GPU_BACKENDS = ("eager", "compile", "ort fp32", "ort fp16")
-ORT_FILES = {"ort fp32": "", "ort int8": ".int8", "ort fp16": ".fp16"}
+ORT_FILES = {"ort fp32": "float32", "ort int8": "int8", "ort fp16": "float16"}  # backend -> precision
 THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")
 
 
@@ -151,7 +152,7 @@ def quiet():
 
 def train_run(name: str, run_dir: Path, args) -> str:
     from aetk.config import load_config
-    from aetk.train.trainer import train
+    from aetk.artifacts import train_run as train
 
     limit = QUICK_TRAIN_LIMIT if args.quick else TRAIN_LIMIT[name]
     overrides = TRAIN_OVERRIDES[name] + [
@@ -172,15 +173,9 @@ def train_run(name: str, run_dir: Path, args) -> str:
 
 
 def export_is_current(export_dir: Path, sha: str, need_fp16: bool) -> bool:
-    report = export_dir / "export.json"
-    if not report.is_file():
-        return False
-    try:
-        meta = json.loads(report.read_text()).get("metadata", {})
-    except (OSError, ValueError):
-        return False
-    names = [f"{g}{s}.onnx" for g in GRAPHS for s in ("", ".int8", ".fp16" if need_fp16 else "")]
-    return meta.get("aetk.weights_sha256") == sha and all((export_dir / n).is_file() for n in names)
+    export = ExportDir(export_dir)
+    precisions = ("float32", "int8", "float16") if need_fp16 else ("float32", "int8")
+    return export.weights_sha256() == sha and all(export.graph(g, p).is_file() for g in GRAPHS for p in precisions)
 
 
 def prepare(name: str, args, console: Console) -> Prepared:
@@ -194,8 +189,9 @@ def prepare(name: str, args, console: Console) -> Prepared:
     given = getattr(args, f"run_{name}")
     if given:
         run_dir = Path(given)
-        if not (run_dir / "model.safetensors").is_file():
-            raise SystemExit(f"--run-{name} {run_dir}: not a finished run folder (no model.safetensors)")
+        if not RunDir(run_dir).is_run():
+            raise SystemExit(f"--run-{name} {run_dir}: not a finished run folder (no "
+                             f"{RunDir(run_dir).weights_file.name})")
         where = str(run_dir.resolve())
         tag = f"{run_dir.resolve().name}-{hashlib.sha256(where.encode()).hexdigest()[:8]}"
         export_dir = work / name / f"onnx-{tag}"
@@ -203,7 +199,7 @@ def prepare(name: str, args, console: Console) -> Prepared:
     else:
         run_dir = work / name / "run"
         export_dir = work / name / "onnx"
-        if (run_dir / "model.safetensors").is_file():
+        if RunDir(run_dir).is_run():
             how["run"] = "cached"
         else:
             with console.status(f"training {name} into {run_dir} ..."):
@@ -227,7 +223,7 @@ def prepare(name: str, args, console: Console) -> Prepared:
             how["export"] = f"exported now in {time.perf_counter() - t0:.0f} s"
     test = run.data.test if run.data.test is not None else run.data.train
     x, _ = collect(test, args.images)
-    meta = rt.load_model(export_dir / "autoencoder.onnx", device="cpu").metadata
+    meta = rt.load_model(ExportDir(export_dir).graph("autoencoder"), device="cpu").metadata
     lo, hi = meta.value_range if meta.value_range else (float(x.min()), float(x.max()))
     return Prepared(name, run_dir, export_dir, model, x.numpy().astype(np.float32),
                     float(hi - lo) or 1.0, how)
@@ -324,7 +320,7 @@ class OrtBackend(Backend):
 def make_backend(name: str, prep: Prepared, graph: str, device: str, threads: int) -> Backend:
     if name in ("eager", "compile"):
         return TorchBackend(name, prep.model, graph, device)
-    return OrtBackend(name, prep.export_dir / f"{graph}{ORT_FILES[name]}.onnx", device, threads)
+    return OrtBackend(name, ExportDir(prep.export_dir).graph(graph, ORT_FILES[name]), device, threads)
 
 
 # --------------------------------------------------------------------------------------

@@ -33,8 +33,7 @@ import torch
 
 from aetk.config import load_config
 from aetk.data import DataConfig, load_data
-from aetk.train.checkpoint import load_model
-from aetk.train.trainer import train
+from aetk.artifacts import RunDir, train_run as train
 
 RUNS = {
     # name: (overrides, epochs)
@@ -95,7 +94,7 @@ def train_run(name, overrides, epochs, workdir: Path, common: list[str]) -> tupl
 
 @torch.no_grad()
 def evaluate(name, run: Path, x: torch.Tensor) -> dict:
-    model, meta = load_model(run)
+    model, meta = RunDir(run).load_model()
     out: dict = {"train_samples_per_s": meta["metrics"].get("samples_per_s")}
     if name.startswith("vae"):
         terms = [model(x[i:i + 1000]) for i in range(0, len(x), 1000)]

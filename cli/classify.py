@@ -18,7 +18,7 @@ def classify_cli(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from aetk.train.classify import finetune_classifier
+    from aetk.evaluate.classify import finetune_classifier
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)

@@ -58,15 +58,16 @@ def train_cli(
 def run_training(config: str | None, overrides: list[str], run_dir: Path, *, resume: bool = False,
                  nproc_per_node: int = 1) -> None:
     """The work behind ``aetk train`` (callable from Python). A resumed run starts from
-    RUN/config.toml, with ``config``'s values and ``overrides`` on top (safe keys only).
+    the run's saved config, with ``config``'s values and ``overrides`` on top (safe keys only).
     Every config value is checked here, before any data is read or any file written; errors
     (aetk.errors) go to the CLI's one-line handler."""
-    from aetk.config import load_config, resume_config
+    from aetk.artifacts import RunDir
+    from aetk.config import load_config
     from aetk.train.trainer import train
 
-    cfg = resume_config(run_dir, config, overrides) if resume else load_config(config, overrides)
+    run = RunDir(run_dir)
+    cfg = run.resume_config(config, overrides) if resume else load_config(config, overrides)
     if nproc_per_node > 1:
-        from aetk.train.checkpoint import RunLock
         from aetk.train.distributed import launch
 
         worker_args = ["--run-dir", str(run_dir)] + (["--config", config] if config else [])
@@ -74,12 +75,12 @@ def run_training(config: str | None, overrides: list[str], run_dir: Path, *, res
             worker_args += ["--set", o]
         if resume:
             worker_args.append("--resume")
-        with RunLock(run_dir):  # held for the workers: a second launch is refused before it starts
+        with run.lock():  # held for the workers: a second launch is refused before it starts
             code = launch(nproc_per_node, worker_args, run_locked=True)
         if code:
             raise typer.Exit(code)
         return
-    result = train(cfg, run_dir, resume=resume)
+    result = train(cfg, run, resume=resume)
     last = result.history[-1] if result.history else {}
     summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.endswith("loss"))
     typer.echo(f"trained {result.epochs} epoch(s), {result.steps} steps into {run_dir} ({summary})")

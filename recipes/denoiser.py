@@ -93,9 +93,9 @@ def cmd_train(args) -> None:
     if alive(run / "train.pid"):
         sys.exit(f"training already runs in {run} (pid {(run / 'train.pid').read_text().strip()})")
     config = write_config(run)
-    from aetk.train.checkpoint import checkpoint_exists
+    from aetk.artifacts import RunDir
 
-    resume = checkpoint_exists(run)
+    resume = RunDir(run).has_checkpoint()
     cmd = ["nice", "-n", "19", *python(), "-m", "aetk.cli.main", "train", str(config), "-o", str(run),
            *(["--resume"] if resume else [])]
     run.mkdir(parents=True, exist_ok=True)
@@ -152,11 +152,12 @@ def validation_sets():
 
 
 def load_for_eval(path: Path):
-    """(model in eval mode, step) from a run folder's model.safetensors, or, for a path ending
-    in checkpoints/last, from the latest training checkpoint (mid-epoch)."""
-    from aetk.train.checkpoint import load_checkpoint, load_model, unflatten_state
+    """(model in eval mode, step) from a run folder's model, or, for a checkpoint's stem (not a
+    folder, e.g. runs/denoiser/checkpoints/last), from that training checkpoint (mid-epoch)."""
+    from aetk.artifacts import RunDir
+    from aetk.train.checkpoint import load_checkpoint, unflatten_state
 
-    if path.name == "last":
+    if not path.is_dir():
         from aetk.models import create_model
 
         tensors, info = load_checkpoint(path)
@@ -164,7 +165,7 @@ def load_for_eval(path: Path):
                              **{k: v for k, v in CONFIG["model"].items() if k != "kind"})
         model.load_state_dict(unflatten_state(info["skeleton"]["model"], tensors))
         return model.eval(), info["state"]["step"]
-    model, meta = load_model(path)
+    model, meta = RunDir(path).load_model()
     return model, meta.get("step")
 
 
@@ -207,15 +208,16 @@ def cmd_watch(args) -> None:
     """Validate each new epoch's model (model.safetensors) while training runs; keep the best."""
     import torch
 
-    from aetk.train.checkpoint import load_pair
+    from aetk.artifacts import RunDir
 
     torch.set_num_threads(1)
     run = Path(args.run)
+    rd = RunDir(run)
     csv_path, seen = run / "validation.csv", None
     sets = validation_sets()
     while True:
         training = alive(run / "train.pid")
-        weights = run / "model.safetensors"
+        weights = rd.weights_file
         if weights.is_file():
             key = weights.stat().st_mtime
             if key != seen:
@@ -223,9 +225,9 @@ def cmd_watch(args) -> None:
                 snapshot = run / ".validating"
                 shutil.rmtree(snapshot, ignore_errors=True)
                 snapshot.mkdir()
-                for f in ("model.json", "model.safetensors", "config.toml"):
-                    if (run / f).is_file():
-                        shutil.copy2(run / f, snapshot / f)
+                for f in (rd.info_file, rd.weights_file, rd.config_file):
+                    if f.is_file():
+                        shutil.copy2(f, snapshot / f.name)
                 try:
                     res = evaluate(snapshot, sets)
                 except Exception as exc:  # a model file caught mid-write: try again next time
@@ -233,7 +235,7 @@ def cmd_watch(args) -> None:
                     seen = None
                     time.sleep(30)
                     continue
-                step = load_pair(snapshot / "model")[1].get("step", "")
+                step = RunDir(snapshot).load_weights()[1].get("step", "")
                 new = not csv_path.is_file()
                 with open(csv_path, "a", newline="") as f:
                     w = csv.writer(f)
@@ -257,19 +259,18 @@ def cmd_status(args) -> None:
     run = Path(args.run)
     print(f"training {'running' if alive(run / 'train.pid') else 'not running'}; "
           f"watcher {'running' if alive(run / 'watch.pid') else 'not running'}")
-    from aetk.train.checkpoint import LAST, checkpoint_exists, load_checkpoint
+    from aetk.artifacts import RunDir
 
-    if checkpoint_exists(run):
-        st = load_checkpoint(run / LAST)[1].get("state", {})
+    if RunDir(run).has_checkpoint():
+        st = RunDir(run).load_checkpoint()[1].get("state", {})
         n = st.get("epoch_count") or 0
         losses = ", ".join(f"{k} {v / n:.3f}" for k, v in (st.get("epoch_sums") or {}).items()) if n else ""
         print(f"last checkpoint: epoch {st.get('epoch')}, step {st.get('step')}, batch {st.get('batch')}"
               + (f"; this epoch so far: {losses}" if losses else ""))
-    for name in ("metrics.csv", "validation.csv"):
-        p = run / name
+    for p in (RunDir(run).metrics_file, run / "validation.csv"):
         if p.is_file():
             lines = p.read_text().splitlines()
-            print(f"{name}:\n  " + "\n  ".join([lines[0], *lines[-5:]] if len(lines) > 6 else lines))
+            print(f"{p.name}:\n  " + "\n  ".join([lines[0], *lines[-5:]] if len(lines) > 6 else lines))
 
 
 def export_sigma_graph(model, export_dir: Path, name: str = "autoencoder-sigma.onnx") -> Path:
@@ -293,7 +294,9 @@ def export_sigma_graph(model, export_dir: Path, name: str = "autoencoder-sigma.o
     spec = GraphSpec("autoencoder", graph, {"x": x, "sigma": sigma}, ["x_hat"],
                      {"x": {0: "batch", 2: "height", 3: "width"}, "sigma": {0: "batch"}})
     proto = to_onnx(spec, DEFAULT_OPSET, m)
-    source = onnx.load(str(export_dir / "autoencoder.onnx"), load_external_data=False)
+    from aetk.artifacts import ExportDir
+
+    source = onnx.load(str(ExportDir(export_dir).graph("autoencoder")), load_external_data=False)
     del proto.metadata_props[:]
     for prop in source.metadata_props:
         proto.metadata_props.add(key=prop.key, value=prop.value)

@@ -558,7 +558,7 @@ def test_damaged_shards_are_caught_by_verify_and_decompress_and_redone(conv, pix
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     from aetk.config import load_config
-    from aetk.train.trainer import train
+    from aetk.artifacts import RunDir, train_run as train  # noqa: F401
 
     run = tmp_path_factory.mktemp("run") / "digits-conv"
     cfg = load_config(None, ['model.kind="conv"', 'data.path="digits"', "train.epochs=5", "train.lr=1e-2",

@@ -152,7 +152,8 @@ def test_training_resumes_exactly_with_the_noise_synthesis(tmp_path):
     from safetensors.torch import load_file
 
     from aetk.config import load_config
-    from aetk.train.trainer import TrainingInterrupted, train
+    from aetk.artifacts import train_run as train
+    from aetk.train.trainer import TrainingInterrupted
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (12, 3, 32, 32), dtype=np.uint8)

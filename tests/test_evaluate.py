@@ -20,8 +20,8 @@ from aetk.data import load_data
 from aetk.evaluate import PCA, EvaluationError, evaluate_run, sample_run
 from aetk.evaluate.sampling import NotGenerativeError
 from aetk.evaluate import plots
-from aetk.train.checkpoint import CheckpointError, load_model
-from aetk.train.trainer import train
+from aetk.train.checkpoint import CheckpointError
+from aetk.artifacts import RunDir, train_run as train  # noqa: F401
 
 COMMON = ['data.path="digits"', "train.epochs=1", "train.batch_size=64", "train.progress=false",
           "train.tensorboard=false", "train.seed=0"]
@@ -92,7 +92,7 @@ def assert_finite(section: dict) -> None:
 
 def load_examples(run: Path, limit: int | None = None):
     """(model, normalized test x, training x) of a run, loaded independently of aetk.evaluate."""
-    model, meta = load_model(run)
+    model, meta = RunDir(run).load_model()
     data = load_data(load_config(run / "config.toml").data)
     n = len(data.test) if limit is None else limit
     x = torch.stack([data.test[i][0] for i in range(n)])
@@ -434,7 +434,7 @@ def test_cli_errors_missing_and_corrupt_runs(runs, tmp_path):
 
 def test_progress_is_reported_by_eval_and_classify(runs, tmp_path):
     """eval and classify used to show nothing for 20-60 s: both report their stages."""
-    from aetk.train.classify import finetune_classifier
+    from aetk.evaluate.classify import finetune_classifier
 
     run = tmp_path / "run"
     shutil.copytree(runs("deep"), run)

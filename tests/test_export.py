@@ -320,7 +320,7 @@ def test_checker_errors_are_typed():
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     from aetk.config import load_config
-    from aetk.train.trainer import train
+    from aetk.artifacts import RunDir, train_run as train  # noqa: F401
 
     run = tmp_path_factory.mktemp("run") / "digits-conv"
     cfg = load_config(None, ["model.kind=\"conv\"", "data.path=\"digits\"", "train.epochs=1",

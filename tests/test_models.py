@@ -608,7 +608,8 @@ def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path):
     shifts), computing the graph's function, and writes a run folder init_from takes."""
     from aetk.export import export_model
     from aetk.models.from_onnx import OnnxImportError, load_onnx_weights, main
-    from aetk.train.checkpoint import init_weights, load_model
+    from aetk.artifacts import RunDir
+    from aetk.train.checkpoint import init_weights
 
     trained = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=3))
     _random_batchnorms(trained)
@@ -639,13 +640,13 @@ def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path):
     first = next(p for p in from_half.parameters())
     assert torch.equal(first, first.half().float())  # the stored float16 values, exactly
     main([str(graph), str(tmp_path / "run"), "features=4", "depth=3", "context=3"])
-    model, meta = load_model(tmp_path / "run")
+    model, meta = RunDir(tmp_path / "run").load_model()
     assert meta["normalization"]["kind"] == "none" and meta["from_onnx"] == str(graph)  # as exported
     with torch.no_grad():
         torch.testing.assert_close(model.decode(model.encode(y)), trained.decode(trained.encode(y)),
                                    rtol=1e-5, atol=1e-5)
     cascade = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=3, refine=3, freeze_base=True))
-    copied, new = init_weights(cascade, tmp_path / "run")
+    copied, new = init_weights(cascade, RunDir.weights_stem(tmp_path / "run"))
     assert new and all(k.startswith("refiner.") for k in new) and "body.0.weight" in copied
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing.onnx"), str(tmp_path / "run2")])
@@ -684,7 +685,8 @@ def test_rebuilt_model_calibrated_trains_on_from_where_it_was(tmp_path):
     calibrated cascade takes the noise-level input (refine_level) through init_from."""
     from aetk.export import export_model
     from aetk.models.from_onnx import calibrate_batchnorms, load_onnx_weights, main
-    from aetk.train.checkpoint import init_weights, load_model
+    from aetk.artifacts import RunDir
+    from aetk.train.checkpoint import init_weights
 
     params = dict(features=6, depth=3, refine=5, refine_depth=2)
     trained = build("resconv", (1, 16, 16), params)
@@ -714,10 +716,10 @@ def test_rebuilt_model_calibrated_trains_on_from_where_it_was(tmp_path):
 
     main([str(graph), str(tmp_path / "run"), *(f"{k}={v}" for k, v in params.items()),
           "--calibrate", str(tmp_path / "images.npy"), "--calibrate-examples", "100"])
-    model, _ = load_model(tmp_path / "run")
+    model, _ = RunDir(tmp_path / "run").load_model()
     assert train_mode_error(model, x)[1] < 0.1 * rms_before
     level = build("resconv", (1, 16, 16), params | dict(refine_level=True), seed=3)
-    copied, new = init_weights(level, tmp_path / "run")
+    copied, new = init_weights(level, RunDir.weights_stem(tmp_path / "run"))
     assert "refiner.layers.0.weight" in copied and not new
     assert torch.equal(level.refiner.layers[0].weight[:, 8], torch.zeros(5, 3, 3))  # the level starts unheard
     level.eval(), model.eval()

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from aetk.config import apply_overrides, from_dict, load_config, parse_value
 from aetk.train import checkpoint as ckpt
-from aetk.train.trainer import TrainingError, TrainingInterrupted, train
+from aetk.artifacts import RunDir, train_run as train
+from aetk.train.trainer import TrainingError, TrainingInterrupted
 
 BASE = [
     'data.path="digits"',
@@ -123,7 +124,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     run = tmp_path / "nan"
     with pytest.raises(TrainingError, match=r"loss became nan at step 30 \(epoch 2\)"):
         train(cfg, run)
-    tensors, info = ckpt.load_checkpoint(run / ckpt.LAST)
+    tensors, info = ckpt.load_checkpoint(RunDir(run).checkpoint_stem)
     assert info["state"]["step"] == 21 and info["state"]["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
 
@@ -140,10 +141,10 @@ def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypa
 
     monkeypatch.setattr(ckpt, "save_file", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        ckpt.save_checkpoint(run / ckpt.LAST, {"w": torch.zeros(3)}, {"x": 1})
+        ckpt.save_checkpoint(RunDir(run).checkpoint_stem, {"w": torch.zeros(3)}, {"x": 1})
     assert (run / "checkpoints/last.safetensors").read_bytes() == before
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]
-    ckpt.load_checkpoint(run / ckpt.LAST)  # still loads
+    ckpt.load_checkpoint(RunDir(run).checkpoint_stem)  # still loads
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
@@ -152,9 +153,9 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
     train(cfg, run)
     (run / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(ckpt.CheckpointError, match="unreadable or corrupt"):
-        ckpt.load_model(run)
+        RunDir(run).load_model()
     with pytest.raises(ckpt.CheckpointError, match="does not exist"):
-        ckpt.load_model(tmp_path / "nope")
+        RunDir(tmp_path / "nope").load_model()
 
 
 def test_bernoulli_model_refuses_standardized_data(tmp_path):
@@ -261,7 +262,7 @@ def test_semi_supervised_classifier_from_a_pretrained_stack(tmp_path):
     from typer.testing import CliRunner
 
     from aetk.cli.main import app
-    from aetk.train.classify import finetune_classifier
+    from aetk.evaluate.classify import finetune_classifier
 
     cfg = load_config(None, ['data.path="digits"', 'model.kind="stacked"', "model.widths=[48, 16]",
                              'model.activation="relu"', "train.epochs=5", "train.pretrain_epochs=3",

@@ -11,6 +11,7 @@ from aetk.cli.main import app
 from aetk.config import RunConfig, from_dict, load_config
 from aetk.errors import EXIT_USER_INPUT, UserInputError
 from aetk.settings import ConfigError
+from aetk.artifacts import RunDir
 from aetk.train import trainer
 
 TINY = ['data.path="digits"', 'model.kind="deep"', "model.widths=[8, 2]", "train.progress=false",
@@ -74,7 +75,7 @@ def test_a_config_built_in_python_is_checked_by_train(tmp_path):
     cfg = RunConfig()
     cfg.train.batch_size = -5  # bypasses load_config: train() checks too
     with pytest.raises(ConfigError, match="train.batch_size must be a positive integer, got -5"):
-        trainer.train(cfg, tmp_path / "run")
+        trainer.train(cfg, RunDir(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 

@@ -20,7 +20,7 @@ from aetk.cli.main import app
 from aetk.config import load_config
 from aetk.errors import EXIT_FAILED, EXIT_INTEGRITY, IntegrityError
 from aetk.train import checkpoint as ckpt
-from aetk.train.trainer import train
+from aetk.artifacts import RunDir, train_run as train  # noqa: F401
 
 TINY = ['data.path="digits"', "data.limit=200", 'model.kind="deep"', "model.widths=[8, 2]",
         "train.batch_size=50", "train.progress=false", "train.tensorboard=false"]
@@ -49,7 +49,7 @@ def test_model_json_records_the_hash_the_export_writes(trained):
     from aetk.export.exporter import weights_sha256
 
     meta = json.loads((trained / "a" / "model.json").read_text())
-    model, _ = ckpt.load_model(trained / "a")
+    model, _ = RunDir(trained / "a").load_model()
     assert meta["weights_sha256"] == weights_sha256(model)  # a run and its ONNX name the same weights
     assert meta["weights_sha256"] == ckpt.tensors_sha256(load_file(trained / "a" / "model.safetensors"))
 
@@ -59,7 +59,7 @@ def test_a_flipped_byte_in_the_weights_is_refused_by_every_loader(tmp_path, trai
     _flip_last_byte(run / "model.safetensors")
     load_file(run / "model.safetensors")  # safetensors itself sees nothing wrong
     with pytest.raises(IntegrityError, match=f"{run / 'model.safetensors'} does not match .*model.json"):
-        ckpt.load_model(run)
+        RunDir(run).load_model()
     runner = CliRunner()
     for args in (["eval", str(run)], ["export", str(run), "-o", str(tmp_path / "onnx")],
                  ["compress", "digits", "-m", str(run), "-o", str(tmp_path / "codes")],
@@ -78,7 +78,7 @@ def test_a_torn_model_pair_is_refused(tmp_path, trained):
     run = _copy(trained, tmp_path)
     shutil.copy(trained / "b" / "model.safetensors", run / "model.safetensors")  # weights of another save
     with pytest.raises(ckpt.CheckpointError, match="does not match"):
-        ckpt.load_model(run)
+        RunDir(run).load_model()
 
 
 def test_a_folder_from_before_the_hash_still_loads(tmp_path, trained):
@@ -86,13 +86,13 @@ def test_a_folder_from_before_the_hash_still_loads(tmp_path, trained):
     meta = json.loads((run / "model.json").read_text())
     del meta["weights_sha256"]
     (run / "model.json").write_text(json.dumps(meta))
-    model, _ = ckpt.load_model(run)
+    model, _ = RunDir(run).load_model()
     assert model.kind == "deep"
 
 
 def test_the_checkpoint_is_one_file_and_a_torn_older_pair_is_refused(tmp_path, trained):
     run = _copy(trained, tmp_path)
-    last = run / ckpt.LAST
+    last = RunDir(run).checkpoint_stem
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.safetensors"]  # one rename makes it whole
     tensors, info = ckpt.load_checkpoint(last)
     assert info["state"]["epoch"] == 1 and info["config"]["train"]["batch_size"] == 50
@@ -105,7 +105,7 @@ def test_the_checkpoint_is_one_file_and_a_torn_older_pair_is_refused(tmp_path, t
 
     # The older layout (last.safetensors + last.json, which a kill between the two renames
     # could leave from two different steps): weights of step N+1 with the state of step N.
-    other, other_info = ckpt.load_checkpoint(trained / "b" / ckpt.LAST)
+    other, other_info = ckpt.load_checkpoint(RunDir(trained / "b").checkpoint_stem)
     ckpt.save_pair(last, tensors, info)
     ckpt.atomic_save_tensors(last.with_suffix(".safetensors"), other)
     with pytest.raises(IntegrityError, match="last.safetensors does not match .*last.json"):
@@ -133,7 +133,7 @@ def _hold_lock(run: Path) -> subprocess.Popen:
     """Another process holding the folder's lock, as a running `aetk train` does."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import fcntl, os, sys, time\n"
-         f"fd = os.open({str(run / ckpt.LOCK_FILE)!r}, os.O_RDWR | os.O_CREAT)\n"
+         f"fd = os.open({str(RunDir(run).lock_file)!r}, os.O_RDWR | os.O_CREAT)\n"
          "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
@@ -142,7 +142,7 @@ def _hold_lock(run: Path) -> subprocess.Popen:
 
 def test_a_second_trainer_on_one_run_folder_is_refused(tmp_path, trained):
     run = _copy(trained, tmp_path)
-    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ckpt.LOCK_FILE}
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != RunDir(run).lock_file.name}
     # Another process holds the folder's lock, as a running `aetk train` does.
     holder = _hold_lock(run)
     try:
@@ -150,7 +150,7 @@ def test_a_second_trainer_on_one_run_folder_is_refused(tmp_path, trained):
         assert result.exit_code == EXIT_FAILED, result.output
         assert f"another `aetk train` is working in {run}" in result.output
         assert {p: p.read_bytes() for p in run.rglob("*")
-                if p.is_file() and p.name != ckpt.LOCK_FILE} == before
+                if p.is_file() and p.name != RunDir(run).lock_file.name} == before
         result = CliRunner().invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "2",
                                           "--nproc-per-node", "2"])  # refused before any worker starts
         assert result.exit_code == EXIT_FAILED and "another `aetk train`" in result.output, result.output
@@ -162,7 +162,7 @@ def test_a_second_trainer_on_one_run_folder_is_refused(tmp_path, trained):
     result = CliRunner().invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "2"])
     assert result.exit_code == 0, result.output
     # and ours is released when train() returns
-    fd = os.open(run / ckpt.LOCK_FILE, os.O_RDWR)
+    fd = os.open(RunDir(run).lock_file, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
@@ -171,7 +171,7 @@ def test_a_second_trainer_on_one_run_folder_is_refused(tmp_path, trained):
 
 def test_a_resume_while_a_trainer_works_before_its_first_checkpoint_names_the_lock(tmp_path, trained):
     run = _copy(trained, tmp_path)
-    (run / (ckpt.LAST + ".safetensors")).unlink()  # the first run has not checkpointed yet
+    RunDir(run).checkpoint_file.unlink()  # the first run has not checkpointed yet
     holder = _hold_lock(run)
     try:
         result = CliRunner().invoke(app, ["train", "--run-dir", str(run), "--resume", "--epochs", "2"])
@@ -199,7 +199,7 @@ def test_a_running_aetk_train_keeps_a_second_out_until_it_is_killed(tmp_path):
                              cwd=env["PYTHONPATH"])  # not the source tree, which would shadow it
     try:
         deadline = time.monotonic() + 300
-        while not (run / (ckpt.LAST + ".safetensors")).exists():
+        while not RunDir(run).checkpoint_file.exists():
             assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
             time.sleep(0.01)
         for args in (["--resume", "--epochs", "100000"], TINY):  # a resume, and a new run into it
@@ -217,12 +217,12 @@ def test_a_running_aetk_train_keeps_a_second_out_until_it_is_killed(tmp_path):
 
 def test_a_checkpoint_that_does_not_fit_the_model_is_one_clear_error(tmp_path, trained):
     run = _copy(trained, tmp_path)
-    tensors, info = ckpt.load_checkpoint(run / ckpt.LAST)
+    tensors, info = ckpt.load_checkpoint(RunDir(run).checkpoint_stem)
     info["skeleton"]["model"]["__dict__"].pop()  # one tensor fewer than the model has
-    ckpt.save_checkpoint(run / ckpt.LAST, tensors, info)
+    ckpt.save_checkpoint(RunDir(run).checkpoint_stem, tensors, info)
     with pytest.raises(ckpt.CheckpointError, match="does not fit this deep model"):
         train(load_config(run / "config.toml", ["train.epochs=2"]), run, resume=True)
-    assert torch.equal(ckpt.load_checkpoint(run / ckpt.LAST)[0][next(iter(tensors))],
+    assert torch.equal(ckpt.load_checkpoint(RunDir(run).checkpoint_stem)[0][next(iter(tensors))],
                        tensors[next(iter(tensors))])
 
 

@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import load_file
 
 import aetk
-from aetk.config import load_config, resume_config
+from aetk.config import load_config
 from aetk.train import checkpoint as ckpt
-from aetk.train.trainer import train
+from aetk.artifacts import RunDir, train_run as train  # noqa: F401
 
 # 256 training examples in 16 batches of 16, 4 epochs: 64 steps, a checkpoint after each.
 RUN = ['data.path="digits"', "data.limit=320", 'model.kind="deep"', "model.widths=[16, 4]",
@@ -46,7 +46,7 @@ def _kill_at_random(run: Path, delay: float) -> str:
                              cwd=env["PYTHONPATH"])  # not the source tree, which would shadow it
     try:
         deadline = time.monotonic() + 300
-        while not (run / (ckpt.LAST + ".safetensors")).exists():  # training has started
+        while not RunDir(run).checkpoint_file.exists():  # training has started
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the training process ended early: {proc.stderr.read()!r}")
             time.sleep(0.005)
@@ -76,15 +76,15 @@ def test_sigkill_at_random_moments_then_resume_is_exact_or_refused(tmp_path):
             step = None
             strays = len(ckpt.stray_temporaries(run)) + len(ckpt.stray_temporaries(run / "checkpoints"))
             try:  # the model pair a kill left: whole, or refused (torn between its two renames)
-                ckpt.load_model(run)
+                RunDir(run).load_model()
                 pair = "model pair whole"
             except ckpt.MissingRunError:
                 pair = "no model yet"
             except ckpt.CheckpointError:
                 pair = "model pair torn and refused"
             try:
-                step = ckpt.load_checkpoint(run / ckpt.LAST)[1]["state"]["step"]
-                train(resume_config(run), run, resume=True)
+                step = ckpt.load_checkpoint(RunDir(run).checkpoint_stem)[1]["state"]["step"]
+                train(RunDir(run).resume_config(), run, resume=True)
             except ckpt.CheckpointError as exc:  # refused: clearly, naming the file
                 outcome = "refused"
                 assert str(run) in str(exc)

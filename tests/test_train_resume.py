@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from aetk.cli.main import app
-from aetk.config import load_config, resume_config
+from aetk.config import load_config
 from aetk.errors import EXIT_USER_INPUT
 from aetk.settings import ConfigError
-from aetk.train.trainer import train
+from aetk.artifacts import RunDir, train_run as train  # noqa: F401
 
 # Not the defaults (batch 128, model ae): a resume that forgets the saved config shows.
 # 256 training examples in 8 batches of 32; dropout draws from the RNG that resume restores.
@@ -119,13 +119,13 @@ def test_a_hand_edited_config_is_checked_against_the_checkpoint(tmp_path, two_ep
 def test_resume_config_merges_a_config_file_and_needs_a_run(tmp_path, two_epochs):
     toml = tmp_path / "more.toml"
     toml.write_text("[train]\nepochs = 6\n")
-    cfg = resume_config(two_epochs, toml, ["train.early_stopping=2"])
+    cfg = RunDir(two_epochs).resume_config(toml, ["train.early_stopping=2"])
     assert (cfg.train.epochs, cfg.train.early_stopping, cfg.train.batch_size) == (6, 2, 32)
     toml.write_text("[train]\nbatch_size = 8\n")
     with pytest.raises(ConfigError, match="train.batch_size 32 -> 8"):
-        resume_config(two_epochs, toml)
+        RunDir(two_epochs).resume_config(toml)
     with pytest.raises(ConfigError, match="there is no run to resume"):
-        resume_config(tmp_path / "empty")
+        RunDir(tmp_path / "empty").resume_config()
     result = _cli("--run-dir", str(tmp_path / "empty"), "--resume", "--epochs", "3")
     assert result.exit_code == EXIT_USER_INPUT and "no run to resume" in result.output
     assert not (tmp_path / "empty").exists()

@@ -26,7 +26,8 @@ from aetk.export.graphs import export_spec, graph_specs
 from aetk.models import ModelTraits, TrainingStep, create_model, model_names
 from aetk.models.mlp import ShallowAutoencoder
 from aetk.models.registry import MODELS, register_model
-from aetk.train.trainer import TrainingInterrupted, run_steps, train
+from aetk.artifacts import train_run as train
+from aetk.train.trainer import TrainingInterrupted, run_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 

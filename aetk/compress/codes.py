@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from aetk.artifacts.codes_dir import MODEL_DIR, CodesDir
 from aetk.compress.errors import CorruptShardError
-from aetk.compress.manifest import MODEL_DIR, load_manifest
+from aetk.compress.manifest import load_manifest
 from aetk.compress.quantize import dequantize
-from aetk.compress.shards import from_bytes, sha256_bytes, sha256_file
+from aetk.compress.shards import from_bytes, sha256_bytes
 
 
 def shard_items(record: dict[str, Any]) -> np.ndarray:
@@ -67,7 +68,7 @@ class Codes:
 
     @property
     def model_dir(self) -> Path:
-        return self.folder / MODEL_DIR
+        return CodesDir(self.folder).model_dir
 
     def part_of(self, record: dict[str, Any]) -> dict[str, Any]:
         return next(p for p in self.parts if p["name"] == record["part"])
@@ -127,13 +128,7 @@ class Codes:
     def verify_model(self) -> list[str]:
         """Problems with CODES/model/: each file against its sha256, then the graphs' own
         weights_sha256 against the one the codes were made with."""
-        out = []
-        for name, digest in self.manifest["model_files"].items():
-            path = self.model_dir / name
-            if not path.is_file() or path.is_symlink():
-                out.append(f"{MODEL_DIR}/{name}: is missing")
-            elif sha256_file(path) != digest:
-                out.append(f"{MODEL_DIR}/{name}: does not match its sha256 in the manifest (changed or damaged)")
+        out = CodesDir(self.folder).verify_model_files(self.manifest)
         if not out:
             out += self._weights_problems()
         return out

@@ -5,11 +5,8 @@ a caller can catch one class. Failures of the disk itself stay OSErrors."""
 
 from __future__ import annotations
 
-from aetk.errors import IntegrityError, UserInputError
-
-
-class CompressError(UserInputError):
-    """Options, data or a codes folder that cannot be used as asked."""
+from aetk.artifacts.errors import (CompressError, CorruptShardError, IncompleteCodesError,  # noqa: F401
+                                   UnsafeManifestError)
 
 
 class ShapeMismatchError(CompressError):
@@ -18,23 +15,6 @@ class ShapeMismatchError(CompressError):
 
 class StaleCodesError(CompressError):
     """The codes folder holds shards of another job (model, preprocessing or settings)."""
-
-
-class IncompleteCodesError(CompressError):
-    """A codes folder without a complete manifest (a compress run that did not finish)."""
-
-
-class CorruptShardError(IntegrityError, CompressError):
-    """Shards (or model files) whose bytes do not match the manifest's checksums."""
-
-    def __init__(self, message: str, problems: list[str] | None = None):
-        super().__init__(message)
-        self.problems = list(problems or [])
-
-
-class UnsafeManifestError(IntegrityError, CompressError):
-    """A manifest that was edited after it was written (its own checksum disagrees), or that
-    names a path outside its folder (``../``, an absolute path) or a model it was not made by."""
 
 
 class OutputExistsError(CompressError):

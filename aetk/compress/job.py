@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import aetk
+from aetk.artifacts import RunDir
 from aetk.atomic import atomic_write_text, fsync_folder
 from aetk.compress.encode import Settings, ShardEncoder
 from aetk.compress.errors import CompressError
 from aetk.compress.manifest import (CHECKSUM, FORMAT, FORMAT_VERSION, MANIFEST, MODEL_DIR, PROGRESS, REPORT,
                                     Journal, checksum, clear, dumps, job_differences, load_manifest, locked, plan_shards, refuse_stale,
                                     remove_temporaries, write_manifest)
-from aetk.compress.model import check_model_folder, check_shapes, install_model, model_identity, resolve_model
+from aetk.compress.model import check_model_folder, check_shapes, install_model, model_identity, model_source
 from aetk.compress.quantize import check_precision
 from aetk.compress.shards import check_container, is_shard_file, sha256_file
 
@@ -77,17 +78,14 @@ def _positive(name: str, value: Any) -> int:
     return value
 
 
-def reader_options(data_options: dict[str, Any] | None, run_dir: Path | None) -> dict[str, Any]:
+def reader_options(data_options: dict[str, Any] | None, run: RunDir | None) -> dict[str, Any]:
     """Reader options: the run's own (when -m is a run folder), then those given."""
     from aetk.data import DataConfig
 
     base = DataConfig()
     opts = {k: getattr(base, k) for k in READER_OPTIONS}
-    if run_dir is not None and (run_dir / "config.toml").is_file():
-        import tomllib
-
-        with open(run_dir / "config.toml", "rb") as f:
-            data = tomllib.load(f).get("data", {})
+    if run is not None:
+        data = run.raw_config().get("data", {})
         # The training data's layout, not its file format: the data compressed may differ.
         for k in ("image_size", "resize", "channels", "label_column", "sequence_length"):
             if k in data:
@@ -172,15 +170,14 @@ def compress(data: str, model: str | os.PathLike, out: str | os.PathLike, *,
     src_path = Path(data).expanduser()
     data_path = str(src_path.resolve()) if src_path.exists() else str(data)
     model_path = Path(model).expanduser()
-    run_dir = model_path if (model_path / "model.json").is_file() else None
-    opts = reader_options(data_options, run_dir)
+    run = RunDir(model_path) if RunDir(model_path).is_run() else None
+    opts = reader_options(data_options, run)
     cfg = check_config(DataConfig(path=data_path, **opts))
     opts = {k: getattr(cfg, k) for k in READER_OPTIONS}
     progress.stage(f"reading {data}")
     parts, description = open_parts(data_path, cfg)
-    source = resolve_model(model, codes, progress.stage)
+    source = model_source(model, progress.stage)
     with contextlib.ExitStack() as stack:
-        stack.callback(source.cleanup)  # a fresh export of a run lives in a temporary folder
         encoder = load_export(source.folder, device=device, batch_size=None, threads=threads)
         data_shape = tuple(parts[0].source.input_shape)
         code_shape = check_shapes(encoder, data_shape, data)

@@ -1,5 +1,6 @@
-"""The codes folder's layout, its shard plan, the job that makes shards valid, the
-progress journal of a run in flight, and the manifest that marks a folder complete.
+"""A codes folder's shard plan, the job that makes shards valid, the progress journal of a
+run in flight, and what the manifest that marks a folder complete may say. The folder's file
+names, the manifest's checksum and reading are ``aetk.artifacts.CodesDir``'s:
 
     CODES/
       manifest.json          written once every shard is, atomically: the folder is complete;
@@ -35,7 +36,6 @@ are plain names. ``check_paths`` is that check.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -46,17 +46,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from aetk.artifacts.codes_dir import (CHECKSUM, FORMAT, FORMAT_VERSION, MANIFEST, MODEL_DIR, PROGRESS,  # noqa: F401
+                                      REPORT, CodesDir, checksum, dumps, is_shard_file, own_model_files,
+                                      read_json, shard_name, unsafe)
 from aetk.atomic import atomic_write_text, remove_stray_temporaries
 from aetk.compress.errors import CompressError, IncompleteCodesError, StaleCodesError, UnsafeManifestError
-from aetk.compress.shards import NAME_PREFIX, is_shard_file, shard_name
-
-MANIFEST = "manifest.json"
-REPORT = "report.json"
-PROGRESS = ".progress"
-MODEL_DIR = "model"
-FORMAT = "aetk-codes"
-FORMAT_VERSION = 2  # 2: manifest_sha256, paths checked, each item's layout recorded
-CHECKSUM = "manifest_sha256"
 # Names of parts, npz members and model files: one plain path component.
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 
@@ -88,34 +82,14 @@ def plan_shards(part_sizes: list[int], shard_size: int, container: str, compress
 
 
 # -- reading and writing -------------------------------------------------------------------------
-def dumps(obj: Any) -> str:
-    """Canonical JSON: sorted keys, so equal content means equal bytes."""
-    return json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        # parse_constant: NaN and Infinity are not JSON, and aetk never writes them
-        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constants)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CompressError(f"{what} {path} is unreadable or not valid JSON ({exc}); it was damaged "
-                            f"after being written atomically") from exc
 
 
-def checksum(manifest: dict[str, Any]) -> str:
-    """sha256 of the manifest's canonical JSON, without its own checksum."""
-    body = {k: v for k, v in manifest.items() if k != CHECKSUM}
-    return hashlib.sha256(dumps(body).encode()).hexdigest()
 
 
-def _unsafe(path: Path, what: str) -> UnsafeManifestError:
-    return UnsafeManifestError(f"{path} {what}; refusing to use it (it was edited or made by something "
-                               f"other than `aetk compress`; recompress from the data, with --overwrite "
-                               f"to remake this folder)")
 
 
 def plain_name(name: Any) -> bool:
@@ -135,44 +109,43 @@ def relative_path(rel: Any) -> bool:
 
 def check_paths(m: dict[str, Any], path: Path) -> None:
     """Every path the manifest names stays inside its folder (UnsafeManifestError)."""
-    from aetk.compress.shards import is_shard_file
     from aetk.data.imageio import IMAGE_SUFFIXES
 
     try:
         parts = m["job"]["source"]["parts"]
         for part in parts:
             if not plain_name(part["name"]):
-                raise _unsafe(path, f"names a part {part['name']!r}, which is not a plain name")
+                raise unsafe(path, f"names a part {part['name']!r}, which is not a plain name")
             origin = part["origin"]
             if origin.get("file") is not None and not (relative_path(origin["file"]) and "/" not in origin["file"]):
-                raise _unsafe(path, f"names the source file {origin['file']!r}, which is not a plain file "
+                raise unsafe(path, f"names the source file {origin['file']!r}, which is not a plain file "
                                     f"name: decompress would write outside its output folder")
             if origin.get("key") is not None and not plain_name(origin["key"]):
-                raise _unsafe(path, f"names the .npz member {origin['key']!r}, which is not a plain name")
+                raise unsafe(path, f"names the .npz member {origin['key']!r}, which is not a plain name")
         names = {part["name"] for part in parts}
         seen_ids: set[tuple[str, str]] = set()
         for rec in m["shards"]:
             if not (plain_name(rec["file"]) and is_shard_file(rec["file"])):
-                raise _unsafe(path, f"names the shard {rec['file']!r}, which is not a shard file name "
+                raise unsafe(path, f"names the shard {rec['file']!r}, which is not a shard file name "
                                     f"(shard-NNNNN.npy, .npy.zst or .parquet)")
             if rec["part"] not in names:
-                raise _unsafe(path, f"has shard {rec['file']} of part {rec['part']!r}, which it does not list")
+                raise unsafe(path, f"has shard {rec['file']} of part {rec['part']!r}, which it does not list")
             for rel in rec.get("ids") or []:
                 if not relative_path(rel):
-                    raise _unsafe(path, f"names the image {rel!r}, which is not a relative path inside "
+                    raise unsafe(path, f"names the image {rel!r}, which is not a relative path inside "
                                         f"its folder (absolute, '..' or empty parts)")
                 if PurePosixPath(rel).suffix.lower() not in IMAGE_SUFFIXES:
-                    raise _unsafe(path, f"names the image {rel!r}, which is not an image file aetk "
+                    raise unsafe(path, f"names the image {rel!r}, which is not an image file aetk "
                                         f"reads and writes ({', '.join(IMAGE_SUFFIXES)})")
                 if (rec["part"], rel) in seen_ids:
-                    raise _unsafe(path, f"names the image {rel!r} twice: decompress would write one over "
+                    raise unsafe(path, f"names the image {rel!r} twice: decompress would write one over "
                                         f"the other")
                 seen_ids.add((rec["part"], rel))
         for name in m["model_files"]:
             if not plain_name(name):
-                raise _unsafe(path, f"names the model file {name!r}, which is not a plain file name")
+                raise unsafe(path, f"names the model file {name!r}, which is not a plain file name")
     except (KeyError, TypeError, AttributeError) as exc:
-        raise _unsafe(path, f"lacks or garbles an entry ({type(exc).__name__}: {exc})") from None
+        raise unsafe(path, f"lacks or garbles an entry ({type(exc).__name__}: {exc})") from None
 
 
 MAX_ITEM_VALUES = 1 << 28  # values in one restored item: the most a manifest may ask decompress to make
@@ -197,67 +170,46 @@ def check_layouts(m: dict[str, Any], path: Path) -> None:
     try:
         for part in m["job"]["source"]["parts"]:
             if part["dtype"] not in DTYPE_NAMES:
-                raise _unsafe(path, f"gives part {part['name']!r} the value type {part['dtype']!r}; expected "
+                raise unsafe(path, f"gives part {part['name']!r} the value type {part['dtype']!r}; expected "
                                     f"one of {', '.join(DTYPE_NAMES)}")
             for key in ("shape", "item_shape", "file_shape"):
                 if key in part and not _shape(part[key]):
-                    raise _unsafe(path, f"gives part {part['name']!r} the {key} {part[key]!r}; expected up to 8 "
+                    raise unsafe(path, f"gives part {part['name']!r} the {key} {part[key]!r}; expected up to 8 "
                                         f"positive integers, at most {MAX_ITEM_VALUES} values")
             w = part.get("windows")
             if w is not None and not (isinstance(w, dict) and all(_count(w.get(k)) for k in ("length", "rows", "features"))
                                       and w["rows"] * w["features"] <= MAX_ITEM_VALUES):
-                raise _unsafe(path, f"gives part {part['name']!r} the windows {w!r}; expected positive integers")
+                raise unsafe(path, f"gives part {part['name']!r} the windows {w!r}; expected positive integers")
             origin = part["origin"]
             if "columns" in origin and not (isinstance(origin["columns"], list)
                                             and all(isinstance(c, str) and "\n" not in c for c in origin["columns"])):
-                raise _unsafe(path, f"gives part {part['name']!r} CSV columns that are not one line of text each")
+                raise unsafe(path, f"gives part {part['name']!r} CSV columns that are not one line of text each")
             if "delimiter" in origin and not (isinstance(origin["delimiter"], str) and len(origin["delimiter"]) == 1
                                               and origin["delimiter"] not in "\r\n\"0123456789.-+eE"):
-                raise _unsafe(path, f"gives part {part['name']!r} the CSV delimiter {origin['delimiter']!r}")
+                raise unsafe(path, f"gives part {part['name']!r} the CSV delimiter {origin['delimiter']!r}")
         for rec in m["shards"]:
             for lay in rec.get("layout") or []:
                 if not (isinstance(lay, list) and len(lay) == 3 and _count(lay[0]) and _count(lay[1])
                         and lay[0] * lay[1] <= MAX_ITEM_VALUES // 3 and lay[2] in LAYOUT_MODES):
-                    raise _unsafe(path, f"gives an image of shard {rec['file']} the layout {lay!r}; expected "
+                    raise unsafe(path, f"gives an image of shard {rec['file']} the layout {lay!r}; expected "
                                         f"[height, width, mode] with mode one of {', '.join(LAYOUT_MODES)}")
     except (KeyError, TypeError, AttributeError) as exc:
-        raise _unsafe(path, f"lacks or garbles an entry ({type(exc).__name__}: {exc})") from None
+        raise unsafe(path, f"lacks or garbles an entry ({type(exc).__name__}: {exc})") from None
 
 
 def load_manifest(codes: Path) -> dict[str, Any]:
-    """The manifest of a complete codes folder; errors say what is missing and why."""
-    codes = Path(codes)
-    if not codes.is_dir():
-        raise CompressError(f"codes folder {codes} does not exist (expected what `aetk compress` "
-                            f"wrote with -o)")
-    path = codes / MANIFEST
-    if not path.is_file():
-        more = (" A compress run is in flight or was interrupted (its progress is in "
-                f"{PROGRESS}/); rerun the same `aetk compress` to finish it.") if (codes / PROGRESS).is_dir() else ""
-        raise IncompleteCodesError(f"{codes} has no {MANIFEST}, so its codes are not complete.{more}")
-    m = _read_json(path, "manifest")
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise CompressError(f"{path} is not an aetk codes manifest (no \"format\": \"{FORMAT}\")")
-    if m.get("format_version") != FORMAT_VERSION:
-        raise CompressError(f"{path} has format_version {m.get('format_version')!r}; this aetk reads "
-                            f"version {FORMAT_VERSION} (rerun `aetk compress ... --overwrite` to remake it)")
-    for key in ("job", "shards", "totals", "model_files", "code_shape", CHECKSUM):
-        if key not in m:
-            raise CompressError(f"{path} lacks {key!r}; it is not a complete aetk codes manifest")
-    if m[CHECKSUM] != checksum(m):
-        raise _unsafe(path, f"does not match its own {CHECKSUM}: it was edited after `aetk compress` "
-                            f"wrote it")
-    check_paths(m, path)
-    check_layouts(m, path)
+    """The manifest of a complete codes folder (its format and checksum checked by CodesDir),
+    and every path and layout it names checked; errors say what is missing and why."""
+    folder = CodesDir(codes)
+    m = folder.read_manifest()
+    check_paths(m, folder.manifest_file)
+    check_layouts(m, folder.manifest_file)
     return m
 
 
 def write_manifest(codes: Path, manifest: dict[str, Any]) -> Path:
     """Write the manifest with its checksum (``manifest[CHECKSUM]`` is set here)."""
-    path = Path(codes) / MANIFEST
-    manifest[CHECKSUM] = checksum(manifest)
-    atomic_write_text(path, dumps(manifest))
-    return path
+    return CodesDir(codes).write_manifest(manifest)
 
 
 @contextlib.contextmanager
@@ -286,23 +238,24 @@ class Journal:
     """``.progress/``: the job of the run in flight, and a record per shard written."""
 
     def __init__(self, codes: Path):
-        self.folder = Path(codes) / PROGRESS
+        self.codes = CodesDir(codes)
+        self.folder = self.codes.progress_dir
 
     def exists(self) -> bool:
-        return (self.folder / "job.json").is_file()
+        return self.codes.in_flight()
 
     def job(self) -> dict[str, Any]:
-        return _read_json(self.folder / "job.json", "progress file")["job"]
+        return read_json(self.codes.job_file, "progress file")["job"]
 
     def start(self, job: dict[str, Any]) -> None:
-        atomic_write_text(self.folder / "job.json", dumps({"job": job}))
+        atomic_write_text(self.codes.job_file, dumps({"job": job}))
 
     def add(self, record: dict[str, Any]) -> None:
-        atomic_write_text(self.folder / (record["file"] + ".json"), dumps(record))
+        atomic_write_text(self.codes.record_file(record["file"]), dumps(record))
 
     def records(self) -> dict[int, dict[str, Any]]:
         out = {}
-        for p in sorted(self.folder.glob(f"{NAME_PREFIX}*.json")):
+        for p in self.codes.record_files():
             try:
                 r = json.loads(p.read_text())
                 out[int(r["index"])] = r
@@ -346,24 +299,23 @@ def refuse_stale(codes: Path, where: str, diffs: list[str]) -> StaleCodesError:
 def clear(codes: Path) -> None:
     """Remove the codes aetk compress wrote in `codes` (only its own files; model/ is
     brought up to date by the next run, which may be reading it)."""
-    codes = Path(codes)
-    for name in (MANIFEST, REPORT):
-        (codes / name).unlink(missing_ok=True)
-    shutil.rmtree(codes / PROGRESS, ignore_errors=True)
-    for p in codes.iterdir():
-        if p.is_file() and is_shard_file(p.name):
-            p.unlink()
-    remove_temporaries(codes)
+    folder = CodesDir(codes)
+    for path in (folder.manifest_file, folder.report_file):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(folder.progress_dir, ignore_errors=True)
+    for p in folder.shard_files():
+        p.unlink()
+    remove_temporaries(folder.path)
 
 
 def remove_temporaries(codes: Path) -> None:
     """Temporary files a killed run left behind (atomic writes name them .NAME.*.tmp): in
     .progress/ all of them, elsewhere only those of the files compress writes there."""
-    from aetk.compress.model import own_model_files
-
-    remove_stray_temporaries(codes / PROGRESS)
-    remove_stray_temporaries(codes, of=lambda n: n in (MANIFEST, REPORT) or is_shard_file(n))
-    remove_stray_temporaries(codes / MODEL_DIR, of=lambda n: n in own_model_files())
+    folder = CodesDir(codes)
+    top = (folder.manifest_file.name, folder.report_file.name)
+    remove_stray_temporaries(folder.progress_dir)
+    remove_stray_temporaries(folder.path, of=lambda n: n in top or is_shard_file(n))
+    remove_stray_temporaries(folder.model_dir, of=lambda n: n in own_model_files())
 
 
 __all__ = ["CHECKSUM", "FORMAT", "FORMAT_VERSION", "MANIFEST", "check_layouts", "check_paths", "checksum", "plain_name",

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-from pathlib import Path
 
 import numpy as np
 
+from aetk.artifacts.codes_dir import NAME_PREFIX, is_shard_file, sha256_file, shard_name  # noqa: F401 (re-exported)
 from aetk.compress.errors import CompressError, CorruptShardError
 from aetk.compress.quantize import DTYPES
 
 CONTAINERS = ("npy", "parquet")
 COMPRESSIONS = ("none", "zstd")
-NAME_PREFIX = "shard-"
 
 
 def check_container(container: str, compression: str, level: int) -> None:
@@ -57,25 +56,8 @@ def _zstd():
     return zstandard
 
 
-def shard_name(k: int, container: str, compression: str) -> str:
-    suffix = ".npy.zst" if (container, compression) == ("npy", "zstd") else f".{container}"
-    return f"{NAME_PREFIX}{k:05d}{suffix}"
-
-
-def is_shard_file(name: str) -> bool:
-    return name.startswith(NAME_PREFIX) and name.endswith((".npy", ".npy.zst", ".parquet"))
-
-
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def to_bytes(codes: np.ndarray, index: np.ndarray, container: str, compression: str,

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from aetk.data.source import CHUNK_BYTES, SPLIT_SEED, DataError, Source, _count  # noqa: F401 (re-exported)
 from aetk.normalization import Normalization
@@ -63,3 +63,17 @@ class SourceDataset(Dataset):
     def __repr__(self) -> str:
         return (f"SourceDataset({self.source.name!r}, {len(self)} examples of shape "
                 f"{self.input_shape}, {self.normalization.kind})")
+
+
+def collect(ds: Dataset, limit: int | None = None, batch_size: int = 1024
+            ) -> tuple[torch.Tensor, np.ndarray]:
+    """The first ``limit`` (default all) examples of a dataset: (x float32 CPU, labels int64)."""
+    n = len(ds) if limit is None else min(int(limit), len(ds))
+    sub = ds if n == len(ds) else Subset(ds, range(n))
+    xs, ys = [], []
+    for x, y in DataLoader(sub, batch_size=batch_size, shuffle=False):
+        xs.append(x.float())
+        ys.append(y.reshape(-1).long())
+    if not xs:
+        return torch.zeros((0, *ds[0][0].shape) if len(ds) else (0,)), np.zeros(0, np.int64)
+    return torch.cat(xs), torch.cat(ys).numpy()

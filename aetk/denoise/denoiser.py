@@ -24,7 +24,6 @@ runs once through the general model. ``ensemble=N`` makes it N passes for every 
 from __future__ import annotations
 
 import copy
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -68,25 +67,27 @@ def ensemble_transforms(ensemble: int, first: int = 0) -> tuple:
     return ENSEMBLE_TRANSFORMS[first:first + ensemble]
 
 
-def resolve_model(model: str | Path | None) -> Path:
+def model_path(model: str | Path | None) -> Path:
     """The autoencoder .onnx to run (the shipped model, a file, an export folder's), or a run
-    folder, which :func:`load_denoiser` exports on the fly (needs torch)."""
+    folder, which :func:`load_denoiser` exports once (aetk.export.ensure_export, needs torch)."""
+    from aetk.artifacts import ArtifactError, ExportDir, RunDir, resolve
+
     if model is None:
         if not SHIPPED_MODEL.is_file():
             raise DenoiserError(f"the shipped model {SHIPPED_MODEL} is missing from this installation")
         return SHIPPED_MODEL
     p = Path(model)
-    if not p.exists():
-        raise DenoiserError(f"--model {p} does not exist (expected an .onnx file, an export folder "
-                            f"or a run folder)")
     if p.is_file():
         return p
-    if (p / "autoencoder.onnx").is_file():
-        return p / "autoencoder.onnx"
-    if (p / "model.safetensors").is_file():
+    try:
+        found = resolve(p, ExportDir, RunDir, what="--model")
+    except ArtifactError as exc:
+        raise DenoiserError(f"{exc} (or an .onnx file)") from exc
+    if isinstance(found, RunDir):
         return p  # a run folder: load_denoiser exports it
-    raise DenoiserError(f"--model {p} is a folder without autoencoder.onnx (an `aetk export` folder) "
-                        f"or model.safetensors (an `aetk train` run)")
+    if not found.graph("autoencoder").is_file():
+        raise DenoiserError(f"--model {p} is an export folder without {found.graph('autoencoder').name}")
+    return found.graph("autoencoder")
 
 
 class Denoiser:
@@ -101,7 +102,7 @@ class Denoiser:
         self.session = rt.load_model(path, device=device, threads=threads, batch_size=batch_size)
         meta = self.session.metadata
         if meta.graph != "autoencoder":
-            raise DenoiserError(f"{path} is the {meta.graph} graph; denoising needs autoencoder.onnx")
+            raise DenoiserError(f"{path} is the {meta.graph} graph; denoising needs the autoencoder graph")
         if meta.layout not in ("NCHW", "NHW"):
             raise DenoiserError(f"{path} is a {meta.kind} model for {meta.layout} data, not images")
         from aetk.denoise.modelcheck import check_denoiser_metadata
@@ -252,25 +253,22 @@ def shipped_denoiser(device: str = "auto", ensemble: int | None = None, **kwargs
 
 def load_denoiser(model: str | Path | None = None, device: str = "auto", ensemble: int | None = None,
                   **kwargs) -> Denoiser | RoutedDenoiser:
-    """The denoiser for ``--model`` (see resolve_model), averaged over ``ensemble`` mirrorings
+    """The denoiser for ``--model`` (see model_path), averaged over ``ensemble`` mirrorings
     (default 1); with no model, the shipped one (shipped_denoiser)."""
-    path = resolve_model(model)
+    path = model_path(model)
     if model is None:
         return shipped_denoiser(device=device, ensemble=ensemble, **kwargs)
     kwargs["ensemble"] = ensemble or 1
     if not path.is_dir():
         return Denoiser(path, device=device, **kwargs)
+    from aetk.artifacts import RunDir
     from aetk.denoise.modelcheck import check_run_folder
-    from aetk.export import export_run  # a run folder (needs torch)
+    from aetk.export import ensure_export  # a run folder (needs torch)
 
-    check_run_folder(path)  # a denoiser? from model.json, before exporting
-
-    # ONNX Runtime holds the model in memory once the session exists: the export can go.
-    with tempfile.TemporaryDirectory(prefix="aetk-denoise-export-") as tmp:
-        export_run(path, tmp)
-        return Denoiser(Path(tmp) / "autoencoder.onnx", device=device, **kwargs)
+    check_run_folder(path)  # a denoiser? from its model.json, before exporting
+    return Denoiser(ensure_export(RunDir(path)).graph("autoencoder"), device=device, **kwargs)
 
 
 __all__ = ["DEFAULT_BATCH", "DEFAULT_OVERLAP", "DEFAULT_TILE", "ENSEMBLE_SIZES", "ENSEMBLE_TRANSFORMS", "LIGHT_BELOW", "LIGHT_ENSEMBLE",
            "SHIPPED_LIGHT_MODEL", "SHIPPED_MODEL", "AveragedDenoiser", "Denoiser", "DenoiserError", "RoutedDenoiser",
-           "load_denoiser", "resolve_model", "shipped_denoiser"]
+           "load_denoiser", "model_path", "shipped_denoiser"]

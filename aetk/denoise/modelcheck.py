@@ -10,7 +10,6 @@ Torch-free: it reads only the ONNX metadata (aetk.runtime.metadata) or the run's
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ class ModelCheckError(UserInputError):
 def _why_not(kind: str, base_kind: str, graph: str, layout: str, input_shape: list[int],
              dynamic_spatial: bool | None) -> str | None:
     if graph and graph != "autoencoder":
-        return f"it is the {graph} graph; denoising needs the autoencoder graph (autoencoder.onnx)"
+        return f"it is the {graph} graph; denoising needs the autoencoder graph"
     if kind not in DENOISER_KINDS and not base_kind:
         return (f"it is a {kind!r} model, not a denoiser (denoisers are {', '.join(DENOISER_KINDS)}, "
                 f"or any kind trained with model.kind = 'denoising'); it would paste its "
@@ -57,13 +56,12 @@ def check_denoiser_metadata(meta: Any, source: str | Path) -> None:
 def check_run_folder(run: str | Path) -> None:
     """The same check for an ``aetk train`` run folder, from its model.json (before the
     folder is exported); whether it is fully convolutional is checked after the export."""
-    path = Path(run) / "model.json"
+    from aetk.artifacts import RunDir
+
     try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelCheckError(f"--model {run}: cannot read {path} ({exc})") from exc
-    if not isinstance(info, dict):
-        raise ModelCheckError(f"--model {run}: {path} is not a JSON object")
+        info = RunDir(run).model_info()
+    except UserInputError as exc:
+        raise ModelCheckError(f"--model {run}: {exc}") from exc
     kind = str(info.get("kind", ""))
     params = info.get("hyperparameters") or info.get("config") or {}
     base = str(params.get("base", "")) if kind == "denoising" and isinstance(params, dict) else ""

@@ -1,4 +1,4 @@
-"""Evaluation and pictures of trained runs (``aetk eval``, ``aetk sample``).
+"""Evaluation and pictures of trained runs (``aetk eval``, ``aetk sample``, ``aetk classify``).
 
     from aetk.evaluate import evaluate_run, sample_run
 
@@ -12,7 +12,8 @@
 - pca.py         ``PCA`` (numpy, float64; fit / transform / inverse_transform)
 - metrics.py     SSE, MSE, PSNR, BCE on flattened arrays
 - plots.py       image grids (de-normalized), line plots, curves, scatter plots
-- loading.py     ``load_run``: model, config and data of a run folder
+- loading.py     ``load_run``: model, config and data of a run folder (aetk.artifacts.RunDir.load)
+- classify.py    ``finetune_classifier`` (``aetk classify``): a classifier on a run's encoder
 """
 
 from aetk.evaluate.evaluation import METRIC_LABELS, evaluate_run

@@ -41,6 +41,7 @@ from torch.utils.data import Subset
 
 from aetk.checks import positive_int
 from aetk.data.source import evenly_spaced
+from aetk.artifacts import RunDir
 from aetk.evaluate.loading import (
     EvaluationError,
     LoadedRun,
@@ -379,8 +380,9 @@ def _draw(run: LoadedRun, out: Path, x: torch.Tensor, labels: np.ndarray, mp: di
     files["reconstructions"] = str(plots.save_figure(fig, out / "reconstructions.png"))
 
     # training_curves.png
-    history = _read_history(run.run_dir / "metrics.csv")
-    fig = plots.curves_figure(history, f"{kind}: training curves ({run.run_dir.name}/metrics.csv)")
+    metrics_file = RunDir(run.run_dir).metrics_file
+    history = _read_history(metrics_file)
+    fig = plots.curves_figure(history, f"{kind}: training curves ({run.run_dir.name}/{metrics_file.name})")
     if fig is not None:
         files["training_curves"] = str(plots.save_figure(fig, out / "training_curves.png"))
 

@@ -28,7 +28,10 @@ import onnx
 import torch
 
 import aetk
+from aetk.artifacts import ExportDir, RunDataError, RunDir
+from aetk.artifacts.export_dir import VARIANT_TAGS
 from aetk.atomic import publish, staging_folder
+from aetk.data.base import collect
 from aetk.errors import UserInputError
 from aetk.export.errors import ExportError, ExportInputError, ExportIntegrityError
 from aetk.export.graphs import GraphSpec, data_layout, export_spec, graph_specs
@@ -40,7 +43,6 @@ DEFAULT_OPSET = 18
 MIN_OPSET = 18
 # Larger models keep their weights in a side file (protobuf cannot hold 2 GiB).
 EXTERNAL_DATA_THRESHOLD = 1 << 30
-REPORT_FILE = "export.json"
 VALIDATION_ROWS = 64
 CALIBRATION_ROWS = 512
 
@@ -260,6 +262,7 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
                           "training set, and none could be loaded")
 
     with staging_folder(out, "aetk-export") as stage:
+        staged_dir = ExportDir(stage)
         staged: list[str] = []
         specs = graph_specs(model, multiple)
         common = model_metadata(model, normalization, "encoder")  # hashes the weights once
@@ -271,7 +274,7 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
                 raise ExportError(f"the exporter wrote opset {opset_of(proto)} for the {spec.name} graph, "
                                   f"not the {opset} asked for")
             _set_metadata(proto, meta)
-            path = stage / f"{spec.name}.onnx"
+            path = staged_dir.graph(spec.name)
             files = write_onnx(proto, path, external_data_threshold)
             staged += [f.name for f in files]
             check_model(proto if len(files) == 1 else str(path), spec.name)
@@ -292,7 +295,7 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
                 data_range = float(meta.value_range[1] - meta.value_range[0]) or None
             for precision in [p for p, on in (("float16", fp16 and kind_spec.float16), ("int8", int8)) if on]:
                 step(f"{precision} {spec.name}")
-                tag = "fp16" if precision == "float16" else "int8"
+                tag = VARIANT_TAGS[precision]
                 if precision == "float16":
                     variant = to_float16(proto)
                 else:
@@ -304,7 +307,7 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
                     variant = to_int8(proto, static=convolutional, calibration=calib)
                 _set_metadata(variant, dataclasses.replace(meta, precision=precision))
                 check_model(variant, f"{spec.name}.{tag}")
-                vpath = stage / f"{spec.name}.{tag}.onnx"
+                vpath = staged_dir.graph(spec.name, precision)
                 staged += [f.name for f in write_onnx(variant, vpath, external_data_threshold)]
                 key = f"{spec.name}.{tag}"
                 result.files[key] = vpath.name
@@ -322,28 +325,29 @@ def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, An
     return result
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = DEFAULT_OPSET, fp16: bool = False,
-               int8: bool = False, triton: str | Path | None = None, triton_name: str | None = None,
-               triton_max_batch: int = 1024, triton_kind: str = "auto", atol: float = ATOL, rtol: float = RTOL,
+def export_run(run_dir: str | Path | RunDir, out_dir: str | Path, *, opset: int = DEFAULT_OPSET,
+               fp16: bool = False, int8: bool = False, triton: str | Path | None = None,
+               triton_name: str | None = None, triton_max_batch: int = 1024, triton_kind: str = "auto",
+               atol: float = ATOL, rtol: float = RTOL,
                progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export a run folder written by ``aetk train``: the model with its data's normalization,
     validated on real examples of the run's test split (training split for calibration)."""
-    from aetk.evaluate.loading import EvaluationError, collect, load_run
-    from aetk.train.checkpoint import CheckpointError, load_model
+    from aetk.train.checkpoint import CheckpointError
 
-    run_dir = Path(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    run_dir = run.path
     prepare_out_dir(Path(out_dir))  # before any slow work: an unwritable OUT fails at once
     real = calibration = None
     notes: list[str] = []
     try:
-        run = load_run(run_dir)
-        model, normalization = run.model, run.normalization.to_dict()
-        real, _ = collect(run.data.test if run.data.test is not None else run.data.train, VALIDATION_ROWS)
+        loaded = run.load()
+        model, normalization = loaded.model, loaded.normalization.to_dict()
+        real, _ = collect(loaded.data.test if loaded.data.test is not None else loaded.data.train, VALIDATION_ROWS)
         if int8:
-            calibration, _ = collect(run.data.train, CALIBRATION_ROWS)
-        notes += run.warnings
-    except EvaluationError as exc:  # the model is fine but its data cannot be read
-        model, meta = load_model(run_dir)
+            calibration, _ = collect(loaded.data.train, CALIBRATION_ROWS)
+        notes += loaded.warnings
+    except RunDataError as exc:  # the model is fine but its config or data cannot be read
+        model, meta = run.load_model()
         normalization = meta.get("normalization")
         notes.append(f"the run's data could not be loaded ({exc})")
     except CheckpointError as exc:  # a missing run (exit 2); or corrupt weights, a hash mismatch (exit 3)
@@ -363,9 +367,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, opset: int = DEFAULT
 
 
 def write_report(result: ExportResult) -> Path:
-    from aetk.train.checkpoint import atomic_write_text
+    from aetk.atomic import atomic_write_text
 
-    path = result.out_dir / REPORT_FILE
+    path = ExportDir(result.out_dir).report_file
     atomic_write_text(path, json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))
     return path
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import onnx
 
+from aetk.artifacts.export_dir import GRAPH_NAMES as GRAPHS, ExportDir, data_file_name
 from aetk.checks import positive_int
 from aetk.export.errors import ExportError
 from aetk.runtime.metadata import PREFIX
 
-GRAPHS = ("encoder", "decoder", "autoencoder", "sample")
 KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 TRITON_TYPES = {
     onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
@@ -75,29 +75,30 @@ def triton_config(model_path: Path, name: str, max_batch_size: int = 1024, kind:
 def write_triton_repo(export_dir: Path, repo: Path, name: str, max_batch_size: int = 1024,
                       kind: str = "auto", instances: int = 1) -> Path:
     """Add this export's float32 graphs to the model repository ``repo`` (made if missing)."""
-    from aetk.train.checkpoint import atomic_write_bytes, atomic_write_text
+    from aetk.atomic import atomic_write_bytes, atomic_write_text
 
+    export = ExportDir(export_dir)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ExportError(f"triton model name {name!r} may hold only letters, digits, '_', '.' and '-'")
-    found = [g for g in GRAPHS if (export_dir / f"{g}.onnx").is_file()]
+    found = list(export.graphs())
     if not found:
-        raise ExportError(f"{export_dir} holds no exported graphs (encoder.onnx, ...) for the Triton repository")
+        raise ExportError(f"{export_dir} holds no exported graphs ({export.graph(GRAPHS[0]).name}, ...) "
+                          f"for the Triton repository")
     try:
         repo.mkdir(parents=True, exist_ok=True)
         for graph in found:
-            src = export_dir / f"{graph}.onnx"
-            model_name = f"{name}_{graph}"
-            version = repo / model_name / "1"
-            version.mkdir(parents=True, exist_ok=True)
-            data = export_dir / f"{graph}.onnx.data"
-            if data.is_file():  # external weights: Triton loads them from beside model.onnx
+            src = export.graph(graph)
+            model_name = ExportDir.triton_model_dir(repo, name, graph).name
+            config_file, model_file = ExportDir.triton_files(repo, name, graph)
+            model_file.parent.mkdir(parents=True, exist_ok=True)
+            if export.graph_data(graph).is_file():  # external weights: Triton loads them from beside the model
                 proto = onnx.load(str(src), load_external_data=True)
-                onnx.save_model(proto, str(version / "model.onnx"), save_as_external_data=True,
-                                all_tensors_to_one_file=True, location="model.onnx.data")
+                onnx.save_model(proto, str(model_file), save_as_external_data=True,
+                                all_tensors_to_one_file=True, location=data_file_name(model_file.name))
             else:
-                atomic_write_bytes(version / "model.onnx", src.read_bytes())
+                atomic_write_bytes(model_file, src.read_bytes())
             config = triton_config(src, model_name, max_batch_size, kind, instances)
-            atomic_write_text(repo / model_name / "config.pbtxt", config)
+            atomic_write_text(config_file, config)
     except OSError as exc:
         raise ExportError(f"cannot write the Triton repository {repo}: {exc.strerror or exc}") from exc
     return repo

@@ -69,7 +69,7 @@ def to_int8(proto: onnx.ModelProto, static: bool, calibration: list[dict[str, np
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="aetk-int8-") as tmp:
-        src, pre, dst = (Path(tmp) / n for n in ("model.onnx", "pre.onnx", "int8.onnx"))
+        src, pre, dst = (Path(tmp) / n for n in ("float32.onnx", "pre.onnx", "int8.onnx"))  # scratch files
         clean = onnx.ModelProto()
         clean.CopyFrom(proto)
         # The exporter's intermediate shapes can clash with the quantizer's own inference.

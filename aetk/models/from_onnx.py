@@ -162,11 +162,11 @@ def main(argv: list[str] | None = None) -> None:
     import aetk.runtime as rt
     from aetk.config import parse_value
     from aetk.models.registry import create_model
-    from aetk.train.checkpoint import save_model
+    from aetk.artifacts import RunDir  # this tool writes a run folder (see the report of issue 21)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("onnx", type=Path, help="an exported autoencoder.onnx")
-    ap.add_argument("run_dir", type=Path, help="folder to write model.safetensors + model.json into")
+    ap.add_argument("run_dir", type=Path, help="run folder to write the model into (as `aetk train` does)")
     ap.add_argument("config", nargs="*", help="the model's config as key=value (its kind's Config fields)")
     ap.add_argument("--calibrate", metavar="DATA", help="give the batch norms statistics measured on DATA "
                     "(what aetk train reads), so the model trains on from where it was")
@@ -193,8 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:  # a bad file, unknown config keys, a graph or data that does not fit
         ap.error(str(exc))
     args.run_dir.mkdir(parents=True, exist_ok=True)
-    save_model(args.run_dir, model, {"normalization": meta.normalization, "from_onnx": str(args.onnx)})
-    print(f"wrote {args.run_dir}/model.safetensors and model.json ({meta.kind}, {json.dumps(params)})")
+    run = RunDir(args.run_dir)
+    run.save_model(model, {"normalization": meta.normalization, "from_onnx": str(args.onnx)})
+    print(f"wrote {run.weights_file} and {run.info_file.name} ({meta.kind}, {json.dumps(params)})")
 
 
 def _calibration_batches(path: str, examples: int, shape: tuple[int, ...], batch_size: int = 64):
@@ -202,7 +203,7 @@ def _calibration_batches(path: str, examples: int, shape: tuple[int, ...], batch
 
     from aetk.data import DataConfig, load_data
     from aetk.data.source import evenly_spaced
-    from aetk.evaluate.loading import collect
+    from aetk.data.base import collect
 
     loaded = load_data(DataConfig(path=path))
     if tuple(loaded.input_shape) != shape:

@@ -19,25 +19,23 @@ import numpy as np
 
 from aetk.padding import pad_to_multiple
 
+from ..artifacts.export_dir import GRAPH_NAMES, PRECISION_SUFFIX, ExportDir
 from ..normalization import Normalization
 from .errors import InputShapeError, ModelFileError, ModelNotFoundError, RuntimeModelError
 from .metadata import MetadataError
 from .session import OnnxModel, crop_to, load_model
 
-GRAPH_NAMES = ("encoder", "decoder", "autoencoder", "sample")
-PRECISION_SUFFIX = {"float32": "", "float16": ".fp16", "int8": ".int8"}
 _SHARED = ("kind", "base_kind", "weights_sha256", "variational", "input_shape", "layout",
            "code_shape", "normalization", "dynamic_spatial", "spatial_multiple")
 
 
 def graph_file(folder: Path, graph: str, precision: str = "float32") -> Path:
-    return folder / f"{graph}{PRECISION_SUFFIX[precision]}.onnx"
+    return ExportDir(folder).graph(graph, precision)
 
 
 def available_precisions(folder: str | os.PathLike) -> list[str]:
     """Precisions for which ``folder`` holds at least one graph file."""
-    folder = Path(folder)
-    return [p for p in PRECISION_SUFFIX if any(graph_file(folder, g, p).is_file() for g in GRAPH_NAMES)]
+    return ExportDir(folder).available_precisions()
 
 
 def _float32(a: np.ndarray) -> np.ndarray:
@@ -180,7 +178,8 @@ class ExportedModel:
 
 def load_export(folder: str | os.PathLike, device: str = "auto", precision: str = "float32",
                 threads: int | None = None, batch_size: int | None = 256, **options: Any) -> ExportedModel:
-    """Open the graphs of an ``aetk export`` folder (see :func:`load_model` for the options)."""
+    """Open the graphs of an ``aetk export`` folder (a path or an ``aetk.artifacts.ExportDir``;
+    see :func:`load_model` for the options)."""
     folder = Path(folder)
     if precision not in PRECISION_SUFFIX:
         raise RuntimeModelError(f"precision={precision!r} is not one of {', '.join(PRECISION_SUFFIX)}")

@@ -1,20 +1,16 @@
-"""Checkpoints as safetensors plus JSON (no pickle anywhere), written atomically.
+"""The file formats of training, as safetensors plus JSON (no pickle anywhere), written atomically.
 
-A run folder holds:
-    config.toml                 the resolved run configuration
-    model.safetensors/.json     the final (or best, with early stopping) model
-    checkpoints/last.safetensors  the full training state, for --resume: one file, so one
-                                  rename makes it whole (its JSON rides in the safetensors header)
-    .aetk-train.lock            held (flock) by the `aetk train` process working in the folder
-    metrics.csv, tb/            per-epoch metrics and TensorBoard logs
-    eval/                       what `aetk eval` and `aetk sample` write
+    save_pair / load_pair            STEM.safetensors + STEM.json (the JSON records the tensors'
+                                     weights_sha256, checked on every load)
+    save_checkpoint / load_checkpoint  one STEM.safetensors holding the full training state, its
+                                     JSON in the safetensors header: one rename makes it whole
+    build_model                      rebuild a model from a pair (kind, hyperparameters, shape)
+    RunLock                          an flock on a lock file, dropped when its process dies
 
-``model.json`` carries everything needed to rebuild the model without the config:
-kind, hyperparameters, input shape, the data normalization, the aetk version, and the
-``weights_sha256`` of the tensors in ``model.safetensors`` (the same hash `aetk export`
-writes into the ONNX metadata), which every load checks: a flipped byte, an edited file or
-weights from another save are an IntegrityError naming the file. Folders written before the
-hash was recorded still load.
+Every function takes the stem or file it works on: which names a run folder uses is
+``aetk.artifacts.RunDir``'s business, one layer up. A flipped byte, an edited file or weights
+from another save are an IntegrityError naming the file; pairs written before the hash was
+recorded still load.
 """
 
 from __future__ import annotations
@@ -41,9 +37,6 @@ from aetk.atomic import (  # noqa: F401 (used here, re-exported)
     stray_temporaries,
 )
 
-MODEL_FILE = "model"
-LAST = "checkpoints/last"
-LOCK_FILE = ".aetk-train.lock"
 WEIGHTS_HASH = "weights_sha256"  # the key, in a pair's JSON, of its tensors' hash
 CHECKPOINT_KEY = "aetk.checkpoint"  # the safetensors header entry holding a checkpoint's JSON
 
@@ -160,29 +153,17 @@ def load_checkpoint(stem: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return tensors, info
 
 
-def checkpoint_exists(run_dir: Path) -> bool:
-    return any((Path(run_dir) / (LAST + suffix)).exists() for suffix in (".safetensors", ".json"))
-
-
-def remove_stray_temporaries(run_dir: Path) -> list[Path]:
-    """Remove the temporaries killed writes left in a run folder and its checkpoints folder
-    (call it holding the run's lock: no live writer can own them then). Returns them."""
-    folders = (Path(run_dir), Path(run_dir) / "checkpoints")
-    return [p for folder in folders for p in atomic.remove_stray_temporaries(folder)]
-
-
 class RunLockedError(AetkError, RuntimeError):
     """Another process is training in this run folder."""
 
 
 class RunLock:
-    """``with RunLock(run_dir):`` holds an exclusive flock on ``run_dir/.aetk-train.lock``
-    while one `aetk train` works in the folder; a second is refused at once. The kernel
-    drops the lock when its process dies, however it dies, so a killed run never leaves a
-    folder locked."""
+    """``with RunLock(lock_file):`` holds an exclusive flock on ``lock_file`` while one
+    `aetk train` works in its folder; a second is refused at once. The kernel drops the lock
+    when its process dies, however it dies, so a killed run never leaves a folder locked."""
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / LOCK_FILE
+    def __init__(self, lock_file: Path):
+        self.path = Path(lock_file)
         self.fd: int | None = None
 
     def __enter__(self) -> "RunLock":
@@ -247,36 +228,27 @@ def _unkey(k: Any) -> Any:
     return k["int"] if isinstance(k, dict) else k
 
 
-def save_model(run_dir: Path, model, info: dict[str, Any]) -> None:
-    """The deployable model: weights plus what is needed to rebuild it."""
+def model_record(model, info: dict[str, Any]) -> dict[str, Any]:
+    """What a saved model's JSON holds besides its weights' hash: what rebuilds it."""
     import aetk
 
-    meta = {
+    return {
         "kind": model.kind,
         "config": model.hyperparameters(),
         "input_shape": list(model.input_shape),
         "aetk_version": aetk.__version__,
         **info,
     }
-    save_pair(Path(run_dir) / MODEL_FILE, model.state_dict(), meta)
 
 
-def model_stem(path: Path) -> Path:
-    """A run folder's model stem, or the stem of a model.safetensors/.json path itself."""
-    return path / MODEL_FILE if path.is_dir() else path.with_suffix("")
-
-
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild a trained model from a run folder (or a model.safetensors/.json stem).
+def build_model(stem: Path, device: str | torch.device = "cpu"):
+    """Rebuild a trained model from the pair at ``stem`` (see save_pair).
 
     Returns (model in eval mode, metadata dict).
     """
     from aetk.models.registry import create_model
 
-    run = Path(run_dir)
-    if not run.exists():
-        raise MissingRunError(f"run folder {run} does not exist")
-    stem = model_stem(run)
+    stem = Path(stem)
     tensors, meta = load_pair(stem)
     for key in ("kind", "config", "input_shape"):
         if key not in meta:
@@ -290,17 +262,14 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu"):
     return model.to(device).eval(), meta
 
 
-def init_weights(model, source: str | Path) -> tuple[list[str], list[str]]:
-    """Start ``model`` from a trained run's weights (``train.init_from``): every tensor of the
-    source must exist in the model with the same shape, after ``model.grow_state`` (a kind that
-    can grow, e.g. resconv to more features, adapts them); the model's other tensors (new layers)
-    keep their fresh initialisation. Returns (copied names, new names)."""
-    src = Path(source)
-    stem = model_stem(src)
-    if not stem.with_suffix(".safetensors").is_file():
-        raise MissingRunError(f"train.init_from: {src} is not a run folder with {MODEL_FILE}.safetensors "
-                              f"(or a .safetensors file)")
-    tensors, _ = load_pair(stem)
+def init_weights(model, stem: Path, source: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """Start ``model`` from the trained weights of the pair at ``stem`` (``train.init_from``,
+    named ``source`` in messages): every tensor of the source must exist in the model with the
+    same shape, after ``model.grow_state`` (a kind that can grow, e.g. resconv to more features,
+    adapts them); the model's other tensors (new layers) keep their fresh initialisation.
+    Returns (copied names, new names)."""
+    src = source if source is not None else stem
+    tensors, _ = load_pair(Path(stem))
     tensors = model.grow_state(tensors)  # e.g. a narrower resconv widened to this one's features
     own = model.state_dict()
     unknown = sorted(set(tensors) - set(own))

@@ -1,7 +1,7 @@
 """Multi-process data parallel training through PyTorch's own launcher.
 
 `aetk train --nproc-per-node N` re-runs the same training job under
-``python -m torch.distributed.run --nproc-per-node N -m aetk.train.worker ...``; each
+``python -m torch.distributed.run --nproc-per-node N -m aetk.artifacts.train_worker ...``; each
 process calls :func:`aetk.train.trainer.train`, which sees WORLD_SIZE/RANK in its
 environment and joins the group (gloo on CPU, NCCL on GPU).
 """
@@ -64,11 +64,11 @@ LOCK_HELD_ENV = "AETK_TRAIN_LOCK_HELD_BY_LAUNCHER"
 
 
 def launch(nproc_per_node: int, worker_args: list[str], *, run_locked: bool = False) -> int:
-    """Run ``aetk.train.worker`` in N processes on this machine; returns the exit code.
-    ``run_locked``: the caller holds the run folder's lock (checkpoint.RunLock) for them."""
+    """Run ``aetk.artifacts.train_worker`` in N processes on this machine; returns the exit code.
+    ``run_locked``: the caller holds the run folder's lock (RunDir.lock) for them."""
     positive_int("--nproc-per-node", nproc_per_node)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc_per_node}", "-m", "aetk.train.worker", *worker_args]
+           f"--nproc-per-node={nproc_per_node}", "-m", "aetk.artifacts.train_worker", *worker_args]
     env = {**os.environ, LOCK_HELD_ENV: "1"} if run_locked else None
     return subprocess.call(cmd, env=env)
 

@@ -5,9 +5,10 @@ adversarial kind declares two); every scalar in ``out`` is logged as a loss term
 ``model.pretraining_stages()`` (greedy layer-wise, for ``stacked``) are trained the same
 way first, each alone.
 
-What a run folder gets (see checkpoint.py): the resolved config, checkpoints of the full
-training state (model, optimizer, scheduler, RNG states, step) for ``resume``, the model,
-a metrics CSV and TensorBoard logs.
+What a run folder gets: the resolved config, checkpoints of the full training state (model,
+optimizer, scheduler, RNG states, step) for ``resume``, the model, a metrics CSV and
+TensorBoard logs. The trainer writes them through the run folder object it is handed (a
+:class:`RunFolder`, i.e. ``aetk.artifacts.RunDir``), so it knows no file name itself.
 
 Exact resume: batch order comes from (seed, epoch), stochastic ops draw from
 (seed, step), and the RNG states are restored, so on CPU an interrupted and resumed run
@@ -26,7 +27,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -40,21 +41,30 @@ from aetk.models.registry import create_model
 from aetk.seeds import PRETRAIN_OFFSET, epoch_seed, rank_seed
 from aetk.train import distributed
 from aetk.train.augment import random_flips
-from aetk.train.checkpoint import (
-    LAST,
-    LOCK_FILE,
-    CheckpointError,
-    RunLock,
-    atomic_write_text,
-    checkpoint_exists,
-    flatten_state,
-    init_weights,
-    load_checkpoint,
-    remove_stray_temporaries,
-    save_checkpoint,
-    save_model,
-    unflatten_state,
-)
+from aetk.atomic import atomic_write_text
+from aetk.train.checkpoint import CheckpointError, RunLock, flatten_state, init_weights, unflatten_state
+
+
+class RunFolder(Protocol):
+    """What the trainer needs of a run folder; ``aetk.artifacts.RunDir`` is the one there is."""
+
+    path: Path
+    config_file: Path
+    checkpoint_file: Path
+    checkpoints_dir: Path
+    lock_file: Path
+    metrics_file: Path
+    tensorboard_dir: Path
+
+    def has_checkpoint(self) -> bool: ...
+    def lock(self) -> RunLock: ...
+    def remove_temporaries(self) -> list[Path]: ...
+    def remove_if_unstarted(self) -> None: ...
+    def write_config(self, cfg: RunConfig) -> None: ...
+    def save_checkpoint(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None: ...
+    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]: ...
+    def save_model(self, model: nn.Module, info: dict[str, Any]) -> None: ...
+    def weights_stem(self, source: str | Path) -> Path: ...
 
 
 class TrainingError(AetkError, RuntimeError):
@@ -226,44 +236,49 @@ class MetricsLog:
 # --------------------------------------------------------------------------------------
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
+def train(cfg: RunConfig, run: RunFolder, *, resume: bool = False,
           stop_at_step: int | None = None) -> TrainResult:
-    """Train ``cfg`` into ``run_dir``; ``resume`` continues from checkpoints/last (``cfg`` may
+    """Train ``cfg`` into the run folder ``run`` (``aetk.artifacts.RunDir``; from a path:
+    ``aetk.artifacts.train_run``); ``resume`` continues from its last checkpoint (``cfg`` may
     then differ from the run's own config only in RESUME_SAFE keys, see aetk.config).
 
     The config is checked first (a ConfigError names the key), and one process at a time
     trains in a run folder (a lock; a second is refused)."""
     cfg.check()  # before any work, whether it came from load_config or was built in Python
+    if not hasattr(run, "checkpoint_file"):  # a str or Path (RunDir is path-like too)
+        raise TypeError(f"train() writes through a run folder object, not the path {run!r}: pass "
+                        f"aetk.artifacts.RunDir(path), or call aetk.artifacts.train_run(cfg, path)")
     tc = cfg.train
-    run_dir = Path(run_dir)
+    run_dir = run.path
     device = pick_device(tc.device)
     dist_info = distributed.setup(device)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     created = not run_dir.exists()
     try:
-        if dist_info.is_main and resume and not checkpoint_exists(run_dir):
-            if distributed.locks_run_folder(dist_info) and (run_dir / LOCK_FILE).is_file():
-                with RunLock(run_dir):  # a trainer at work before its first checkpoint: say that
+        if dist_info.is_main and resume and not run.has_checkpoint():
+            if distributed.locks_run_folder(dist_info) and run.lock_file.is_file():
+                with run.lock():  # a trainer at work before its first checkpoint: say that
                     pass
-            raise TrainingError(f"cannot resume: {run_dir / (LAST + '.safetensors')} does not exist (the run "
+            raise TrainingError(f"cannot resume: {run.checkpoint_file} does not exist (the run "
                                 f"stopped before its first checkpoint: start it again without --resume)")
-        with RunLock(run_dir) if distributed.locks_run_folder(dist_info) else contextlib.nullcontext():
-            result = _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step)
+        with run.lock() if distributed.locks_run_folder(dist_info) else contextlib.nullcontext():
+            result = _train(cfg, tc, run, device, dist_info, resume, stop_at_step)
         distributed.finish_together(dist_info)
         return result
     except BaseException:
         if created and dist_info.is_main:
-            _remove_unstarted_run(run_dir)
+            run.remove_if_unstarted()
         raise
     finally:
         torch.use_deterministic_algorithms(was_deterministic)  # process-wide: put it back
         distributed.teardown(dist_info)
 
 
-def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainResult:
+def _train(cfg, tc, run: RunFolder, device, dist_info, resume, stop_at_step) -> TrainResult:
     main = dist_info.is_main
+    run_dir = run.path
     if main:
-        _prepare_run_dir(run_dir, cfg, resume)
+        _prepare_run_dir(run, cfg, resume)
     seed_everything(tc.seed, tc.deterministic)
 
     data = load_data(cfg.data)
@@ -288,9 +303,9 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
     state = {"epoch": 0, "step": 0, "batch": 0, "best_val": None, "bad_epochs": 0, "phase": "train"}
 
     if resume:
-        state, history = _resume(run_dir, model, device)
+        state, history = _resume(run, model, device)
     elif tc.init_from:
-        copied, new = init_weights(model, tc.init_from)
+        copied, new = init_weights(model, run.weights_stem(tc.init_from), tc.init_from)
         if main:
             print(f"init_from {tc.init_from}: {len(copied)} tensor(s) copied, {len(new)} new")
 
@@ -306,16 +321,16 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
     scheds = [make_scheduler(tc, opt, steps_per_epoch) for opt in opts]
     sched = scheds[0]  # the learning rate logged
     if resume:
-        _resume_optimizer(run_dir, steps, opts, scheds)
+        _resume_optimizer(run, steps, opts, scheds)
 
-    writer = _tensorboard(run_dir, tc) if main else None
-    metrics = MetricsLog(run_dir / "metrics.csv", history)
+    writer = _tensorboard(run.tensorboard_dir, tc) if main else None
+    metrics = MetricsLog(run.metrics_file, history)
     use_amp = tc.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     def save_last() -> None:
-        _save_training_state(run_dir, model, (steps, opts, scheds), state, history, cfg)
+        _save_training_state(run, model, (steps, opts, scheds), state, history, cfg)
 
     start_epoch = state["epoch"]
     for epoch in range(start_epoch, tc.epochs):
@@ -346,7 +361,7 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
                         what = "loss" if st.loss == "loss" else f"{st.loss!r} loss"
                         raise TrainingError(
                             f"the {what} became {out[st.loss].item()} at step {state['step']} (epoch "
-                            f"{epoch + 1}); stopped. The last good checkpoint is in {run_dir / 'checkpoints'}; "
+                            f"{epoch + 1}); stopped. The last good checkpoint is in {run.checkpoints_dir}; "
                             "try a lower train.lr or train.grad_clip"
                         )
                 run_steps(out, steps, opts, scaler, tc.grad_clip)
@@ -390,7 +405,7 @@ def _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step) -> TrainRe
                     if k not in ("epoch", "step"):
                         writer.add_scalar(f"epoch/{k}", v, epoch + 1)
             if improved or not tc.early_stopping:
-                save_model(run_dir, model, _model_info(data, state, row))
+                run.save_model(model, _model_info(data, state, row))
             save_last()
         if tc.early_stopping and state["bad_epochs"] >= tc.early_stopping:
             if main and tc.progress:
@@ -458,55 +473,42 @@ def _model_info(data: LoadedData, state, row) -> dict[str, Any]:
             "num_classes": data.num_classes}
 
 
-def _remove_unstarted_run(run_dir: Path) -> None:
-    """A new run that failed before it trained (bad data, say) leaves no folder behind: only
-    when the folder holds nothing but what train() itself wrote first (its config and lock)."""
-    try:
-        entries = list(run_dir.iterdir())
-        if all(p.name in ("config.toml", LOCK_FILE) and p.is_file() for p in entries):
-            for p in entries:
-                p.unlink()
-            run_dir.rmdir()
-    except OSError:
-        pass  # best effort: the error being raised is what the user needs to see
-
-
-def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
-    """Under the run's lock: clear what killed writes left, check a resume, write config.toml."""
-    removed = remove_stray_temporaries(run_dir)
+def _prepare_run_dir(run: RunFolder, cfg: RunConfig, resume: bool) -> None:
+    """Under the run's lock: clear what killed writes left, check a resume, write the config."""
+    removed = run.remove_temporaries()
     if removed:
-        print(f"removed {len(removed)} temporary file(s) an interrupted write left in {run_dir}")
+        print(f"removed {len(removed)} temporary file(s) an interrupted write left in {run.path}")
     if resume:
-        if not checkpoint_exists(run_dir):  # gone since train() looked, before the lock
-            raise TrainingError(f"cannot resume: {run_dir / (LAST + '.safetensors')} does not exist")
+        if not run.has_checkpoint():  # gone since train() looked, before the lock
+            raise TrainingError(f"cannot resume: {run.checkpoint_file} does not exist")
         # Read whole (its hash checked) before anything is written; then the config it was
-        # written with (older checkpoints: the run's config.toml).
-        info = _load_last(run_dir)[1]
+        # written with (older checkpoints: the run's config file).
+        info = run.load_checkpoint()[1]
         saved = info.get("config")
         done = int((info.get("state") or {}).get("epoch") or 0)
-        if cfg.train.epochs < done:  # config.toml would then say fewer epochs than the model has had
+        if cfg.train.epochs < done:  # the config would then say fewer epochs than the model has had
             from aetk.settings import ConfigError
 
-            raise ConfigError(f"train.epochs={cfg.train.epochs} is fewer than the {done} epoch(s) {run_dir} has "
+            raise ConfigError(f"train.epochs={cfg.train.epochs} is fewer than the {done} epoch(s) {run.path} has "
                               f"trained already; pass --epochs {done} or more to continue it")
-        if saved is None and (run_dir / "config.toml").is_file():
+        if saved is None and run.config_file.is_file():
             from aetk.config import load_config
 
-            saved = load_config(run_dir / "config.toml").to_dict()
+            saved = load_config(run.config_file).to_dict()
         if saved is not None:
-            check_resume(saved, cfg.to_dict(), run_dir)
-    elif checkpoint_exists(run_dir):
+            check_resume(saved, cfg.to_dict(), run.path)
+    elif run.has_checkpoint():
         raise TrainingError(
-            f"{run_dir} already holds a training run; pass --resume to continue it or choose "
+            f"{run.path} already holds a training run; pass --resume to continue it or choose "
             "another --run-dir")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.toml", cfg.to_toml())  # on resume: with the safe changes
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(cfg)  # on resume: with the safe changes
     except OSError as exc:
-        raise TrainingError(f"cannot write the run folder {run_dir}: {exc}") from exc
+        raise TrainingError(f"cannot write the run folder {run.path}: {exc}") from exc
 
 
-def _save_training_state(run_dir, model, optimization, state, history, cfg: RunConfig) -> None:
+def _save_training_state(run: RunFolder, model, optimization, state, history, cfg: RunConfig) -> None:
     """optimization: (steps, optimizers, schedulers) of the model's declared training steps."""
     tensors: dict[str, torch.Tensor] = {}
     skeleton = {"model": flatten_state("model", model.state_dict(), tensors)}
@@ -518,29 +520,24 @@ def _save_training_state(run_dir, model, optimization, state, history, cfg: RunC
                                             if k != "lr_lambdas"}, tensors)
     skeleton["rng"] = flatten_state("rng", rng_state(), tensors)
     info = {"state": state, "history": history, "skeleton": skeleton, "config": cfg.to_dict()}
-    save_checkpoint(run_dir / LAST, tensors, info)
+    run.save_checkpoint(tensors, info)
 
 
-def _load_last(run_dir: Path):
-    tensors, info = load_checkpoint(run_dir / LAST)
-    return tensors, info
-
-
-def _resume(run_dir: Path, model, device):
-    tensors, info = _load_last(run_dir)
+def _resume(run: RunFolder, model, device):
+    tensors, info = run.load_checkpoint()
     sk = info["skeleton"]
     try:
         model.load_state_dict(unflatten_state(sk["model"], tensors))
     except RuntimeError as exc:
-        raise CheckpointError(f"the checkpoint {run_dir / (LAST + '.safetensors')} does not fit this "
+        raise CheckpointError(f"the checkpoint {run.checkpoint_file} does not fit this "
                               f"{model.kind} model (was the run's config edited?): "
                               f"{str(exc).splitlines()[0]}") from exc
     set_rng_state(unflatten_state(sk["rng"], tensors))
     return dict(info["state"]), list(info["history"])
 
 
-def _resume_optimizer(run_dir: Path, steps, opts, scheds) -> None:
-    tensors, info = _load_last(run_dir)
+def _resume_optimizer(run: RunFolder, steps, opts, scheds) -> None:
+    tensors, info = run.load_checkpoint()
     sk = info["skeleton"]
     for i, (step, opt, sched) in enumerate(zip(steps, opts, scheds)):
         opt.load_state_dict(unflatten_state(sk[_optimizer_key("optimizer", i, step)], tensors))
@@ -579,12 +576,12 @@ def _pretrain(model, train_set, tc: TrainConfig, device, dist_info, main) -> Non
                       f"loss {total / max(n, 1):.4f}")
 
 
-def _tensorboard(run_dir: Path, tc: TrainConfig):
+def _tensorboard(log_dir: Path, tc: TrainConfig):
     if not tc.tensorboard:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(run_dir / "tb"))
+    return SummaryWriter(str(log_dir))
 
 
 class _NoProgress:

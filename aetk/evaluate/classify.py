@@ -15,12 +15,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from aetk.config import load_config
+from aetk.artifacts import RunDir
+from aetk.atomic import atomic_write_text
 from aetk.data import load_data
 from aetk.errors import UserInputError
 from aetk.models.classifier import Classifier
 from aetk.models.registry import create_model
-from aetk.train.checkpoint import atomic_write_text, load_model, save_pair
+
+RESULT_FILE = "classifier.json"  # in the run's eval folder, beside what `aetk eval` writes
 
 
 def _labelled_subset(labels: torch.Tensor, n: int, seed: int) -> list[int]:
@@ -68,9 +70,9 @@ def finetune_classifier(run_dir: str | Path, *, labelled: int = 1000, epochs: in
     pretrained encoder; report test accuracy (and a from-scratch baseline).
     ``progress(stage, done, total)`` is called after each epoch of each stage."""
     report = progress or (lambda stage, done, total: None)
-    run = Path(run_dir)
-    model, meta = load_model(run)
-    cfg = load_config(run / "config.toml")
+    run = RunDir(run_dir)
+    model, meta = run.load_model()
+    cfg = run.config()
     data = load_data(cfg.data)
     if not data.num_classes:
         raise UserInputError(f"the run's data ({data.source}) has no labels to train a classifier on")
@@ -92,6 +94,6 @@ def finetune_classifier(run_dir: str | Path, *, labelled: int = 1000, epochs: in
         scratch = Classifier(fresh, data.num_classes, fine_tune=True)
         _fit(scratch, train_set, epochs, lr, batch_size, seed, lambda e: report("from scratch", e, epochs))
         result["scratch_accuracy"] = _accuracy(scratch, test_set)
-    save_pair(run / "classifier", clf.state_dict(), {"num_classes": data.num_classes, **result})
-    atomic_write_text(run / "eval" / "classifier.json", json.dumps(result, indent=2))
+    run.save_classifier(clf, {"num_classes": data.num_classes, **result})
+    atomic_write_text(run.eval_dir / RESULT_FILE, json.dumps(result, indent=2))
     return result
