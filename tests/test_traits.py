@@ -171,7 +171,6 @@ def test_traits_are_frozen_and_check_the_layout():
 # models (path, first argument's source text) -> why.
 MODEL_PACKAGES = ("aetk/models", "aetk/train", "aetk/export", "aetk/evaluate", "cli")
 ALLOWED = {
-    ("aetk/evaluate/loading.py", "ds"): "a dataset (a Subset has no normalization of its own)",
     ("aetk/evaluate/loading.py", "run.data.train"): "the data set's source, to find its value range",
     ("aetk/evaluate/loading.py", "src"): "the data source's optional range facts (data, not a model)",
     ("cli/main.py", "sys.modules[_UsageError.__module__]"): "a click class that older clicks lack",

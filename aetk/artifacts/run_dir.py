@@ -74,7 +74,7 @@ class LoadedRun:
 
     @property
     def kind(self) -> str:
-        return str(self.meta.get("kind", getattr(self.model, "kind", "?")))
+        return str(self.meta.get("kind", self.model.kind))
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -245,7 +245,7 @@ def train(cfg: RunConfig, run: RunFolder, *, resume: bool = False,
     The config is checked first (a ConfigError names the key), and one process at a time
     trains in a run folder (a lock; a second is refused)."""
     cfg.check()  # before any work, whether it came from load_config or was built in Python
-    if not hasattr(run, "checkpoint_file"):  # a str or Path (RunDir is path-like too)
+    if isinstance(run, (str, Path)):  # RunDir is path-like too, but not a str or Path
         raise TypeError(f"train() writes through a run folder object, not the path {run!r}: pass "
                         f"aetk.artifacts.RunDir(path), or call aetk.artifacts.train_run(cfg, path)")
     tc = cfg.train
