@@ -6,6 +6,8 @@ classifier head, a short training run, config errors, export-ready encode/decode
 from __future__ import annotations
 
 import copy
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,6 +65,15 @@ VARIANTS = {
 }
 CASES = {k: (k, *v) for k, v in KIND_CASES.items()} | VARIANTS
 B = 5
+
+
+def tool(name: str):
+    """A script of tools/ imported as a module (its argparse front end is ``main(argv)``)."""
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def build(kind, shape, params, seed=0):
@@ -603,7 +614,7 @@ def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path):
     """Export folds the batch norms away; from_onnx puts the weights back (folded norms as
     shifts), computing the graph's function, and writes a run folder init_from takes."""
     from aetk.export import export_model
-    from aetk.models.from_onnx import OnnxImportError, load_onnx_weights, main
+    from aetk.models.from_onnx import OnnxImportError, load_onnx_weights
     from aetk.train.checkpoint import init_weights, load_model
 
     trained = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=3))
@@ -634,6 +645,7 @@ def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path):
     load_onnx_weights(from_half, half)
     first = next(p for p in from_half.parameters())
     assert torch.equal(first, first.half().float())  # the stored float16 values, exactly
+    main = tool("onnx_to_run").main
     main([str(graph), str(tmp_path / "run"), "features=4", "depth=3", "context=3"])
     model, meta = load_model(tmp_path / "run")
     assert meta["normalization"]["kind"] == "none" and meta["from_onnx"] == str(graph)  # as exported
@@ -679,7 +691,7 @@ def test_rebuilt_model_calibrated_trains_on_from_where_it_was(tmp_path):
     eval mode and about the same in training mode, where uncalibrated ones are far off; a
     calibrated cascade takes the noise-level input (refine_level) through init_from."""
     from aetk.export import export_model
-    from aetk.models.from_onnx import calibrate_batchnorms, load_onnx_weights, main
+    from aetk.models.from_onnx import calibrate_batchnorms, load_onnx_weights
     from aetk.train.checkpoint import init_weights, load_model
 
     params = dict(features=6, depth=3, refine=5, refine_depth=2)
@@ -708,6 +720,7 @@ def test_rebuilt_model_calibrated_trains_on_from_where_it_was(tmp_path):
     _, rms_after = train_mode_error(rebuilt, x)
     assert rms_after < 0.1 * rms_before and rms_after < 0.01, (rms_before, rms_after)
 
+    main = tool("onnx_to_run").main
     main([str(graph), str(tmp_path / "run"), *(f"{k}={v}" for k, v in params.items()),
           "--calibrate", str(tmp_path / "images.npy"), "--calibrate-examples", "100"])
     model, _ = load_model(tmp_path / "run")

@@ -8,12 +8,11 @@ packages join the training set (apt install mate-backgrounds lomiri-wallpapers-1
 downscaled so their shorter side is 600 pixels: that removes their JPEG artefacts and
 sensor noise (the targets must be clean) and brings them to the scale of the test photos.
 
-    python -m aetk.denoise.photos patches.npz --wallpapers   # the shipped model's patches
+    python tools/denoise_patches.py patches.npz --wallpapers   # the shipped model's patches
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -136,27 +135,3 @@ def patches(names: Sequence[str | Path], size: int = 64, stride: int = 32) -> np
                     out.append(np.ascontiguousarray(p[:, ::-1] if (k // 4) % 2 else p))
                     k += 1
     return np.stack(out)[:, None]
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path, help="the .npz to write (x: training patches, x_test: validation)")
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--stride", type=int, default=32)
-    ap.add_argument("--wallpapers", action="store_true",
-                    help="add the photographic wallpapers of Debian's mate-backgrounds and "
-                         "lomiri-wallpapers-16.04 to the training photographs")
-    args = ap.parse_args(argv)
-    train_photos = [*TRAIN, *(wallpaper_paths() if args.wallpapers else [])]
-    train = patches(train_photos, args.size, args.stride)
-    val = patches(VALIDATION, args.size, args.size)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp.npz")
-    np.savez(tmp, x=train, x_test=val)
-    tmp.replace(args.out)
-    print(f"wrote {len(train)} training and {len(val)} validation patches of {args.size}x{args.size} "
-          f"from {len(train_photos)} + {len(VALIDATION)} photographs to {args.out}")
-
-
-if __name__ == "__main__":
-    main()
