@@ -25,10 +25,7 @@ def _image_size(text: Optional[str]) -> Optional[list[int]]:
     if text is None:
         return None
     parts = text.lower().replace(",", "x").split("x")
-    try:
-        size = [int(p) for p in parts]
-    except ValueError:
-        size = []
+    size = [int(p) for p in parts] if all(p.strip().isdigit() for p in parts) else []
     if len(size) == 1:
         size = size * 2
     if len(size) != 2 or min(size) < 1:

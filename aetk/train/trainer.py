@@ -57,7 +57,7 @@ class TrainingError(AetkError, RuntimeError):
     """Training cannot go on (diverged loss, data the model cannot take, bad resume)."""
 
 
-class TrainingInterrupted(RuntimeError):
+class TrainingInterrupted(AetkError, RuntimeError):
     """Raised by ``stop_at_step`` after the checkpoint at that step is written (tests)."""
 
 
