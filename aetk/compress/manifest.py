@@ -49,6 +49,10 @@ import numpy as np
 from aetk.atomic import atomic_write_text, stray_temporaries
 from aetk.compress.errors import CompressError, IncompleteCodesError, StaleCodesError, UnsafeManifestError
 from aetk.compress.shards import NAME_PREFIX, is_shard_file, shard_name
+from aetk.compress.options import CompressOptions
+from aetk.options import flag
+
+OVERWRITE = flag(CompressOptions, "overwrite")
 
 MANIFEST = "manifest.json"
 REPORT = "report.json"
@@ -114,7 +118,7 @@ def checksum(manifest: dict[str, Any]) -> str:
 
 def _unsafe(path: Path, what: str) -> UnsafeManifestError:
     return UnsafeManifestError(f"{path} {what}; refusing to use it (it was edited or made by something "
-                               f"other than `aetk compress`; recompress from the data, with --overwrite "
+                               f"other than `aetk compress`; recompress from the data, with {OVERWRITE} "
                                f"to remake this folder)")
 
 
@@ -240,7 +244,7 @@ def load_manifest(codes: Path) -> dict[str, Any]:
         raise CompressError(f"{path} is not an aetk codes manifest (no \"format\": \"{FORMAT}\")")
     if m.get("format_version") != FORMAT_VERSION:
         raise CompressError(f"{path} has format_version {m.get('format_version')!r}; this aetk reads "
-                            f"version {FORMAT_VERSION} (rerun `aetk compress ... --overwrite` to remake it)")
+                            f"version {FORMAT_VERSION} (rerun `aetk compress ... {OVERWRITE}` to remake it)")
     for key in ("job", "shards", "totals", "model_files", "code_shape", CHECKSUM):
         if key not in m:
             raise CompressError(f"{path} lacks {key!r}; it is not a complete aetk codes manifest")
@@ -339,7 +343,7 @@ def job_differences(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def refuse_stale(codes: Path, where: str, diffs: list[str]) -> StaleCodesError:
     shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
     return StaleCodesError(f"{codes} holds codes of another job ({where}): {shown}. Its shards are "
-                           f"stale for this model and preprocessing; pass --overwrite to replace "
+                           f"stale for this model and preprocessing; pass {OVERWRITE} to replace "
                            f"them, or write to another folder")
 
 

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from aetk.compress.errors import CompressError, CorruptShardError
+from aetk.compress.options import CompressOptions
 from aetk.compress.quantize import DTYPES
+from aetk.options import flag
 
 CONTAINERS = ("npy", "parquet")
 COMPRESSIONS = ("none", "zstd")
@@ -29,11 +31,11 @@ NAME_PREFIX = "shard-"
 
 def check_container(container: str, compression: str, level: int) -> None:
     if container not in CONTAINERS:
-        raise CompressError(f"--shard-format {container!r} is not one of {', '.join(CONTAINERS)}")
+        raise CompressError(f"{flag(CompressOptions, 'shard_format')} {container!r} is not one of {', '.join(CONTAINERS)}")
     if compression not in COMPRESSIONS:
         raise CompressError(f"compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
     if not (isinstance(level, int) and 1 <= level <= 22):
-        raise CompressError(f"--zstd-level must be an integer from 1 to 22, got {level!r}")
+        raise CompressError(f"{flag(CompressOptions, 'zstd_level')} must be an integer from 1 to 22, got {level!r}")
     if container == "parquet":
         _pyarrow()
     if compression == "zstd":
@@ -45,7 +47,7 @@ def _pyarrow():
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
-        raise CompressError("--shard-format parquet needs pyarrow: pip install 'aetk[parquet]'") from exc
+        raise CompressError(f"{flag(CompressOptions, 'shard_format')} parquet needs pyarrow: pip install 'aetk[parquet]'") from exc
     return pa, pq
 
 
@@ -53,7 +55,7 @@ def _zstd():
     try:
         import zstandard
     except ImportError as exc:
-        raise CompressError("--zstd needs the zstandard package: pip install zstandard") from exc
+        raise CompressError(f"{flag(CompressOptions, 'zstd')} needs the zstandard package: pip install zstandard") from exc
     return zstandard
 
 

@@ -7,7 +7,6 @@ loads the graph); the weights lose their low bits. The shipped denoisers are sto
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import onnx

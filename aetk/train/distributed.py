@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 
 from aetk.errors import UserInputError
+from aetk.options import flag
+from aetk.train.options import TrainOptions
 
 
 @dataclass
@@ -67,7 +69,7 @@ def launch(nproc_per_node: int, worker_args: list[str], *, run_locked: bool = Fa
     """Run ``aetk.train.worker`` in N processes on this machine; returns the exit code.
     ``run_locked``: the caller holds the run folder's lock (checkpoint.RunLock) for them."""
     if nproc_per_node < 1:
-        raise UserInputError(f"--nproc-per-node must be >= 1, got {nproc_per_node}")
+        raise UserInputError(f"{flag(TrainOptions, 'nproc_per_node')} must be >= 1, got {nproc_per_node}")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc_per_node}", "-m", "aetk.train.worker", *worker_args]
     env = {**os.environ, LOCK_HELD_ENV: "1"} if run_locked else None

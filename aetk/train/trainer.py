@@ -51,6 +51,8 @@ from aetk.train.checkpoint import (
     save_model,
     unflatten_state,
 )
+from aetk.options import flag
+from aetk.train.options import TrainOptions
 
 
 class TrainingError(AetkError, RuntimeError):
@@ -242,7 +244,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
                 with RunLock(run_dir):  # a trainer at work before its first checkpoint: say that
                     pass
             raise TrainingError(f"cannot resume: {run_dir / (LAST + '.safetensors')} does not exist (the run "
-                                f"stopped before its first checkpoint: start it again without --resume)")
+                                f"stopped before its first checkpoint: start it again without {flag(TrainOptions, 'resume')})")
         with RunLock(run_dir) if distributed.locks_run_folder(dist_info) else contextlib.nullcontext():
             result = _train(cfg, tc, run_dir, device, dist_info, resume, stop_at_step)
         distributed.finish_together(dist_info)
@@ -473,7 +475,7 @@ def _prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
             check_resume(saved, cfg.to_dict(), run_dir)
     elif checkpoint_exists(run_dir):
         raise TrainingError(
-            f"{run_dir} already holds a training run; pass --resume to continue it or choose "
+            f"{run_dir} already holds a training run; pass {flag(TrainOptions, 'resume')} to continue it or choose "
             "another --run-dir")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
