@@ -1,8 +1,9 @@
 """``compress``: a dataset to a folder of latent codes, crash-safe and resumable.
 
     result = compress("fashion-mnist", "exports/conv", "codes/")               # local engine
-    result = compress("photos/", "runs/conv", "codes/", precision="int8", zstd=True,
-                      data_options={"image_size": [64, 64]}, engine="ray")
+    result = compress("photos/", "runs/conv", "codes/",
+                      CompressOptions(precision="int8", zstd=True, engine=Ray(workers=8),
+                                      reader=ReaderOptions(image_size=(64, 64))))
 
 Order of work, so that bad input fails before anything is written:
 
@@ -301,8 +302,8 @@ def _encode(work: _Work, encoder: Any, options: CompressOptions, progress: Progr
     t1 = time.perf_counter()
     try:
         if isinstance(options.engine, Local):
-            written = ShardEncoder(settings, parts=work.inputs.parts, model=encoder).run(work.pending,
-                                                                                        progress.advance)
+            encoder_here = ShardEncoder(settings, parts=work.inputs.parts, model=encoder)
+            written = encoder_here.run(work.pending, progress.advance)
         else:
             from aetk.compress.ray_engine import run_ray
 
@@ -338,7 +339,8 @@ def _write_manifest(work: _Work, written: list[dict[str, Any]]) -> dict[str, Any
     return manifest
 
 
-def _report(work: _Work, manifest: dict[str, Any], options: CompressOptions, progress: Progress) -> dict[str, Any]:
+def _report(work: _Work, manifest: dict[str, Any], options: CompressOptions, progress: Progress
+            ) -> dict[str, Any]:
     """Sizes against raw data and PNG (and PSNR with ``evaluate``), into report.json."""
     from aetk.compress.report import size_report
 
