@@ -23,7 +23,6 @@ import typer
 
 from aetk.compress.options import (ENGINES, CompressOptions, DecompressOptions, Local, NeighborsOptions, Ray,
                                    ReaderOptions)
-
 from aetk.options import option
 
 from ._options import Given, with_options
@@ -38,7 +37,7 @@ class Output:
     quiet: bool = option(False, "--quiet", "No progress bar.", short="-q")
 
 
-def _image_size(text: Optional[str]) -> Optional[list[int]]:
+def _image_size(text: Optional[str]) -> Optional[tuple[int, int]]:
     if text is None:
         return None
     parts = text.lower().replace(",", "x").split("x")
@@ -48,7 +47,7 @@ def _image_size(text: Optional[str]) -> Optional[list[int]]:
     if len(size) != 2 or min(size) < 1:
         raise typer.BadParameter(f"{text!r} is not HxW (e.g. 64x64) or one size for a square",
                                  param_hint="--image-size")
-    return size
+    return size[0], size[1]
 
 
 def _fmt(v: Any, unit: str = "") -> str:

@@ -164,7 +164,10 @@ def test_memory_mapped_pages_are_handed_back(tmp_path):
 def test_precisions_and_shard_formats(conv, pixels, tmp_path, precision, shard_format, zstd):
     x = np.load(pixels)[:300]
     np.save(tmp_path / "x.npy", x)
-    res = compress(str(tmp_path / "x.npy"), conv, tmp_path / "codes", CompressOptions(precision=precision, shard_format=shard_format, zstd=zstd, shard_size=128, batch_size=50, png_sample=16))
+    res = compress(str(tmp_path / "x.npy"), conv, tmp_path / "codes", CompressOptions(precision=precision,
+                                                                                      shard_format=shard_format,
+                                                                                      zstd=zstd, shard_size=128,
+                                                                                      batch_size=50, png_sample=16))
     m = res.manifest
     suffix = {("npy", False): ".npy", ("npy", True): ".npy.zst"}.get((shard_format, zstd), ".parquet")
     assert [r["file"] for r in m["shards"]] == [f"shard-0000{k}{suffix}" for k in range(3)]
@@ -443,7 +446,8 @@ def test_a_failure_in_any_stage_stops_the_run(conv, pixels, tmp_path, monkeypatc
 
     def target():
         try:
-            compress(str(pixels), conv, tmp_path / "codes", CompressOptions(shard_size=100, batch_size=50, png_sample=0))
+            compress(str(pixels), conv, tmp_path / "codes", CompressOptions(shard_size=100, batch_size=50,
+                                                                            png_sample=0))
         except BaseException as exc:
             outcome.append(exc)
 
@@ -495,7 +499,8 @@ def test_stale_codes_are_refused_unless_overwrite(conv, conv_other, pixels, tmp_
     with pytest.raises(StaleCodesError, match=r"codes\.shard_size: 200 -> 100"):
         compress(str(pixels), conv, out, CompressOptions(shard_size=100, png_sample=0))
     with pytest.raises(StaleCodesError, match=r"preprocessing\.reader\.resize"):
-        compress(str(pixels), conv, out, CompressOptions(shard_size=200, png_sample=0, reader=ReaderOptions(resize="crop")))
+        compress(str(pixels), conv, out, CompressOptions(shard_size=200, png_sample=0,
+                                                         reader=ReaderOptions(resize="crop")))
     assert tree(out) == before, "a refused run must not touch the folder"
     res = compress(str(pixels), conv_other, out, CompressOptions(shard_size=100, png_sample=0, overwrite=True))
     assert res.shards_written == 6 and sorted(p.name for p in out.glob("shard-*")) == [
@@ -664,10 +669,13 @@ def test_ray_engine_writes_the_same_codes_as_the_local_engine(conv, pixels, tmp_
 
     from aetk.compress.ray_engine import _runtime_env
 
-    compress(str(pixels), conv, tmp_path / "local", CompressOptions(shard_size=100, precision="int8", zstd=True, png_sample=8))
+    compress(str(pixels), conv, tmp_path / "local", CompressOptions(shard_size=100, precision="int8", zstd=True,
+                                                                    png_sample=8))
     ray.init(num_cpus=2, include_dashboard=False, runtime_env=_runtime_env() or None, log_to_driver=False)
     try:
-        res = compress(str(pixels), conv, tmp_path / "ray", CompressOptions(shard_size=100, precision="int8", zstd=True, png_sample=8, engine=Ray(workers=2)))
+        res = compress(str(pixels), conv, tmp_path / "ray", CompressOptions(shard_size=100, precision="int8",
+                                                                            zstd=True, png_sample=8,
+                                                                            engine=Ray(workers=2)))
         assert res.shards_written == 6 and res.engine == "ray"
     finally:
         ray.shutdown()

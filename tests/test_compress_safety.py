@@ -305,7 +305,8 @@ def test_compress_keeps_the_users_files_in_the_model_folder(trained, other, npy_
     (out / "model" / "mine.onnx").write_bytes(b"my model")
     (out / "model" / ".draft.onnx.x1.tmp").write_bytes(b"looks like a temporary, is mine")
     compress(data, trained, out, CompressOptions(png_sample=0))
-    compress(data, other, out, CompressOptions(png_sample=0, overwrite=True))  # another model replaces only its own files
+    compress(data, other, out, CompressOptions(png_sample=0,
+                                               overwrite=True))  # another model replaces only its own files
     assert (out / "model" / "notes.txt").read_text() == "my notes"
     assert (out / "model" / "mine.onnx").read_bytes() == b"my model"
     assert (out / "model" / ".draft.onnx.x1.tmp").is_file()
@@ -444,7 +445,8 @@ def test_16_bit_colour_comes_back_16_bit(trained, tmp_path):
     rgb = np.stack([a, a, a], -1)  # gray in colour: a 1-channel model sees it whole
     cv2.imwrite(str(src / "c.png"), rgb)
     Image.fromarray(np.rint(a / 257).astype(np.uint8)).save(src / "g.png")  # and an 8-bit file beside it
-    res = compress(str(src), trained, tmp_path / "codes", CompressOptions(png_sample=0, reader=ReaderOptions(channels=1)))
+    res = compress(str(src), trained, tmp_path / "codes", CompressOptions(png_sample=0,
+                                                                          reader=ReaderOptions(channels=1)))
     assert res.manifest["job"]["source"]["parts"][0]["value_max"] == 65535.0
     assert [lay[2] for r in res.manifest["shards"] for lay in r["layout"]] == ["RGB;16", "L"]
     decompress(tmp_path / "codes", tmp_path / "out")
@@ -464,7 +466,9 @@ def test_images_come_back_at_their_own_size_and_mode(trained, tmp_path):
         Image.fromarray(np.rint(smooth_images(1, h, w, 8)[0]).astype(np.uint8)).save(src / name)
     rgb = np.stack([np.rint(smooth_images(1, 30, 24, 9 + c)[0]) for c in range(3)], -1).astype(np.uint8)
     Image.fromarray(rgb, "RGB").save(src / "colour.png")
-    res = compress(str(src), trained, tmp_path / "codes", CompressOptions(png_sample=4, reader=ReaderOptions(image_size=(16, 16), channels=1)))
+    res = compress(str(src), trained, tmp_path / "codes", CompressOptions(png_sample=4,
+                                                                          reader=ReaderOptions(image_size=(16, 16),
+                                                                          channels=1)))
     assert res.report["ratio_vs_source_files"] is None
     assert "resized to the model's 16x16" in res.report["ratio_vs_source_files_why_not"]
     out = decompress(tmp_path / "codes", tmp_path / "out")
@@ -488,7 +492,9 @@ def test_center_crops_come_back_at_the_crop_size(trained, tmp_path):
     src.mkdir()
     a = np.rint(smooth_images(1, 24, 20, 13)[0]).astype(np.uint8)
     Image.fromarray(a).save(src / "a.png")
-    compress(str(src), trained, tmp_path / "codes", CompressOptions(png_sample=0, reader=ReaderOptions(image_size=(16, 16), resize="crop")))
+    compress(str(src), trained, tmp_path / "codes", CompressOptions(png_sample=0,
+                                                                    reader=ReaderOptions(image_size=(16, 16),
+                                                                    resize="crop")))
     out = decompress(tmp_path / "codes", tmp_path / "out")
     assert any("center-cropped" in n and "margins are not in the codes" in n for n in out.notes)
     with Image.open(tmp_path / "out" / "a.png") as im:
@@ -502,7 +508,8 @@ def test_arrays_idx_and_csv_time_series_come_back_in_their_shape(trained, tmp_pa
 
     x = np.rint(smooth_images(30, 16, 16, 10)).astype(np.uint8)
     np.save(tmp_path / "x.npy", x)  # (N, 16, 16): no channel axis
-    compress(str(tmp_path / "x.npy"), trained, tmp_path / "c_npy", CompressOptions(png_sample=0, reader=ReaderOptions(channels=1)))
+    compress(str(tmp_path / "x.npy"), trained, tmp_path / "c_npy", CompressOptions(png_sample=0,
+                                                                                   reader=ReaderOptions(channels=1)))
     decompress(tmp_path / "c_npy", tmp_path / "o_npy")
     y = np.load(tmp_path / "o_npy" / "x.npy")
     assert y.shape == (30, 16, 16) and y.dtype == np.uint8 and psnr(y, x, 255.0) > 20
@@ -511,7 +518,9 @@ def test_arrays_idx_and_csv_time_series_come_back_in_their_shape(trained, tmp_pa
     big = np.rint(smooth_images(12, 24, 24, 11)).astype(np.uint8)
     (tmp_path / "idx").mkdir()
     write_idx(tmp_path / "idx" / "train-images-idx3-ubyte", big)
-    compress(str(tmp_path / "idx"), trained, tmp_path / "c_idx", CompressOptions(png_sample=0, reader=ReaderOptions(image_size=(16, 16))))
+    compress(str(tmp_path / "idx"), trained, tmp_path / "c_idx", CompressOptions(png_sample=0,
+                                                                                 reader=ReaderOptions(image_size=(16,
+                                                                                 16))))
     decompress(tmp_path / "c_idx", tmp_path / "o_idx")
     y = read_idx(tmp_path / "o_idx" / "train-images-idx3-ubyte")
     assert y.shape == (12, 24, 24) and psnr(y, big, 255.0) > 18
@@ -522,7 +531,8 @@ def test_arrays_idx_and_csv_time_series_come_back_in_their_shape(trained, tmp_pa
                  normalization=Normalization.unit(1.0).to_dict())
     rows = np.random.default_rng(12).random((30, 3))
     (tmp_path / "s.csv").write_text("a,b,c\n" + "".join(f"{r[0]:.4f},{r[1]:.4f},{r[2]:.4f}\n" for r in rows))
-    compress(str(tmp_path / "s.csv"), tmp_path / "seq", tmp_path / "c_csv", CompressOptions(png_sample=0, reader=ReaderOptions(sequence_length=4)))
+    compress(str(tmp_path / "s.csv"), tmp_path / "seq", tmp_path / "c_csv", CompressOptions(png_sample=0,
+                                                                                            reader=ReaderOptions(sequence_length=4)))
     decompress(tmp_path / "c_csv", tmp_path / "o_csv")
     lines = (tmp_path / "o_csv" / "s.csv").read_text().splitlines()
     assert lines[0] == "a,b,c" and len(lines) == 31 and all(len(ln.split(",")) == 3 for ln in lines[1:])
@@ -603,7 +613,9 @@ def test_property_folders_round_trip_in_their_own_layout(trained, tmp_path_facto
             img = Image.fromarray(np.repeat(np.rint(a * 255).astype(np.uint8)[..., None], 3, 2), "RGB")
         img.save(src / rel)
         want[rel] = (h, w, mode)
-    res = compress(str(src), trained, root / "codes", CompressOptions(png_sample=2, reader=ReaderOptions(image_size=(16, 16), channels=1)))
+    res = compress(str(src), trained, root / "codes", CompressOptions(png_sample=2,
+                                                                      reader=ReaderOptions(image_size=(16, 16),
+                                                                      channels=1)))
     assert res.manifest["totals"]["rows"] == len(want)
     before = tree(root, skip=root / "out")
     decompress(root / "codes", root / "out")

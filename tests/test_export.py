@@ -166,7 +166,8 @@ def test_conv_with_a_bottleneck_stays_fixed_size(tmp_path):
 def test_fp16_and_int8_variants_report_their_accuracy(tmp_path):
     model = create_model("conv", (1, 12, 12), channels=[4, 8], code_size=6).eval()
     calib = torch.rand(96, 1, 12, 12)
-    result = export_model(model, tmp_path, ExportOptions(fp16=True, int8=True), real_batch=torch.rand(16, 1, 12, 12), calibration=calib)
+    result = export_model(model, tmp_path, ExportOptions(fp16=True, int8=True), real_batch=torch.rand(16, 1, 12, 12),
+                                                         calibration=calib)
     for g in ("encoder", "decoder", "autoencoder"):
         for tag, precision in (("fp16", "float16"), ("int8", "int8")):
             path = tmp_path / f"{g}.{tag}.onnx"
@@ -186,8 +187,10 @@ def test_fp16_and_int8_variants_report_their_accuracy(tmp_path):
     assert _ort(tmp_path / "autoencoder.fp16.onnx", {"x": x})[0].dtype == np.float32
 
 
-def test_float16_storage_halves_the_file_and_computes_in_float32(tmp_path):
-    from aetk.export.float16_storage import STORAGE_KEY, main, to_float16_storage
+def test_float16_storage_halves_the_file_and_computes_in_float32(tmp_path, tool):
+    from aetk.export.float16_storage import STORAGE_KEY, to_float16_storage
+
+    main = tool("float16_storage").main
 
     model = create_model("resconv", (1, 16, 16), features=32, depth=3).eval()  # weights most of the file
     export_model(model, tmp_path / "out")

@@ -6,8 +6,6 @@ classifier head, a short training run, config errors, export-ready encode/decode
 from __future__ import annotations
 
 import copy
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,15 +63,6 @@ VARIANTS = {
 }
 CASES = {k: (k, *v) for k, v in KIND_CASES.items()} | VARIANTS
 B = 5
-
-
-def tool(name: str):
-    """A script of tools/ imported as a module (its argparse front end is ``main(argv)``)."""
-    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def build(kind, shape, params, seed=0):
@@ -610,7 +599,7 @@ def test_resconv_refiner_sees_the_noise_level_removed_from_the_whole_image(tmp_p
         create_model("resconv", (1, 16, 16), refine_level=True)
 
 
-def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path):
+def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path, tool):
     """Export folds the batch norms away; from_onnx puts the weights back (folded norms as
     shifts), computing the graph's function, and writes a run folder init_from takes."""
     from aetk.export import export_model
@@ -686,7 +675,7 @@ def test_resconv_with_frozen_norms_trains_from_exactly_where_it_was():
     assert all(m.training for m in plain.modules())  # default: batch statistics
 
 
-def test_rebuilt_model_calibrated_trains_on_from_where_it_was(tmp_path):
+def test_rebuilt_model_calibrated_trains_on_from_where_it_was(tmp_path, tool):
     """A graph's folded batch norms, given statistics (--calibrate), compute the same function in
     eval mode and about the same in training mode, where uncalibrated ones are far off; a
     calibrated cascade takes the noise-level input (refine_level) through init_from."""
