@@ -19,11 +19,11 @@ install: $(PY)
 	$(PIP) install -q -c $(CONSTRAINTS) $(BUILD_DEPS)
 	$(PIP) install -q -c $(CONSTRAINTS) --no-build-isolation ".[test]"
 
-# Work on the Python code without reinstalling: link the built extension and cli/ into the
-# source tree, then run `.venv/bin/python -m pytest tests` from the repository root.
+# Work on the Python code without reinstalling: copy the built extension into the source
+# tree, then run `.venv/bin/python -m pytest tests` from the repository root (aetk.cli is
+# found in cli/ there: see aetk/_source_cli.py).
 dev: install
 	cp $$($(PY) -c "import glob, sysconfig; print(glob.glob(sysconfig.get_paths()['platlib'] + '/aetk/_C*.so')[0])") aetk/
-	ln -sfn ../cli aetk/cli
 
 # Fashion-MNIST's real files come from Debian (dataset-fashion-mnist, offline); installed here
 # when apt can (as root), else the one test that reads them says it skipped and why.
@@ -49,14 +49,14 @@ demo: install
 	$(AETK) sample $(DEMO_RUN) --fitted-codes
 	$(AETK) export $(DEMO_RUN) -o $(DEMO_RUN)-onnx --int8 --triton $(DEMO_RUN)-triton
 	# denoise: a small denoiser trained here (minutes) against the shipped one, sigma 25
-	$(PY) -m aetk.denoise.photos $(DEMO_DN)/patches.npz --stride 64
+	$(PY) tools/denoise_patches.py $(DEMO_DN)/patches.npz --stride 64
 	$(AETK) train --model resconv --data $(DEMO_DN)/patches.npz --epochs 2 --run-dir $(DEMO_DN)/run \
 		model.features=16 model.depth=4 train.batch_size=16 train.lr=2e-3 train.progress=false
 	$(AETK) export $(DEMO_DN)/run -o $(DEMO_DN)/onnx
-	$(PY) -m aetk.denoise.demo noisy $(DEMO_DN) --sigma 25
+	$(PY) tools/denoise_demo.py noisy $(DEMO_DN) --sigma 25
 	$(AETK) denoise $(DEMO_DN)/noisy -o $(DEMO_DN)/small --model $(DEMO_DN)/onnx
 	$(AETK) denoise $(DEMO_DN)/noisy -o $(DEMO_DN)/shipped
-	$(PY) -m aetk.denoise.demo score $(DEMO_DN) noisy small shipped
+	$(PY) tools/denoise_demo.py score $(DEMO_DN) noisy small shipped
 
 bench: install
 	$(PY) benchmarks/bench_ops.py

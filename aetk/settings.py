@@ -28,16 +28,18 @@ class ConfigError(UserInputError):
     """A config value of the wrong type or out of its range, an unknown key or section."""
 
 
-def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
-            min: float | None = None, max: float | None = None, below: float | None = None,
-            choices: tuple | None = None, length: int | None = None, pattern: str | None = None,
-            what: str | None = None) -> Any:
+RULES = ("min", "max", "below", "choices", "length", "pattern", "what")
+
+
+def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **rules: Any) -> Any:
     """A dataclass field with its allowed values: ``min``/``max`` (inclusive), ``below``
     (exclusive upper bound), ``choices``, ``length`` (of a list), ``pattern`` (a regular
     expression a string must match whole); ``what`` replaces the generated description
     ("a positive integer") in error messages."""
-    rules = {k: v for k, v in (("min", min), ("max", max), ("below", below), ("choices", choices),
-                               ("length", length), ("pattern", pattern), ("what", what)) if v is not None}
+    unknown = sorted(set(rules) - set(RULES))
+    if unknown:
+        raise TypeError(f"setting() got unknown rules {unknown}; valid: {', '.join(RULES)}")
+    rules = {k: v for k, v in rules.items() if v is not None}
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"rules": rules})
 
 

@@ -37,8 +37,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
 TORCH_SCRIPT = '''
 import sys
 import numpy as np
@@ -74,15 +72,22 @@ with open(sys.argv[1], "w") as f:
 
 def measure(cmd: list[str], log: Path) -> dict:
     """Run cmd; its wall time and peak resident memory (that process alone)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     result = log.with_suffix(".rusage.json")
-    with open(log, "w") as out:
+    with open(log, "w") as out:  # run outside the repository: the installed aetk, never the source tree
         subprocess.run([sys.executable, "-c", LAUNCHER, str(result), *cmd], stdout=out,
-                       stderr=subprocess.STDOUT, env=env, cwd=ROOT, check=False)
+                       stderr=subprocess.STDOUT, cwd=log.parent, check=False)
     r = json.loads(result.read_text())
     if r["rc"] != 0:
         sys.exit(f"failed ({r['rc']}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
     return {"wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"]}
+
+
+def aetk_command() -> str:
+    """The installed ``aetk`` console script (beside this Python, else on PATH)."""
+    exe = shutil.which("aetk", path=os.path.dirname(sys.executable)) or shutil.which("aetk")
+    if not exe:
+        sys.exit("the aetk command is not installed: run `make install` (or pip install .) first")
+    return exe
 
 
 def best_of(n: int, cmd: list[str], log: Path, before=None) -> dict:
@@ -144,7 +149,6 @@ def main() -> None:
     if args.quick:
         args.flat_n, args.repeat = 5000, 1
 
-    sys.path.insert(0, str(ROOT))
     import onnxruntime
     import torch
 
@@ -158,7 +162,7 @@ def main() -> None:
         print("exporting to ONNX (once per trained run) ...", flush=True)
         export = ensure_export(run).path
         (work / "torch_script.py").write_text(TORCH_SCRIPT)
-        aetk = [sys.executable, "-m", "aetk.cli.main", "compress"]
+        aetk = [aetk_command(), "compress"]
         devices = ["cpu"] + (["cuda"] if probe_cuda().ok and torch.cuda.is_available() else [])
         results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                          "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
@@ -172,7 +176,7 @@ def main() -> None:
                                       str(work / "torch-codes.npy"), device], work / "torch.log")
             print(f"Fashion-MNIST, 70,000 images, {device}: aetk decompress ...", flush=True)
             restored = work / f"restored-{device}"
-            d = best_of(args.repeat, [sys.executable, "-m", "aetk.cli.main", "decompress", str(codes), "-o",
+            d = best_of(args.repeat, [aetk_command(), "decompress", str(codes), "-o",
                                       str(restored), "-q", "--device", device, "--overwrite"], work / "decompress.log")
             results[device] = {"aetk": a, "torch": t, "decompress": d}
         # decompress of an image folder: one file per item (where an fsync per file cost 10x)
@@ -180,7 +184,7 @@ def main() -> None:
         write_pngs(folder, 2000)
         ci = measure(aetk + [str(folder), "-m", str(export), "-o", str(work / "codes-png"), "-q", "--png-sample",
                              "0", "--device", "cpu", "--overwrite"], work / "png.log")
-        di = measure([sys.executable, "-m", "aetk.cli.main", "decompress", str(work / "codes-png"), "-o",
+        di = measure([aetk_command(), "decompress", str(work / "codes-png"), "-o",
                       str(work / "restored-png"), "-q", "--device", "cpu", "--overwrite"], work / "png.log")
         results["png_folder"] = {"items": 2000, "compress": ci, "decompress": di}
         # the codes: sizes, PSNR (from the finished folder: nothing is encoded again), agreement

@@ -181,7 +181,7 @@ def export_is_current(export_dir: Path, sha: str, need_fp16: bool) -> bool:
 def prepare(name: str, args, console: Console) -> Prepared:
     """The trained run (given, cached or trained now), its export, and test images."""
     from aetk.evaluate.loading import collect, load_run
-    from aetk.export import export_run
+    from aetk.export import ExportOptions, export_run
     from aetk.export.exporter import weights_sha256
 
     work = Path(args.work) / ("quick" if args.quick else "")
@@ -219,7 +219,7 @@ def prepare(name: str, args, console: Console) -> Prepared:
         with console.status(f"exporting {name} to {export_dir} ..."):
             t0 = time.perf_counter()
             with quiet():
-                export_run(run_dir, export_dir, int8=True, fp16=True)
+                export_run(run_dir, export_dir, ExportOptions(int8=True, fp16=True))
             how["export"] = f"exported now in {time.perf_counter() - t0:.0f} s"
     test = run.data.test if run.data.test is not None else run.data.train
     x, _ = collect(test, args.images)

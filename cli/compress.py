@@ -15,56 +15,39 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 
+from aetk.compress.options import (ENGINES, CompressOptions, DecompressOptions, Local, NeighborsOptions, Ray,
+                                   ReaderOptions)
+from aetk.options import option
 
-def _image_size(text: Optional[str]) -> Optional[list[int]]:
+from ._options import Given, with_options
+from ._progress import RichProgress
+
+
+@dataclass(frozen=True)
+class Output:
+    """How the command prints its result (not an option of the job)."""
+
+    as_json: bool = option(False, "--json", "Print the result as JSON.")
+    quiet: bool = option(False, "--quiet", "No progress bar.", short="-q")
+
+
+def _image_size(text: Optional[str]) -> Optional[tuple[int, int]]:
     if text is None:
         return None
     parts = text.lower().replace(",", "x").split("x")
-    try:
-        size = [int(p) for p in parts]
-    except ValueError:
-        size = []
+    size = [int(p) for p in parts] if all(p.strip().isdigit() for p in parts) else []
     if len(size) == 1:
         size = size * 2
     if len(size) != 2 or min(size) < 1:
         raise typer.BadParameter(f"{text!r} is not HxW (e.g. 64x64) or one size for a square",
                                  param_hint="--image-size")
-    return size
-
-
-class _Bar:
-    """aetk.compress.Progress drawn with Rich on stderr."""
-
-    def __init__(self, enabled: bool = True):
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=Console(stderr=True), transient=True, disable=not enabled)
-        self.task = None
-
-    def __enter__(self) -> _Bar:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
-
-    def stage(self, text: str, total: int | None = None) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(text, total=total)
-
-    def advance(self, n: int) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task, n)
+    return size[0], size[1]
 
 
 def _fmt(v: Any, unit: str = "") -> str:
@@ -115,6 +98,7 @@ def print_report(result, console=None) -> None:
         console.print(f"note: {escape(note)}")
 
 
+@with_options(CompressOptions, Ray, ReaderOptions, Output, skip=("image_size",))
 def compress_cli(
     data: str = typer.Argument(..., help="A file, folder or built-in dataset (the readers of `aetk "
                                "train`); with --verify, the codes folder."),
@@ -124,60 +108,26 @@ def compress_cli(
     verify: bool = typer.Option(False, "--verify", help="Check the codes folder DATA: its manifest "
                                 "(checksum, paths), every shard (sha256, finite codes) and the model "
                                 "(files, weights hash); exit 3 on a problem."),
-    precision: str = typer.Option("float32", "--precision", help="float32, float16, or int8 "
-                                  "(per-dimension scale and offset)."),
-    shard_format: str = typer.Option("npy", "--shard-format", help="npy or parquet."),
-    zstd: bool = typer.Option(False, "--zstd", help="zstd-compress the shards."),
-    zstd_level: int = typer.Option(3, "--zstd-level", min=1, max=22, help="zstd level."),
-    shard_size: int = typer.Option(16384, "--shard-size", min=1, help="Items per shard."),
-    batch_size: int = typer.Option(512, "--batch-size", min=1, help="Items per encoder call."),
     engine: str = typer.Option("local", "--engine", help="local, or ray (Ray Data actor pool)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A running Ray cluster "
-                                              "(auto, ray://host:10001); default: a local one."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Ray actors (default: one "
-                                          "per --cpus-per-worker CPUs)."),
-    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="CPUs per Ray actor."),
-    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="GPUs per Ray actor."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime intra-op threads."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace codes of another job (changed "
-                                   "model, preprocessing or settings) instead of refusing."),
-    evaluate: bool = typer.Option(False, "--eval", help="Decompress again and report reconstruction PSNR."),
-    png_sample: int = typer.Option(256, "--png-sample", min=0, help="Images saved as PNG to compare "
-                                   "sizes against (0: none)."),
-    data_format: Optional[str] = typer.Option(None, "--data-format", help="auto, idx, images, npy, csv, builtin."),
     image_size: Optional[str] = typer.Option(None, "--image-size", help="Resize (or crop) images to HxW."),
-    resize: Optional[str] = typer.Option(None, "--resize", help="resize or crop, with --image-size."),
-    channels: Optional[int] = typer.Option(None, "--channels", help="1 (gray) or 3 (RGB)."),
-    label_column: Optional[str] = typer.Option(None, "--label-column", help="CSV: the label column "
-                                               "(not a feature)."),
-    sequence_length: Optional[int] = typer.Option(None, "--sequence-length", min=1,
-                                                  help="CSV/npy time series: window length."),
-    delimiter: Optional[str] = typer.Option(None, "--delimiter", help="CSV delimiter."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    given: Given = None,
 ) -> None:
     """Encode a dataset into latent codes: shards, a manifest with checksums, resumable."""
+    output = given[Output]
     if verify:
-        _verify(Path(data), as_json)
+        _verify(Path(data), output.as_json)
         return
     from aetk.compress import CompressError, compress
 
     if model is None or out is None:
         raise CompressError("compressing needs -m MODEL and -o CODES (or --verify CODES to check a folder)")
-
-    options = {"format": data_format, "image_size": _image_size(image_size), "resize": resize,
-               "channels": channels, "label_column": label_column, "sequence_length": sequence_length,
-               "extra": {"delimiter": delimiter} if delimiter else None}
-    with _Bar(not quiet and not as_json) as bar:
-        result = compress(data, model, out, data_options=options, precision=precision,
-                          shard_format=shard_format, zstd=zstd, zstd_level=zstd_level,
-                          shard_size=shard_size, batch_size=batch_size, engine=engine, device=device,
-                          threads=threads, overwrite=overwrite, evaluate=evaluate,
-                          png_sample=png_sample, ray_address=ray_address, workers=workers,
-                          cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
-                          progress=bar)
-    if as_json:
+    if engine not in ENGINES:
+        raise CompressError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    reader = replace(given[ReaderOptions], image_size=_image_size(image_size))
+    options = replace(given[CompressOptions], engine=given[Ray] if engine == "ray" else Local(), reader=reader)
+    with RichProgress(not output.quiet and not output.as_json) as bar:
+        result = compress(data, model, out, options, bar)
+    if output.as_json:
         typer.echo(json.dumps({"codes": str(result.codes), "report": result.report,
                                "shards_written": result.shards_written, "shards_kept": result.shards_kept,
                                "items_encoded": result.items_encoded, "seconds": result.seconds,
@@ -217,45 +167,41 @@ def _verify(codes: Path, as_json: bool) -> None:
                                 problems)
 
 
+@with_options(DecompressOptions)
 def decompress_cli(
     codes: Path = typer.Argument(..., help="A codes folder written by `aetk compress`."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (made if missing)."),
-    arrays: bool = typer.Option(False, "--arrays", help="Write OUT/<part>.npy arrays instead of the "
-                                "sources' formats."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Decode with this export folder "
                                          "(default: CODES/model, checked against the manifest)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    batch_size: int = typer.Option(512, "--batch-size", min=1, help="Codes per decoder call."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files that exist in OUT (never "
-                                   "the source the codes were made from)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    given: Given = None,
 ) -> None:
     """Decode codes back to data in the sources' formats (or arrays); checksums are checked first."""
     from aetk.compress import decompress
 
-    with _Bar(not quiet) as bar:
-        result = decompress(codes, out, as_arrays=arrays, device=device, model=model,
-                            batch_size=batch_size, overwrite=overwrite, progress=bar)
+    with RichProgress(not quiet) as bar:
+        result = decompress(codes, out, given[DecompressOptions], bar, model=model)
     for note in result.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"decoded {result.rows:,} codes into {out}: {', '.join(result.files)}")
 
 
+@with_options(NeighborsOptions)
 def neighbors_cli(
     codes: Path = typer.Argument(..., help="A codes folder written by `aetk compress`."),
     queries: List[str] = typer.Argument(..., help="Image or data files, item numbers, or stored image "
                                         "paths (relative to the compressed folder)."),
-    k: int = typer.Option(5, "-k", "--k", min=1, help="Neighbours per query."),
-    metric: str = typer.Option("cosine", "--metric", help="cosine or euclidean."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a contact sheet PNG: each query, "
                                          "then its neighbours."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print the neighbours as JSON."),
+    given: Given = None,
 ) -> None:
     """The stored items nearest to each query in code space (exact search)."""
     from aetk.compress import neighbors
 
-    results = neighbors(codes, queries, k=k, metric=metric, device=device, sheet=sheet)
+    options = given[NeighborsOptions]
+    k, metric = options.k, options.metric
+    results = neighbors(codes, queries, options, sheet=sheet)
     if as_json:
         typer.echo(json.dumps([{"query": r.query, "item": r.item,
                                 "neighbors": [{"item": m.item, "id": m.id, "part": m.part, "distance": m.distance}

@@ -115,23 +115,6 @@ def print_denoising(metrics: dict[str, Any], console) -> None:
     console.print(table)
 
 
-def _progress():
-    """A Rich progress bar on stderr for evaluate_run's ``progress(stage, done, total)``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    labels = {"load": "loading the run", "data": "reading examples", "pca": "fitting PCA",
-              "model": "running the model", "pictures": "drawing pictures"}
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=Console(stderr=True), transient=True)
-    task = bar.add_task("eval", total=None)
-
-    def tick(stage: str, done: int, total: int | None) -> None:
-        bar.update(task, description=labels.get(stage, stage), completed=done, total=total)
-
-    return bar, tick
-
-
 def eval_cli(
     run: Path = typer.Argument(..., help="A run folder written by `aetk train`."),
     split: str = typer.Option("test", "--split", help="Data to evaluate: test (the default; the "
@@ -145,9 +128,10 @@ def eval_cli(
         raise typer.BadParameter(f"{split!r} is not one of {', '.join(SPLITS)}", param_hint="--split")
     from aetk.evaluate import evaluate_run
 
-    bar, tick = _progress()
-    with bar:  # errors go to the one handler in cli/main.py
-        metrics = evaluate_run(run, split=split, limit=limit, device=device, progress=tick)
+    from ._progress import RichProgress
+
+    with RichProgress() as bar:  # errors go to the one handler in cli/main.py
+        metrics = evaluate_run(run, split=split, limit=limit, device=device, progress=bar)
     print_metrics(metrics)
 
 

@@ -9,10 +9,16 @@ The work is done by ``aetk.export.export_run``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
+
+from aetk.export.options import ExportOptions, TritonOptions
+
+from ._options import Given, with_options
+from ._progress import RichProgress
 
 
 def _fmt(v: Any) -> str:
@@ -57,38 +63,17 @@ def print_result(result, console=None) -> None:
         console.print(escape(f"Triton model repository: {result.triton}"), soft_wrap=True)
 
 
+@with_options(ExportOptions, TritonOptions)
 def export_cli(
     run: Path = typer.Argument(..., help="A run folder written by `aetk train`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the ONNX files (made if missing)."),
-    fp16: bool = typer.Option(False, "--fp16", help="Also write float16 variants (for GPUs)."),
-    int8: bool = typer.Option(False, "--int8", help="Also write int8 variants (ONNX Runtime quantization: "
-                              "static with calibration for conv models, dynamic for MLPs)."),
-    opset: int = typer.Option(18, "--opset", help="ONNX opset (18 or newer; older ones get a warning)."),
-    triton: Optional[Path] = typer.Option(None, "--triton", help="Also write a Triton model repository here."),
-    triton_name: Optional[str] = typer.Option(None, "--triton-name",
-                                              help="Model name prefix in the repository (default: the run folder's name)."),
-    triton_max_batch: int = typer.Option(1024, "--triton-max-batch", min=1, help="Triton max_batch_size."),
-    triton_kind: str = typer.Option("auto", "--triton-kind", help="Triton instance group: auto, gpu or cpu."),
-    atol: float = typer.Option(1e-5, "--atol", min=0.0, help="Validation: absolute tolerance, ONNX Runtime vs PyTorch "
-                               "(deep conv nets may need 1e-4: float32 rounding adds up over layers)."),
-    rtol: float = typer.Option(1e-5, "--rtol", min=0.0, help="Validation: relative tolerance."),
+    given: Given = None,
 ) -> None:
     """Export a trained run to ONNX: encoder, decoder and autoencoder, validated against PyTorch."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from aetk.export import export_run
 
-    if triton_kind not in ("auto", "gpu", "cpu"):
-        raise typer.BadParameter(f"{triton_kind!r} is not one of auto, gpu, cpu", param_hint="--triton-kind")
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} steps"),
-               TimeElapsedColumn())
-    with Progress(*columns, transient=True) as bar:  # errors go to the one handler in cli/main.py
-        task = bar.add_task("export", total=None)  # VAEs have one graph more
-
-        def step(msg: str) -> None:
-            bar.update(task, description=msg, advance=1)
-
-        result = export_run(run, out, opset=opset, fp16=fp16, int8=int8, triton=triton,
-                            triton_name=triton_name, triton_max_batch=triton_max_batch,
-                            triton_kind=triton_kind, atol=atol, rtol=rtol, progress=step)
+    triton = given[TritonOptions]
+    options = replace(given[ExportOptions], triton=triton if triton.repository is not None else None)
+    with RichProgress() as bar:  # errors go to the one handler in cli/main.py
+        result = export_run(run, out, options, bar)
     print_result(result)

@@ -14,6 +14,10 @@ from typing import List, Optional
 
 import typer
 
+from aetk.train.options import TrainOptions
+
+from ._options import Given, with_options
+
 
 def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
     config = None
@@ -26,6 +30,7 @@ def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
+@with_options(TrainOptions)
 def train_cli(
     args: Optional[List[str]] = typer.Argument(
         None, help="An optional config.toml, then section.key=value overrides."),
@@ -33,11 +38,7 @@ def train_cli(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model kind (model.kind)."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset path or name (data.path)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (train.epochs)."),
-    resume: bool = typer.Option(
-        False, "--resume", help="Continue the run in --run-dir from its saved config; overrides may "
-        "change only epochs, early stopping, checkpointing, logging and the device."),
-    nproc_per_node: int = typer.Option(
-        1, "--nproc-per-node", help="Data-parallel processes (torch.distributed.run)."),
+    given: Given = None,
 ) -> None:
     from aetk.models.registry import model_names
 
@@ -52,11 +53,11 @@ def train_cli(
         overrides.insert(0, f"data.path={data!r}".replace("'", '"'))
     if epochs is not None:
         overrides.append(f"train.epochs={epochs}")
-    run_training(config, overrides, run_dir, resume=resume, nproc_per_node=nproc_per_node)
+    run_training(config, overrides, run_dir, given[TrainOptions])
 
 
-def run_training(config: str | None, overrides: list[str], run_dir: Path, *, resume: bool = False,
-                 nproc_per_node: int = 1) -> None:
+def run_training(config: str | None, overrides: list[str], run_dir: Path,
+                 options: TrainOptions = TrainOptions()) -> None:
     """The work behind ``aetk train`` (callable from Python). A resumed run starts from
     the run's saved config, with ``config``'s values and ``overrides`` on top (safe keys only).
     Every config value is checked here, before any data is read or any file written; errors
@@ -65,6 +66,7 @@ def run_training(config: str | None, overrides: list[str], run_dir: Path, *, res
     from aetk.config import load_config
     from aetk.train.trainer import train
 
+    resume, nproc_per_node = options.resume, options.nproc_per_node
     run = RunDir(run_dir)
     cfg = run.resume_config(config, overrides) if resume else load_config(config, overrides)
     if nproc_per_node > 1:

@@ -20,7 +20,7 @@ The steps (the README's "Denoise" section says what the model is):
    starting at zero) and each example's loss weighted by 30/(sigma+5) (``model.balance_levels``):
    3 epochs of a 13-epoch cosine schedule, then the rest of an 11-epoch one.
 4. ``context2``: a second cosine cycle of 10 epochs at a lower learning rate with fresh noise.
-5. ``base``: that first stage exported and rebuilt from its graph (``aetk.models.from_onnx``): the
+5. ``base``: that first stage exported and rebuilt from its graph (``tools/onnx_to_run.py``): the
    refiner trains on the rebuilt model, whose batch norms are folded into its convolutions.
 6. ``refine`` and ``refine2``: the refiner (48 features, 6 hidden layers) on the frozen first
    stage (``model.freeze_base``), with random mirrorings and rotations (``train.flips``): 10
@@ -49,6 +49,7 @@ from typing import Callable
 RUNS = Path("runs")
 PATCHES = RUNS / "denoise-patches.npz"
 SHIPPED = Path("aetk/denoise/models")
+TOOLS = Path("tools")  # the command-line front ends (run from the repository root, as RUNS is)
 COMMON = ["train.batch_size=16", "train.schedule=\"cosine\""]
 TRUNK = ["model.features=48", "model.depth=10"]
 CONTEXT = TRUNK + ["model.context=96", "model.balance_levels=true"]
@@ -79,7 +80,7 @@ def rebuild_cmd(export: str, run: str, params: list[str]) -> list[str]:
     from aetk.artifacts import ExportDir
 
     graph = ExportDir(RUNS / export).graph("autoencoder")
-    return [sys.executable, "-m", "aetk.models.from_onnx", str(graph), str(RUNS / run),
+    return [sys.executable, str(TOOLS / "onnx_to_run.py"), str(graph), str(RUNS / run),
             *(p.removeprefix("model.") for p in params)]
 
 
@@ -87,7 +88,7 @@ def float16_cmd(export: str, shipped: str) -> list[str]:
     from aetk.artifacts import ExportDir
 
     graph = ExportDir(RUNS / export).graph("autoencoder")
-    return [sys.executable, "-m", "aetk.export.float16_storage", str(graph), str(SHIPPED / shipped)]
+    return [sys.executable, str(TOOLS / "float16_storage.py"), str(graph), str(SHIPPED / shipped)]
 
 
 def epochs_done(run: str) -> int:
@@ -149,7 +150,7 @@ class Step:
 
 STEPS = [
     Step("patches", lambda: PATCHES.is_file(),
-         lambda: [[sys.executable, "-m", "aetk.denoise.photos", str(PATCHES), "--wallpapers", "--stride", "48"]]),
+         lambda: [[sys.executable, str(TOOLS / "denoise_patches.py"), str(PATCHES), "--wallpapers", "--stride", "48"]]),
     Step("trunk", trained("denoiser", 12),
          lambda: [train_or_resume("denoiser", 12, ["train.lr=1e-3", "train.seed=0", *TRUNK])]),
     Step("trunk-restart", trained("denoiser", 18), lambda: [resume_cmd("denoiser", 18)]),

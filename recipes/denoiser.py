@@ -316,13 +316,13 @@ def export_sigma_graph(model, export_dir: Path, name: str = "autoencoder-sigma.o
 
 
 def cmd_export(args) -> None:
-    from aetk.export.exporter import export_run
+    from aetk.export import ExportOptions, export_run
 
     src = Path(args.model) if args.model else RUN / "selected"
     out = Path(args.out) if args.out else RUN / "export"
     # atol 1e-4: the decoder check feeds N(0, 1) codes (images far outside [0, 1]), where the
     # 40-conv U-Net's float32 rounding reached 1.5e-5 against the default 1e-5
-    res = export_run(src, out, atol=1e-4)
+    res = export_run(src, out, ExportOptions(atol=1e-4))
     model, _step = load_for_eval(src)
     sigma = export_sigma_graph(model, out)
     print(f"exported {src} to {out}: {', '.join(res.files.values())}, {sigma.name} (--sigma override)")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -30,6 +33,18 @@ def simd_paths():
     C.cpu.set_simd_path(default)
     yield paths
     C.cpu.set_simd_path(default)
+
+
+@pytest.fixture
+def tool():
+    """A script of tools/ loaded as a module: ``tool("onnx_to_run").main(argv)``."""
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"aetk_tools_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 UNIT = {"kind": "unit", "scale": 255.0, "mean": None, "std": None, "shape": None, "value_range": [0.0, 1.0]}

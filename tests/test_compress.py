@@ -19,7 +19,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from aetk.cli.main import app
-from aetk.compress import (Codes, CompressError, CorruptShardError, IncompleteCodesError, ShapeMismatchError,
+from aetk.compress import (Codes, CompressError, CompressOptions, CorruptShardError, DecompressOptions,
+                           IncompleteCodesError, NeighborsOptions, Ray, ReaderOptions, ShapeMismatchError,
                            StaleCodesError, compress, decompress, neighbors, verify)
 from aetk.compress.decode import to_dtype
 from aetk.compress.quantize import dequantize, quantize
@@ -163,8 +164,10 @@ def test_memory_mapped_pages_are_handed_back(tmp_path):
 def test_precisions_and_shard_formats(conv, pixels, tmp_path, precision, shard_format, zstd):
     x = np.load(pixels)[:300]
     np.save(tmp_path / "x.npy", x)
-    res = compress(str(tmp_path / "x.npy"), conv, tmp_path / "codes", precision=precision,
-                   shard_format=shard_format, zstd=zstd, shard_size=128, batch_size=50, png_sample=16)
+    res = compress(str(tmp_path / "x.npy"), conv, tmp_path / "codes", CompressOptions(precision=precision,
+                                                                                      shard_format=shard_format,
+                                                                                      zstd=zstd, shard_size=128,
+                                                                                      batch_size=50, png_sample=16))
     m = res.manifest
     suffix = {("npy", False): ".npy", ("npy", True): ".npy.zst"}.get((shard_format, zstd), ".parquet")
     assert [r["file"] for r in m["shards"]] == [f"shard-0000{k}{suffix}" for k in range(3)]
@@ -219,8 +222,8 @@ def test_vae_codes_are_the_mean_and_deterministic(tmp_path):
     vae = _export(create_model("vae", (64,), latent_dim=3, hidden=[12]), tmp_path / "vae")
     x = np.random.default_rng(2).integers(0, 256, (70, 64), dtype=np.uint8)
     np.save(tmp_path / "x.npy", x)
-    compress(str(tmp_path / "x.npy"), vae, tmp_path / "a", shard_size=32, png_sample=0)
-    compress(str(tmp_path / "x.npy"), vae, tmp_path / "b", shard_size=32, png_sample=0)
+    compress(str(tmp_path / "x.npy"), vae, tmp_path / "a", CompressOptions(shard_size=32, png_sample=0))
+    compress(str(tmp_path / "x.npy"), vae, tmp_path / "b", CompressOptions(shard_size=32, png_sample=0))
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
     codes = Codes.open(tmp_path / "a")
     got = np.concatenate([codes.read(r)[0] for r in codes.records])
@@ -247,7 +250,7 @@ def _image_folder(root: Path, n: int = 24) -> Path:
 
 def test_image_folder_unreadable_items_are_skipped_listed_and_counted(conv, tmp_path):
     src = _image_folder(tmp_path / "imgs")
-    res = compress(str(src), conv, tmp_path / "codes", shard_size=10, png_sample=8)
+    res = compress(str(src), conv, tmp_path / "codes", CompressOptions(shard_size=10, png_sample=8))
     m = res.manifest
     # bad.png fails the header scan; cut.png fails either the scan's completeness check or
     # its decode: both are listed, neither has a code
@@ -284,7 +287,7 @@ def test_idx_npz_csv_and_builtin_come_back_in_kind(conv, tmp_path):
     (tmp_path / "idx").mkdir()
     write_idx(tmp_path / "idx" / "train-images-idx3-ubyte.gz", imgs[:20])
     write_idx(tmp_path / "idx" / "t10k-images-idx3-ubyte.gz", imgs[20:])
-    res = compress(str(tmp_path / "idx"), conv, tmp_path / "c_idx", shard_size=16, png_sample=0)
+    res = compress(str(tmp_path / "idx"), conv, tmp_path / "c_idx", CompressOptions(shard_size=16, png_sample=0))
     assert [p["name"] for p in res.manifest["job"]["source"]["parts"]] == ["train", "test"]
     assert [(r["part"], r["start"], r["stop"]) for r in res.manifest["shards"]] == [
         ("train", 0, 16), ("train", 16, 20), ("test", 20, 30)]
@@ -294,11 +297,11 @@ def test_idx_npz_csv_and_builtin_come_back_in_kind(conv, tmp_path):
         assert y.shape == (n, 8, 8) and y.dtype == np.dtype(">u1")
         with open(tmp_path / "o_idx" / name, "rb") as f:
             assert f.read(2) == b"\x1f\x8b"  # gzipped like the source
-    decompress(tmp_path / "c_idx", tmp_path / "o_arr", as_arrays=True)
+    decompress(tmp_path / "c_idx", tmp_path / "o_arr", DecompressOptions(arrays=True))
     assert np.load(tmp_path / "o_arr" / "test.npy").shape == (10, 1, 8, 8)
 
     np.savez(tmp_path / "a.npz", x=imgs[:20, None], x_test=imgs[20:, None])
-    compress(str(tmp_path / "a.npz"), conv, tmp_path / "c_npz", png_sample=0)
+    compress(str(tmp_path / "a.npz"), conv, tmp_path / "c_npz", CompressOptions(png_sample=0))
     decompress(tmp_path / "c_npz", tmp_path / "o_npz")
     with np.load(tmp_path / "o_npz" / "a.npz") as z:
         assert sorted(z.files) == ["x", "x_test"] and z["x"].shape == (20, 1, 8, 8) and z["x"].dtype == np.uint8
@@ -306,14 +309,13 @@ def test_idx_npz_csv_and_builtin_come_back_in_kind(conv, tmp_path):
     torch.manual_seed(0)
     mlp = _export(create_model("deep", (3,), widths=[4, 2]), tmp_path / "mlp", scale=1.0)
     (tmp_path / "t.csv").write_text("u;label;v;w\n" + "".join(f"{i};k{i % 2};{i / 7};{-i}\n" for i in range(25)))
-    res = compress(str(tmp_path / "t.csv"), mlp, tmp_path / "c_csv", data_options={
-        "label_column": "label", "extra": {"delimiter": ";"}}, png_sample=0)
+    res = compress(str(tmp_path / "t.csv"), mlp, tmp_path / "c_csv", CompressOptions(reader=ReaderOptions(label_column="label", delimiter=";"), png_sample=0))
     assert res.report["png_bytes_per_sample"] is None
     d = decompress(tmp_path / "c_csv", tmp_path / "o_csv")
     lines = (tmp_path / "o_csv" / "t.csv").read_text().splitlines()
     assert lines[0] == "u;v;w" and len(lines) == 26 and "labels are not stored" in d.notes[0]
 
-    res = compress("digits", conv, tmp_path / "c_dig", png_sample=0)  # held in memory; float values
+    res = compress("digits", conv, tmp_path / "c_dig", CompressOptions(png_sample=0))  # held in memory; float values
     assert res.manifest["totals"]["items"] == 1797 and res.report["png_bytes_per_sample"] is None
     decompress(tmp_path / "c_dig", tmp_path / "o_dig")
     assert np.load(tmp_path / "o_dig" / "train.npy").dtype == np.float32
@@ -403,12 +405,12 @@ def test_disk_full_part_way_keeps_finished_shards(conv, pixels, tmp_path, monkey
 
     monkeypatch.setattr(encode, "atomic_write_bytes", fail_third)
     with pytest.raises(OSError, match=r"No space left on device.*the 2 finished shards are kept"):
-        compress(str(pixels), conv, tmp_path / "codes", shard_size=100, png_sample=0)
+        compress(str(pixels), conv, tmp_path / "codes", CompressOptions(shard_size=100, png_sample=0))
     assert not (tmp_path / "codes" / "manifest.json").exists()
     monkeypatch.setattr(encode, "atomic_write_bytes", real)
-    res = compress(str(pixels), conv, tmp_path / "codes", shard_size=100, png_sample=0)
+    res = compress(str(pixels), conv, tmp_path / "codes", CompressOptions(shard_size=100, png_sample=0))
     assert (res.shards_kept, res.shards_written) == (2, 4)
-    compress(str(pixels), conv, tmp_path / "clean", shard_size=100, png_sample=0)
+    compress(str(pixels), conv, tmp_path / "clean", CompressOptions(shard_size=100, png_sample=0))
     assert tree(tmp_path / "codes") == tree(tmp_path / "clean")
 
 
@@ -444,7 +446,8 @@ def test_a_failure_in_any_stage_stops_the_run(conv, pixels, tmp_path, monkeypatc
 
     def target():
         try:
-            compress(str(pixels), conv, tmp_path / "codes", shard_size=100, batch_size=50, png_sample=0)
+            compress(str(pixels), conv, tmp_path / "codes", CompressOptions(shard_size=100, batch_size=50,
+                                                                            png_sample=0))
         except BaseException as exc:
             outcome.append(exc)
 
@@ -485,20 +488,21 @@ def test_unwritable_output_and_shape_mismatch_fail_before_any_work(conv, tmp_pat
 
 def test_stale_codes_are_refused_unless_overwrite(conv, conv_other, pixels, tmp_path):
     out = tmp_path / "codes"
-    compress(str(pixels), conv, out, shard_size=200, png_sample=0)
+    compress(str(pixels), conv, out, CompressOptions(shard_size=200, png_sample=0))
     before = tree(out)
-    again = compress(str(pixels), conv, out, shard_size=200, png_sample=0)
+    again = compress(str(pixels), conv, out, CompressOptions(shard_size=200, png_sample=0))
     assert (again.shards_written, again.shards_kept) == (0, 3) and tree(out) == before
     with pytest.raises(StaleCodesError, match=r"model\.weights_sha256: .* -> .*--overwrite"):
-        compress(str(pixels), conv_other, out, shard_size=200, png_sample=0)
+        compress(str(pixels), conv_other, out, CompressOptions(shard_size=200, png_sample=0))
     with pytest.raises(StaleCodesError, match=r"codes\.precision: \"float32\" -> \"int8\""):
-        compress(str(pixels), conv, out, shard_size=200, precision="int8", png_sample=0)
+        compress(str(pixels), conv, out, CompressOptions(shard_size=200, precision="int8", png_sample=0))
     with pytest.raises(StaleCodesError, match=r"codes\.shard_size: 200 -> 100"):
-        compress(str(pixels), conv, out, shard_size=100, png_sample=0)
+        compress(str(pixels), conv, out, CompressOptions(shard_size=100, png_sample=0))
     with pytest.raises(StaleCodesError, match=r"preprocessing\.reader\.resize"):
-        compress(str(pixels), conv, out, shard_size=200, png_sample=0, data_options={"resize": "crop"})
+        compress(str(pixels), conv, out, CompressOptions(shard_size=200, png_sample=0,
+                                                         reader=ReaderOptions(resize="crop")))
     assert tree(out) == before, "a refused run must not touch the folder"
-    res = compress(str(pixels), conv_other, out, shard_size=100, png_sample=0, overwrite=True)
+    res = compress(str(pixels), conv_other, out, CompressOptions(shard_size=100, png_sample=0, overwrite=True))
     assert res.shards_written == 6 and sorted(p.name for p in out.glob("shard-*")) == [
         f"shard-0000{k}.npy" for k in range(6)]
     assert Codes.open(out).job["model"]["weights_sha256"] == load_export(conv_other).metadata.weights_sha256
@@ -507,12 +511,12 @@ def test_stale_codes_are_refused_unless_overwrite(conv, conv_other, pixels, tmp_
     (out / ".progress").mkdir()
     (out / ".progress" / "job.json").write_text(json.dumps({"job": {"model": {"weights_sha256": "0" * 64}}}))
     with pytest.raises(StaleCodesError, match=r"an unfinished run in \.progress/"):
-        compress(str(pixels), conv_other, out, shard_size=100, png_sample=0)
+        compress(str(pixels), conv_other, out, CompressOptions(shard_size=100, png_sample=0))
     shutil_free = tmp_path / "strays"
     shutil_free.mkdir()
     (shutil_free / "shard-00000.npy").write_bytes(b"?")
     with pytest.raises(CompressError, match=r"holds shard files but no manifest\.json"):
-        compress(str(pixels), conv, shutil_free, png_sample=0)
+        compress(str(pixels), conv, shutil_free, CompressOptions(png_sample=0))
 
 
 def test_a_second_run_on_the_same_folder_is_refused(conv, pixels, tmp_path):
@@ -522,14 +526,14 @@ def test_a_second_run_on_the_same_folder_is_refused(conv, pixels, tmp_path):
     out.mkdir()
     with locked(out):  # as a run in flight holds it
         with pytest.raises(CompressError, match=r"another `aetk compress` is writing to"):
-            compress(str(pixels), conv, out, png_sample=0)
+            compress(str(pixels), conv, out, CompressOptions(png_sample=0))
     assert list(out.iterdir()) == []
-    compress(str(pixels), conv, out, png_sample=0)
+    compress(str(pixels), conv, out, CompressOptions(png_sample=0))
 
 
 def test_damaged_shards_are_caught_by_verify_and_decompress_and_redone(conv, pixels, tmp_path):
     out = tmp_path / "codes"
-    compress(str(pixels), conv, out, shard_size=100, png_sample=0, precision="int8")
+    compress(str(pixels), conv, out, CompressOptions(shard_size=100, png_sample=0, precision="int8"))
     good = tree(out)
     s1, s4 = out / "shard-00001.npy", out / "shard-00004.npy"
     s1.write_bytes(s1.read_bytes()[:-10])  # truncated
@@ -548,7 +552,7 @@ def test_damaged_shards_are_caught_by_verify_and_decompress_and_redone(conv, pix
         neighbors(out, ["0"])
     (out / "model" / "decoder.onnx").write_bytes(b"not a model")
     assert any("model/decoder.onnx" in p for p in verify(out))
-    res = compress(str(pixels), conv, out, shard_size=100, png_sample=0, precision="int8")
+    res = compress(str(pixels), conv, out, CompressOptions(shard_size=100, png_sample=0, precision="int8"))
     assert (res.shards_written, res.shards_kept) == (2, 4)
     assert tree(out) == good
     assert cli("compress", "--verify", out).exit_code == 0
@@ -589,18 +593,19 @@ def test_run_folder_model_and_eval_psnr(trained_run, tmp_path, monkeypatch):
     import aetk.export
 
     monkeypatch.setattr(aetk.export, "export_run", lambda *a, **k: pytest.fail("exported again"))
-    again = compress("digits", trained_run, out, shard_size=500, png_sample=0)
+    again = compress("digits", trained_run, out, CompressOptions(shard_size=500, png_sample=0))
     assert again.shards_written == 0 and again.shards_kept == 4
     before = tree(out)
-    again = compress("digits", trained_run, out, shard_size=500, png_sample=0, overwrite=True)
+    again = compress("digits", trained_run, out, CompressOptions(shard_size=500, png_sample=0, overwrite=True))
     assert again.shards_written == 4 and tree(out) == before  # started over from the cached export
 
 
 def test_compress_path_never_imports_torch(conv, pixels, tmp_path):
-    code = ("import sys; from aetk.compress import compress, decompress, neighbors; "
-            f"compress({str(pixels)!r}, {str(conv)!r}, {str(tmp_path / 'c')!r}, shard_size=256, evaluate=True); "
+    code = ("import sys; from aetk.compress import CompressOptions, NeighborsOptions, compress, decompress, neighbors; "
+            f"compress({str(pixels)!r}, {str(conv)!r}, {str(tmp_path / 'c')!r}, "
+            "CompressOptions(shard_size=256, evaluate=True)); "
             f"decompress({str(tmp_path / 'c')!r}, {str(tmp_path / 'o')!r}); "
-            f"neighbors({str(tmp_path / 'c')!r}, ['3', {str(pixels)!r}], k=2); "
+            f"neighbors({str(tmp_path / 'c')!r}, ['3', {str(pixels)!r}], NeighborsOptions(k=2)); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], env=_env(), cwd=tmp_path, capture_output=True, text=True,
                          check=True)
@@ -610,11 +615,11 @@ def test_compress_path_never_imports_torch(conv, pixels, tmp_path):
 # -- retrieval -------------------------------------------------------------------------------------------
 def test_neighbors_exact_against_brute_force(conv, pixels, tmp_path):
     out = tmp_path / "codes"
-    compress(str(pixels), conv, out, shard_size=128, png_sample=0)
+    compress(str(pixels), conv, out, CompressOptions(shard_size=128, png_sample=0))
     codes = Codes.open(out)
     z = np.concatenate([codes.read(r)[0] for r in codes.records]).astype(np.float64)
     for metric in ("cosine", "euclidean"):
-        res = neighbors(out, ["17", "250"], k=4, metric=metric)
+        res = neighbors(out, ["17", "250"], NeighborsOptions(k=4, metric=metric))
         for r, q in zip(res, (17, 250)):
             if metric == "cosine":
                 u = z / np.linalg.norm(z, axis=1, keepdims=True)
@@ -628,20 +633,20 @@ def test_neighbors_exact_against_brute_force(conv, pixels, tmp_path):
     # a query file is encoded with the stored encoder: a copy of item 33 finds item 33 at distance 0
     x = np.load(pixels)
     np.save(tmp_path / "q.npy", x[33])
-    res = neighbors(out, [str(tmp_path / "q.npy")], k=1, metric="euclidean")
+    res = neighbors(out, [str(tmp_path / "q.npy")], NeighborsOptions(k=1, metric="euclidean"))
     assert res[0].matches[0].item == 33 and res[0].matches[0].distance < 1e-3
     with pytest.raises(CompressError, match=r"item numbers run from 0 to 599"):
         neighbors(out, ["600"])
     with pytest.raises(CompressError, match=r"neither a file nor a stored item"):
         neighbors(out, ["nope.png"])
     with pytest.raises(CompressError, match=r"--metric 'manhattan'"):
-        neighbors(out, ["1"], metric="manhattan")
+        neighbors(out, ["1"], NeighborsOptions(metric="manhattan"))
 
 
 def test_neighbors_cli_with_image_queries_and_contact_sheet(conv, tmp_path):
     src = _image_folder(tmp_path / "imgs")
     out = tmp_path / "codes"
-    compress(str(src), conv, out, png_sample=0)
+    compress(str(src), conv, out, CompressOptions(png_sample=0))
     sheet = tmp_path / "sheet.png"
     res = cli("neighbors", out, src / "cats" / "05.png", "dogs/10.png", "-k", "3", "--sheet", sheet, "--json")
     assert res.exit_code == 0, res.output
@@ -664,11 +669,13 @@ def test_ray_engine_writes_the_same_codes_as_the_local_engine(conv, pixels, tmp_
 
     from aetk.compress.ray_engine import _runtime_env
 
-    compress(str(pixels), conv, tmp_path / "local", shard_size=100, precision="int8", zstd=True, png_sample=8)
+    compress(str(pixels), conv, tmp_path / "local", CompressOptions(shard_size=100, precision="int8", zstd=True,
+                                                                    png_sample=8))
     ray.init(num_cpus=2, include_dashboard=False, runtime_env=_runtime_env() or None, log_to_driver=False)
     try:
-        res = compress(str(pixels), conv, tmp_path / "ray", shard_size=100, precision="int8", zstd=True,
-                       png_sample=8, engine="ray", workers=2)
+        res = compress(str(pixels), conv, tmp_path / "ray", CompressOptions(shard_size=100, precision="int8",
+                                                                            zstd=True, png_sample=8,
+                                                                            engine=Ray(workers=2)))
         assert res.shards_written == 6 and res.engine == "ray"
     finally:
         ray.shutdown()

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from aetk.cli.main import app
 from aetk.compress import Codes, CompressError, CorruptShardError, compress, decompress, neighbors, verify
+from aetk.compress import CompressOptions, DecompressOptions, ReaderOptions
 from aetk.compress.errors import OutputExistsError, UnsafeManifestError
 from aetk.compress.manifest import CHECKSUM, checksum, dumps
 from aetk.data.idx import read_idx, write_idx
@@ -144,7 +145,7 @@ def npy_codes(trained, tmp_path_factory) -> Path:
     """Codes of a (40, 1, 16, 16) uint8 .npy: a template to edit (copied by each test)."""
     root = tmp_path_factory.mktemp("npy_codes")
     np.save(root / "x.npy", np.rint(smooth_images(40, 16, 16, 3)).astype(np.uint8)[:, None])
-    compress(str(root / "x.npy"), trained, root / "codes", shard_size=16, png_sample=0)
+    compress(str(root / "x.npy"), trained, root / "codes", CompressOptions(shard_size=16, png_sample=0))
     return root / "codes"
 
 
@@ -194,7 +195,7 @@ def test_an_edited_manifest_fails_its_checksum(npy_codes, tmp_path):
     before = tree(codes)
     res = cli("compress", data, "-m", codes / "model", "-o", codes, "--shard-size", "16", "--png-sample", "0", "-q")
     assert res.exit_code == EXIT_INTEGRITY and "manifest_sha256" in res.output and tree(codes) == before
-    compress(data, codes / "model", codes, shard_size=16, png_sample=0, overwrite=True)
+    compress(data, codes / "model", codes, CompressOptions(shard_size=16, png_sample=0, overwrite=True))
     assert verify(codes) == []
 
 
@@ -207,7 +208,7 @@ def verify_refuses(codes: Path, words: str) -> bool:
 def test_image_paths_and_links_out_of_the_output_are_refused(trained, tmp_path):
     src = png_folder(tmp_path / "imgs")
     codes = tmp_path / "codes"
-    compress(str(src), trained, codes, png_sample=0)
+    compress(str(src), trained, codes, CompressOptions(png_sample=0))
     for bad in ("../escape.png", "/tmp/aetk-evil.png", "sub dir/../../escape.png", "a//b.png", "./x.png"):
         c = copy_codes(codes, tmp_path / f"c{abs(hash(bad))}")
         rewrite_manifest(c, lambda m, bad=bad: m["shards"][0]["ids"].__setitem__(0, bad))
@@ -248,11 +249,11 @@ def test_image_paths_and_links_out_of_the_output_are_refused(trained, tmp_path):
 def test_decompress_onto_the_source_is_refused(trained, tmp_path):
     src = png_folder(tmp_path / "imgs")
     codes = tmp_path / "codes"
-    compress(str(src), trained, codes, png_sample=0)
+    compress(str(src), trained, codes, CompressOptions(png_sample=0))
     before = tree(src)
     for target in (src, src / "sub dir"):
         with pytest.raises(OutputExistsError, match=r"folder the codes were made from"):
-            decompress(codes, target, overwrite=True)
+            decompress(codes, target, DecompressOptions(overwrite=True))
         res = cli("decompress", codes, "-o", target, "--overwrite", "-q")
         assert res.exit_code == EXIT_USER_INPUT and res.output.startswith("error: -o ")
     assert tree(src) == before
@@ -261,26 +262,26 @@ def test_decompress_onto_the_source_is_refused(trained, tmp_path):
     idx = tmp_path / "idx"
     idx.mkdir()
     write_idx(idx / "train-images-idx3-ubyte.gz", np.rint(smooth_images(20, 16, 16, 1)).astype(np.uint8))
-    compress(str(idx), trained, tmp_path / "c_idx", png_sample=0)
+    compress(str(idx), trained, tmp_path / "c_idx", CompressOptions(png_sample=0))
     before = tree(idx)
     with pytest.raises(OutputExistsError, match=r"is the folder the codes were made from"):
-        decompress(tmp_path / "c_idx", idx, overwrite=True)
+        decompress(tmp_path / "c_idx", idx, DecompressOptions(overwrite=True))
     # .npy: -o the folder holding the source file would write over it
     data = tmp_path / "arrays"
     data.mkdir()
     np.save(data / "x.npy", np.rint(smooth_images(20, 16, 16, 2)).astype(np.uint8)[:, None])
-    compress(str(data / "x.npy"), trained, tmp_path / "c_npy", png_sample=0)
+    compress(str(data / "x.npy"), trained, tmp_path / "c_npy", CompressOptions(png_sample=0))
     with pytest.raises(OutputExistsError, match=r"would overwrite .*x\.npy, the source"):
-        decompress(tmp_path / "c_npy", data, overwrite=True)
+        decompress(tmp_path / "c_npy", data, DecompressOptions(overwrite=True))
     (tmp_path / "alias").symlink_to(data, target_is_directory=True)  # the same folder by another name
     with pytest.raises(OutputExistsError, match=r"the source the codes were made from"):
-        decompress(tmp_path / "c_npy", tmp_path / "alias", overwrite=True)
+        decompress(tmp_path / "c_npy", tmp_path / "alias", DecompressOptions(overwrite=True))
     assert tree(idx) == before and sorted(p.name for p in data.iterdir()) == ["x.npy"]
 
 
 def test_existing_outputs_need_overwrite(trained, tmp_path):
     src = png_folder(tmp_path / "imgs")
-    compress(str(src), trained, tmp_path / "codes", png_sample=0)
+    compress(str(src), trained, tmp_path / "codes", CompressOptions(png_sample=0))
     out = tmp_path / "out"
     decompress(tmp_path / "codes", out)
     (out / "00.png").write_bytes(b"mine")
@@ -291,7 +292,7 @@ def test_existing_outputs_need_overwrite(trained, tmp_path):
     res = cli("decompress", tmp_path / "codes", "-o", out, "-q")
     assert res.exit_code == EXIT_USER_INPUT and "--overwrite" in res.output
     assert tree(out) == before
-    decompress(tmp_path / "codes", out, overwrite=True)
+    decompress(tmp_path / "codes", out, DecompressOptions(overwrite=True))
     assert (out / "00.png").read_bytes() != b"mine" and (out / "keep.txt").read_text() == "mine too"
 
 
@@ -303,8 +304,9 @@ def test_compress_keeps_the_users_files_in_the_model_folder(trained, other, npy_
     (out / "model" / "notes.txt").write_text("my notes")
     (out / "model" / "mine.onnx").write_bytes(b"my model")
     (out / "model" / ".draft.onnx.x1.tmp").write_bytes(b"looks like a temporary, is mine")
-    compress(data, trained, out, png_sample=0)
-    compress(data, other, out, png_sample=0, overwrite=True)  # another model replaces only its own files
+    compress(data, trained, out, CompressOptions(png_sample=0))
+    compress(data, other, out, CompressOptions(png_sample=0,
+                                               overwrite=True))  # another model replaces only its own files
     assert (out / "model" / "notes.txt").read_text() == "my notes"
     assert (out / "model" / "mine.onnx").read_bytes() == b"my model"
     assert (out / "model" / ".draft.onnx.x1.tmp").is_file()
@@ -315,7 +317,7 @@ def test_compress_keeps_the_users_files_in_the_model_folder(trained, other, npy_
     (theirs / "model").mkdir(parents=True)
     (theirs / "model" / "encoder.onnx").write_bytes(b"their encoder")
     with pytest.raises(CompressError, match=r"already holds encoder\.onnx, but .* is not a codes folder"):
-        compress(data, trained, theirs, png_sample=0)
+        compress(data, trained, theirs, CompressOptions(png_sample=0))
     assert (theirs / "model" / "encoder.onnx").read_bytes() == b"their encoder"
     # CODES/model as a link to someone's export folder: refused, the export untouched
     linked = tmp_path / "linked"
@@ -387,9 +389,9 @@ def test_non_finite_codes_fail_verify_and_every_reader(npy_codes, tmp_path, valu
     last = res.output.strip().splitlines()[-1]
     assert "NaN or infinite" in last and "--overwrite" in last, last
     data_file = str(npy_codes.parent / "x.npy")
-    compress(data_file, codes / "model", codes, shard_size=16, png_sample=0)
+    compress(data_file, codes / "model", codes, CompressOptions(shard_size=16, png_sample=0))
     assert verify(codes) != []
-    compress(data_file, codes / "model", codes, shard_size=16, png_sample=0, overwrite=True)
+    compress(data_file, codes / "model", codes, CompressOptions(shard_size=16, png_sample=0, overwrite=True))
     assert verify(codes) == []
 
 
@@ -400,7 +402,7 @@ def test_16_bit_images_keep_their_depth_and_range(trained, tmp_path):
     imgs = np.rint(smooth_images(8, 16, 16, 5, peak=65535.0)).astype(np.uint16)
     for k, a in enumerate(imgs):
         Image.fromarray(a).save(src / f"{k}.png")
-    res = compress(str(src), trained, tmp_path / "codes", png_sample=0, evaluate=True)
+    res = compress(str(src), trained, tmp_path / "codes", CompressOptions(png_sample=0, evaluate=True))
     decompress(tmp_path / "codes", tmp_path / "out")
     got = []
     for k in range(8):
@@ -425,7 +427,7 @@ def test_a_folder_mixing_8_and_16_bit_comes_back_each_in_its_depth(trained, tmp_
         else:
             want[f"{k}.png"] = (np.rint(a * 255).astype(np.uint8), 255.0)
         Image.fromarray(want[f"{k}.png"][0]).save(src / f"{k}.png")
-    compress(str(src), trained, tmp_path / "codes", png_sample=0)
+    compress(str(src), trained, tmp_path / "codes", CompressOptions(png_sample=0))
     decompress(tmp_path / "codes", tmp_path / "out")
     for name, (a, peak) in want.items():
         with Image.open(tmp_path / "out" / name) as im:
@@ -443,7 +445,8 @@ def test_16_bit_colour_comes_back_16_bit(trained, tmp_path):
     rgb = np.stack([a, a, a], -1)  # gray in colour: a 1-channel model sees it whole
     cv2.imwrite(str(src / "c.png"), rgb)
     Image.fromarray(np.rint(a / 257).astype(np.uint8)).save(src / "g.png")  # and an 8-bit file beside it
-    res = compress(str(src), trained, tmp_path / "codes", png_sample=0, data_options={"channels": 1})
+    res = compress(str(src), trained, tmp_path / "codes", CompressOptions(png_sample=0,
+                                                                          reader=ReaderOptions(channels=1)))
     assert res.manifest["job"]["source"]["parts"][0]["value_max"] == 65535.0
     assert [lay[2] for r in res.manifest["shards"] for lay in r["layout"]] == ["RGB;16", "L"]
     decompress(tmp_path / "codes", tmp_path / "out")
@@ -463,8 +466,9 @@ def test_images_come_back_at_their_own_size_and_mode(trained, tmp_path):
         Image.fromarray(np.rint(smooth_images(1, h, w, 8)[0]).astype(np.uint8)).save(src / name)
     rgb = np.stack([np.rint(smooth_images(1, 30, 24, 9 + c)[0]) for c in range(3)], -1).astype(np.uint8)
     Image.fromarray(rgb, "RGB").save(src / "colour.png")
-    res = compress(str(src), trained, tmp_path / "codes", png_sample=4,
-                   data_options={"image_size": [16, 16], "channels": 1})
+    res = compress(str(src), trained, tmp_path / "codes", CompressOptions(png_sample=4,
+                                                                          reader=ReaderOptions(image_size=(16, 16),
+                                                                          channels=1)))
     assert res.report["ratio_vs_source_files"] is None
     assert "resized to the model's 16x16" in res.report["ratio_vs_source_files_why_not"]
     out = decompress(tmp_path / "codes", tmp_path / "out")
@@ -488,8 +492,9 @@ def test_center_crops_come_back_at_the_crop_size(trained, tmp_path):
     src.mkdir()
     a = np.rint(smooth_images(1, 24, 20, 13)[0]).astype(np.uint8)
     Image.fromarray(a).save(src / "a.png")
-    compress(str(src), trained, tmp_path / "codes", png_sample=0,
-             data_options={"image_size": [16, 16], "resize": "crop"})
+    compress(str(src), trained, tmp_path / "codes", CompressOptions(png_sample=0,
+                                                                    reader=ReaderOptions(image_size=(16, 16),
+                                                                    resize="crop")))
     out = decompress(tmp_path / "codes", tmp_path / "out")
     assert any("center-cropped" in n and "margins are not in the codes" in n for n in out.notes)
     with Image.open(tmp_path / "out" / "a.png") as im:
@@ -503,7 +508,8 @@ def test_arrays_idx_and_csv_time_series_come_back_in_their_shape(trained, tmp_pa
 
     x = np.rint(smooth_images(30, 16, 16, 10)).astype(np.uint8)
     np.save(tmp_path / "x.npy", x)  # (N, 16, 16): no channel axis
-    compress(str(tmp_path / "x.npy"), trained, tmp_path / "c_npy", png_sample=0, data_options={"channels": 1})
+    compress(str(tmp_path / "x.npy"), trained, tmp_path / "c_npy", CompressOptions(png_sample=0,
+                                                                                   reader=ReaderOptions(channels=1)))
     decompress(tmp_path / "c_npy", tmp_path / "o_npy")
     y = np.load(tmp_path / "o_npy" / "x.npy")
     assert y.shape == (30, 16, 16) and y.dtype == np.uint8 and psnr(y, x, 255.0) > 20
@@ -512,7 +518,9 @@ def test_arrays_idx_and_csv_time_series_come_back_in_their_shape(trained, tmp_pa
     big = np.rint(smooth_images(12, 24, 24, 11)).astype(np.uint8)
     (tmp_path / "idx").mkdir()
     write_idx(tmp_path / "idx" / "train-images-idx3-ubyte", big)
-    compress(str(tmp_path / "idx"), trained, tmp_path / "c_idx", png_sample=0, data_options={"image_size": [16, 16]})
+    compress(str(tmp_path / "idx"), trained, tmp_path / "c_idx", CompressOptions(png_sample=0,
+                                                                                 reader=ReaderOptions(image_size=(16,
+                                                                                 16))))
     decompress(tmp_path / "c_idx", tmp_path / "o_idx")
     y = read_idx(tmp_path / "o_idx" / "train-images-idx3-ubyte")
     assert y.shape == (12, 24, 24) and psnr(y, big, 255.0) > 18
@@ -523,8 +531,8 @@ def test_arrays_idx_and_csv_time_series_come_back_in_their_shape(trained, tmp_pa
                  normalization=Normalization.unit(1.0).to_dict())
     rows = np.random.default_rng(12).random((30, 3))
     (tmp_path / "s.csv").write_text("a,b,c\n" + "".join(f"{r[0]:.4f},{r[1]:.4f},{r[2]:.4f}\n" for r in rows))
-    compress(str(tmp_path / "s.csv"), tmp_path / "seq", tmp_path / "c_csv", png_sample=0,
-             data_options={"sequence_length": 4})
+    compress(str(tmp_path / "s.csv"), tmp_path / "seq", tmp_path / "c_csv", CompressOptions(png_sample=0,
+                                                                                            reader=ReaderOptions(sequence_length=4)))
     decompress(tmp_path / "c_csv", tmp_path / "o_csv")
     lines = (tmp_path / "o_csv" / "s.csv").read_text().splitlines()
     assert lines[0] == "a,b,c" and len(lines) == 31 and all(len(ln.split(",")) == 3 for ln in lines[1:])
@@ -544,24 +552,28 @@ def test_arrays_idx_and_csv_time_series_come_back_in_their_shape(trained, tmp_pa
 
 # -- misleading output ---------------------------------------------------------------------------------------------
 def test_decompress_reports_progress_while_checking_and_decoding(npy_codes, tmp_path):
-    from aetk.compress import Progress
+    from aetk.progress import NullProgress
 
-    class Seen(Progress):
+    class Seen(NullProgress):
         def __init__(self):
-            self.stages, self.done = [], {}
+            self.stages, self.done, self.finished = [], {}, 0
 
-        def stage(self, text, total=None):
+        def start(self, text, total=None, unit="items"):
             self.stages.append((text, total))
             self.done[text] = 0
 
-        def advance(self, n):
+        def advance(self, n=1):
             self.done[self.stages[-1][0]] += n
 
+        def finish(self):
+            self.finished += 1
+
     seen = Seen()
-    decompress(npy_codes, tmp_path / "out", progress=seen, batch_size=7)
+    decompress(npy_codes, tmp_path / "out", DecompressOptions(batch_size=7), progress=seen)
     (check, shards), (decode, rows) = seen.stages
     assert check.startswith("checking 3 shards") and shards == 3 and seen.done[check] == 3
     assert decode.startswith("decoding 40 codes") and rows == 40 and seen.done[decode] == 40
+    assert seen.finished == 1
 
 
 # -- property-based: round trips over generated folders, hostile manifests ------------------------------------------
@@ -601,8 +613,9 @@ def test_property_folders_round_trip_in_their_own_layout(trained, tmp_path_facto
             img = Image.fromarray(np.repeat(np.rint(a * 255).astype(np.uint8)[..., None], 3, 2), "RGB")
         img.save(src / rel)
         want[rel] = (h, w, mode)
-    res = compress(str(src), trained, root / "codes", png_sample=2,
-                   data_options={"image_size": [16, 16], "channels": 1})
+    res = compress(str(src), trained, root / "codes", CompressOptions(png_sample=2,
+                                                                      reader=ReaderOptions(image_size=(16, 16),
+                                                                      channels=1)))
     assert res.manifest["totals"]["rows"] == len(want)
     before = tree(root, skip=root / "out")
     decompress(root / "codes", root / "out")
@@ -698,6 +711,6 @@ def test_a_failure_while_decompressing_leaves_no_partial_file_and_no_thread(npy_
     else:
         monkeypatch.setattr(dec._NpyWriter, "write", failing)
     with pytest.raises(RuntimeError, match=f"{stage} failed"):
-        decompress(npy_codes, tmp_path / "out", batch_size=8)
+        decompress(npy_codes, tmp_path / "out", DecompressOptions(batch_size=8))
     assert [p.name for p in (tmp_path / "out").iterdir()] == [], "no partial x.npy, no temporary"
     assert not [t for t in threading.enumerate() if t.name == "aetk-decompress-writer"]

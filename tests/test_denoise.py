@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aetk.denoise import SHIPPED_MODEL, DenoiseInputError, denoise_paths, load_denoiser
+from aetk.denoise import SHIPPED_MODEL, DenoiseInputError, DenoiseOptions, denoise_paths, load_denoiser
 from aetk.denoise.tiling import Blender, pad_to, ramp, starts, tile_count, tile_shape
 
 
@@ -139,7 +139,7 @@ def test_folder_is_mirrored_with_modes_and_depths_kept(identity_model, tmp_path)
     src = tmp_path / "photos"
     _write_inputs(src)
     before = {p: _sha(p) for p in src.rglob("*") if p.is_file()}
-    summary = denoise_paths([src], model=identity_model, device="cpu", tile=16, overlap=4)
+    summary = denoise_paths([src], model=identity_model, options=DenoiseOptions(device="cpu", tile=16, overlap=4))
     out = tmp_path / "photos_denoised"  # the default: a sibling folder
     assert summary.ok and len(summary.done) == 8
     assert {p: _sha(p) for p in src.rglob("*") if p.is_file()} == before  # inputs untouched
@@ -190,7 +190,7 @@ def test_symlinks_out_of_the_tree_are_not_followed(identity_model, tmp_path):
     os.symlink(outside / "secret.png", src / "link.png")
     os.symlink(src / "a.png", src / "inside-link.png")
     os.symlink(outside, src / "linked-folder")
-    summary = denoise_paths([src], tmp_path / "out", identity_model, device="cpu")
+    summary = denoise_paths([src], tmp_path / "out", identity_model, DenoiseOptions(device="cpu"))
     assert sorted(summary.done) == sorted([str(src / "a.png"), str(src / "inside-link.png")])
     reasons = dict(summary.skipped)
     assert "leading out of the input tree" in reasons[str(src / "link.png")]
@@ -222,13 +222,13 @@ def test_outputs_never_overwrite_inputs(identity_model, tmp_path):
 def test_single_files_format_and_dry_run(identity_model, tmp_path):
     a = tmp_path / "a.png"
     Image.fromarray(np.full((8, 8), 7, np.uint8)).save(a)
-    planned = denoise_paths([a], model=identity_model, dry_run=True)
+    planned = denoise_paths([a], model=identity_model, options=DenoiseOptions(dry_run=True))
     assert planned.planned == [(str(a), str(tmp_path / "a_denoised.png"))]
     assert not (tmp_path / "a_denoised.png").exists()
-    summary = denoise_paths([a], tmp_path / "out", identity_model, fmt="tiff", device="cpu")
+    summary = denoise_paths([a], tmp_path / "out", identity_model, DenoiseOptions(format="tiff", device="cpu"))
     assert summary.ok and Image.open(tmp_path / "out" / "a.tif").format == "TIFF"
     with pytest.raises(DenoiseInputError, match="--format"):
-        denoise_paths([a], tmp_path / "out", identity_model, fmt="gif")
+        denoise_paths([a], tmp_path / "out", identity_model, DenoiseOptions(format="gif"))
 
 
 def test_killed_run_is_completed_by_skip_existing(random_model, tmp_path):

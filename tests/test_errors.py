@@ -177,3 +177,43 @@ def test_readme_documents_the_exit_codes():
     for name in ("EXIT_OK", "EXIT_FAILED", "EXIT_USER_INPUT", "EXIT_INTEGRITY", "EXIT_OS", "EXIT_BUG",
                  "EXIT_INTERRUPTED"):
         assert f"| {getattr(errors, name)} |" in section, name
+
+
+def _library_modules():
+    import pkgutil
+
+    import aetk
+
+    for info in pkgutil.walk_packages(aetk.__path__, "aetk."):
+        if not info.name.startswith("aetk.cli"):
+            yield info.name
+
+
+def test_every_library_exception_derives_from_the_root():
+    """One root: every exception class aetk defines (private control-flow ones aside) is an
+    AetkError, so the CLI's one handler gives it one line and its exit code."""
+    import importlib
+    import inspect
+
+    from aetk.errors import AetkError
+
+    strays = []
+    for name in _library_modules():
+        module = importlib.import_module(name)
+        for cls_name, cls in inspect.getmembers(module, inspect.isclass):
+            if (cls.__module__ == name and issubclass(cls, BaseException) and not cls_name.startswith("_")
+                    and not issubclass(cls, AetkError)):
+                strays.append(f"{name}.{cls_name}")
+    assert not strays, f"exceptions outside the AetkError root: {strays}"
+
+
+def test_no_command_catches_bare_errors():
+    """Commands leave errors to the one handler in cli/main.py: no `except ValueError` (which
+    would swallow bugs) or other builtin list of their own."""
+    import re
+
+    cli = Path(__file__).resolve().parents[1] / "cli"
+    caught = [f"{p.name}:{i}" for p in cli.glob("*.py") if p.name != "main.py"
+              for i, line in enumerate(p.read_text().splitlines(), 1)
+              if re.search(r"except\s*\(?\s*(ValueError|RuntimeError|TypeError|KeyError|Exception)\b", line)]
+    assert not caught, caught

@@ -438,15 +438,32 @@ def test_progress_is_reported_by_eval_and_classify(runs, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(runs("deep"), run)
-    seen: list[tuple] = []
-    evaluate_run(run, limit=20, plots=False, progress=lambda *a: seen.append(a))
-    stages = [s for s, _, _ in seen]
-    assert stages[0] == "load" and "pca" in stages and stages[-1] == "pictures"
-    assert ("model", 20, 20) in seen
-    seen.clear()
-    finetune_classifier(run, labelled=20, epochs=2, progress=lambda *a: seen.append(a))
-    assert seen == [("pretrained encoder", 1, 2), ("pretrained encoder", 2, 2),
-                    ("from scratch", 1, 2), ("from scratch", 2, 2)]
+    from aetk.progress import NullProgress
+    from aetk.train.options import ClassifyOptions
+
+    class Seen(NullProgress):
+        """Every stage with its total and the units advanced in it; finish() calls."""
+
+        def __init__(self):
+            self.stages, self.finished = [], 0
+
+        def start(self, description, total=None, unit="items"):
+            self.stages.append([description, total, 0])
+
+        def advance(self, n=1):
+            self.stages[-1][2] += n
+
+        def finish(self):
+            self.finished += 1
+
+    seen = Seen()
+    evaluate_run(run, limit=20, plots=False, progress=seen)
+    stages = [s for s, _, _ in seen.stages]
+    assert stages[0] == "loading the run" and "fitting PCA" in stages and stages[-1] == "drawing pictures"
+    assert ["running the model", 20, 20] in seen.stages and seen.finished == 1
+    seen = Seen()
+    finetune_classifier(run, ClassifyOptions(labelled=20, epochs=2), seen)
+    assert seen.stages[1:] == [["pretrained encoder", 2, 2], ["from scratch", 2, 2]] and seen.finished == 1
 
 
 def test_a_denoiser_is_judged_noisy_to_denoised_not_against_identity_pca(evaluated):

@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from aetk.export import (ExportError, OnnxCheckError, OutputNameMismatch, OutputShapeMismatch,
+from aetk.export import (ExportError, ExportOptions, OnnxCheckError, OutputNameMismatch, OutputShapeMismatch,
                          OutputValueMismatch, export_model, export_run)
 from aetk.export.validate import compare_outputs, validate_graph
 from aetk.models import create_model, model_names
@@ -166,8 +166,8 @@ def test_conv_with_a_bottleneck_stays_fixed_size(tmp_path):
 def test_fp16_and_int8_variants_report_their_accuracy(tmp_path):
     model = create_model("conv", (1, 12, 12), channels=[4, 8], code_size=6).eval()
     calib = torch.rand(96, 1, 12, 12)
-    result = export_model(model, tmp_path, real_batch=torch.rand(16, 1, 12, 12), calibration=calib,
-                          fp16=True, int8=True)
+    result = export_model(model, tmp_path, ExportOptions(fp16=True, int8=True), real_batch=torch.rand(16, 1, 12, 12),
+                                                         calibration=calib)
     for g in ("encoder", "decoder", "autoencoder"):
         for tag, precision in (("fp16", "float16"), ("int8", "int8")):
             path = tmp_path / f"{g}.{tag}.onnx"
@@ -187,8 +187,10 @@ def test_fp16_and_int8_variants_report_their_accuracy(tmp_path):
     assert _ort(tmp_path / "autoencoder.fp16.onnx", {"x": x})[0].dtype == np.float32
 
 
-def test_float16_storage_halves_the_file_and_computes_in_float32(tmp_path):
-    from aetk.export.float16_storage import STORAGE_KEY, main, to_float16_storage
+def test_float16_storage_halves_the_file_and_computes_in_float32(tmp_path, tool):
+    from aetk.export.float16_storage import STORAGE_KEY, to_float16_storage
+
+    main = tool("float16_storage").main
 
     model = create_model("resconv", (1, 16, 16), features=32, depth=3).eval()  # weights most of the file
     export_model(model, tmp_path / "out")
@@ -224,20 +226,20 @@ def test_float16_storage_halves_the_file_and_computes_in_float32(tmp_path):
 
 
 def test_int8_of_an_mlp_is_dynamic(tmp_path):
-    export_model(_model("deep"), tmp_path, int8=True)
+    export_model(_model("deep"), tmp_path, ExportOptions(int8=True))
     ops = {n.op_type for n in onnx.load(str(tmp_path / "encoder.int8.onnx")).graph.node}
     assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops, ops
 
 
 def test_int8_of_a_conv_model_needs_calibration_data(tmp_path):
     with pytest.raises(ExportError, match="calibration"):
-        export_model(create_model("conv", (1, 12, 12), channels=[4], code_size=3), tmp_path, int8=True)
+        export_model(create_model("conv", (1, 12, 12), channels=[4], code_size=3), tmp_path, ExportOptions(int8=True))
 
 
 def test_old_opset_warns(tmp_path):
     with pytest.warns(UserWarning, match="opset 17"):
         try:
-            export_model(_model("ae"), tmp_path, opset=17)
+            export_model(_model("ae"), tmp_path, ExportOptions(opset=17))
         except ExportError:
             pass  # refusing is fine too; the warning is what is tested
 
@@ -246,7 +248,7 @@ def test_large_models_keep_weights_beside_the_file(tmp_path):
     import aetk.runtime as rt
 
     model = create_model("deep", (64,), widths=[32, 4]).eval()  # a 64x32 weight: 8 kB
-    result = export_model(model, tmp_path, external_data_threshold=4096)
+    result = export_model(model, tmp_path, ExportOptions(external_data_threshold=4096))
     assert (tmp_path / "encoder.onnx.data").is_file()
     assert (tmp_path / "encoder.onnx.data").stat().st_size >= 64 * 32 * 4
     assert result.validation["encoder"]["random"]["z"]["max_abs_diff"] < 1e-5

@@ -603,12 +603,12 @@ def test_resconv_refiner_sees_the_noise_level_removed_from_the_whole_image(tmp_p
         create_model("resconv", (1, 16, 16), refine_level=True)
 
 
-def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path):
+def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path, tool):
     """Export folds the batch norms away; from_onnx puts the weights back (folded norms as
     shifts), computing the graph's function, and writes a run folder init_from takes."""
     from aetk.export import export_model
-    from aetk.models.from_onnx import OnnxImportError, load_onnx_weights, main
     from aetk.artifacts import RunDir
+    from aetk.models.from_onnx import OnnxImportError, load_onnx_weights
     from aetk.train.checkpoint import init_weights
 
     trained = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=3))
@@ -639,6 +639,7 @@ def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path):
     load_onnx_weights(from_half, half)
     first = next(p for p in from_half.parameters())
     assert torch.equal(first, first.half().float())  # the stored float16 values, exactly
+    main = tool("onnx_to_run").main
     main([str(graph), str(tmp_path / "run"), "features=4", "depth=3", "context=3"])
     model, meta = RunDir(tmp_path / "run").load_model()
     assert meta["normalization"]["kind"] == "none" and meta["from_onnx"] == str(graph)  # as exported
@@ -679,13 +680,13 @@ def test_resconv_with_frozen_norms_trains_from_exactly_where_it_was():
     assert all(m.training for m in plain.modules())  # default: batch statistics
 
 
-def test_rebuilt_model_calibrated_trains_on_from_where_it_was(tmp_path):
+def test_rebuilt_model_calibrated_trains_on_from_where_it_was(tmp_path, tool):
     """A graph's folded batch norms, given statistics (--calibrate), compute the same function in
     eval mode and about the same in training mode, where uncalibrated ones are far off; a
     calibrated cascade takes the noise-level input (refine_level) through init_from."""
     from aetk.export import export_model
-    from aetk.models.from_onnx import calibrate_batchnorms, load_onnx_weights, main
     from aetk.artifacts import RunDir
+    from aetk.models.from_onnx import calibrate_batchnorms, load_onnx_weights
     from aetk.train.checkpoint import init_weights
 
     params = dict(features=6, depth=3, refine=5, refine_depth=2)
@@ -714,6 +715,7 @@ def test_rebuilt_model_calibrated_trains_on_from_where_it_was(tmp_path):
     _, rms_after = train_mode_error(rebuilt, x)
     assert rms_after < 0.1 * rms_before and rms_after < 0.01, (rms_before, rms_after)
 
+    main = tool("onnx_to_run").main
     main([str(graph), str(tmp_path / "run"), *(f"{k}={v}" for k, v in params.items()),
           "--calibrate", str(tmp_path / "images.npy"), "--calibrate-examples", "100"])
     model, _ = RunDir(tmp_path / "run").load_model()

@@ -263,13 +263,14 @@ def test_semi_supervised_classifier_from_a_pretrained_stack(tmp_path):
 
     from aetk.cli.main import app
     from aetk.evaluate.classify import finetune_classifier
+    from aetk.train.options import ClassifyOptions
 
     cfg = load_config(None, ['data.path="digits"', 'model.kind="stacked"', "model.widths=[48, 16]",
                              'model.activation="relu"', "train.epochs=5", "train.pretrain_epochs=3",
                              "train.lr=3e-3", "train.progress=false", "train.tensorboard=false"])
     run = tmp_path / "sdae"
     train(cfg, run)
-    r = finetune_classifier(run, labelled=100, epochs=30, lr=3e-3)
+    r = finetune_classifier(run, ClassifyOptions(labelled=100, epochs=30, lr=3e-3))
     assert r["labelled"] == 100
     assert r["accuracy"] > 0.5  # chance is 0.1
     assert 0 <= r["scratch_accuracy"] <= 1

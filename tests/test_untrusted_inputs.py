@@ -27,7 +27,7 @@ import aetk as aetk_package
 from aetk.cli.main import app
 from aetk.data.imageguard import (BUDGET, DecodeBudget, ImageTooLargeError, NotRegularFileError, decoded_bytes,
                                   open_regular, regular_file_problem)
-from aetk.denoise import denoise_paths
+from aetk.denoise import DenoiseOptions, denoise_paths
 from aetk.denoise.imagefiles import read_image
 from aetk.denoise.modelcheck import ModelCheckError, check_denoiser_metadata
 from aetk.errors import EXIT_USER_INPUT
@@ -263,7 +263,7 @@ def test_16bit_rgb_stays_16bit(tmp_path, identity, suffix):
     assert cv2.imwrite(str(src / f"a{suffix}"), rgb[..., ::-1])  # OpenCV writes BGR
     assert Image.open(src / f"a{suffix}").mode == "RGB"  # Pillow alone would read it as 8-bit
     # a one-channel model denoises each colour plane; the file stays 16-bit RGB
-    summary = denoise_paths([src], tmp_path / "out", identity, device="cpu")
+    summary = denoise_paths([src], tmp_path / "out", identity, DenoiseOptions(device="cpu"))
     assert summary.ok and len(summary.done) == 1
     out = cv2.imread(str(tmp_path / "out" / f"a{suffix}"), cv2.IMREAD_UNCHANGED)
     assert out.dtype == np.uint16 and out.shape == (20, 24, 3)
@@ -311,7 +311,7 @@ def test_report_scores_each_image_against_its_reference(tmp_path, identity):
     Image.fromarray(n8).save(tmp_path / "noisy" / "sub" / "a.png")
     Image.fromarray(c8).save(tmp_path / "clean" / "sub" / "a.bmp")  # any image suffix
     Image.fromarray(n8).save(tmp_path / "noisy" / "b.png")  # no reference for it
-    summary = denoise_paths([tmp_path / "noisy"], tmp_path / "out", identity, reference=tmp_path / "clean")
+    summary = denoise_paths([tmp_path / "noisy"], tmp_path / "out", identity, DenoiseOptions(reference=tmp_path / "clean"))
     (score,) = summary.report.scores
     want_psnr = peak_signal_noise_ratio(c8, n8, data_range=255)
     want_ssim = structural_similarity(c8 / 255.0, n8 / 255.0, gaussian_weights=True, sigma=1.5,
@@ -334,7 +334,7 @@ def test_tile_defaults_come_from_the_model(tmp_path, identity):
     the tile), and a model's own tile size is used when none is given."""
     src = tmp_path / "in"
     gray_pngs(src, 1, size=40)
-    summary = denoise_paths([src], tmp_path / "out", identity, tile=16)  # overlap 32 would not fit
+    summary = denoise_paths([src], tmp_path / "out", identity, DenoiseOptions(tile=16))  # overlap 32 would not fit
     assert summary.ok and len(summary.done) == 1
     a = np.asarray(Image.open(src / "img00.png"))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "img00.png")), a)  # identity, tiled

@@ -24,9 +24,12 @@ from aetk.compress.codes import Codes, verify
 from aetk.compress.decode import DecompressResult, decompress
 from aetk.compress.errors import (CompressError, CorruptShardError, IncompleteCodesError, OutputExistsError,
                                   ShapeMismatchError, StaleCodesError, UnsafeManifestError)
-from aetk.compress.job import CompressResult, Progress, compress
+from aetk.compress.job import CompressResult, compress
 from aetk.compress.neighbors import NeighborResult, neighbors
+from aetk.compress.options import (CompressOptions, DecompressOptions, Local, NeighborsOptions, Ray,
+                                   ReaderOptions)
 
-__all__ = ["Codes", "CompressError", "CompressResult", "CorruptShardError", "DecompressResult",
-           "IncompleteCodesError", "NeighborResult", "OutputExistsError", "Progress", "ShapeMismatchError",
+__all__ = ["Codes", "CompressError", "CompressOptions", "CompressResult", "CorruptShardError", "DecompressOptions",
+           "DecompressResult", "IncompleteCodesError", "Local", "NeighborResult", "NeighborsOptions",
+           "OutputExistsError", "Ray", "ReaderOptions", "ShapeMismatchError",
            "StaleCodesError", "UnsafeManifestError", "compress", "decompress", "neighbors", "verify"]

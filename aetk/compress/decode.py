@@ -49,7 +49,10 @@ from aetk.data.imageio import (DEFAULT_QUALITY, SIXTEEN_BIT_FORMATS, ImageWriteE
                                pil_image)
 from aetk.compress.codes import Codes
 from aetk.compress.errors import CompressError, CorruptShardError, OutputExistsError, UnsafeManifestError
+from aetk.compress.options import DecompressOptions
+from aetk.options import check, flag
 from aetk.pipeline import Pipeline
+from aetk.progress import Progress, or_null
 
 # Pillow's save options per output format: reconstructions are lossy already, so WebP is lossless.
 SAVE_OPTIONS = {"JPEG": {"quality": DEFAULT_QUALITY}, "WEBP": {"lossless": True}}
@@ -403,7 +406,7 @@ def check_outputs(codes: Codes, out: Path, plan: list[_Output], overwrite: bool)
     existing = sorted(str(f) for f in seen if os.path.lexists(f))
     if existing and not overwrite:
         raise OutputExistsError(f"{len(existing)} output file(s) exist already in {out} (first: "
-                                f"{existing[0]}); pass --overwrite to replace them, or choose another folder")
+                                f"{existing[0]}); pass {flag(DecompressOptions, 'overwrite')} to replace them, or choose another folder")
     dirs = [f for f in existing if Path(f).is_dir() and not Path(f).is_symlink()]
     if dirs:
         raise OutputExistsError(f"the output {dirs[0]} is a folder; it would be replaced by a file")
@@ -459,29 +462,33 @@ def _notes(codes: Codes, plan: list[_Output]) -> list[str]:
     return notes
 
 
-def decompress(folder: str | Path, out: str | Path, *, as_arrays: bool = False, device: str = "auto",
-               model: str | Path | None = None, batch_size: int = 512, overwrite: bool = False,
-               progress: Any = None) -> DecompressResult:
+def decompress(folder: str | Path, out: str | Path, options: DecompressOptions = DecompressOptions(),
+               progress: Progress | None = None, model: str | Path | None = None) -> DecompressResult:
     """Decode a codes folder into `out` (see the module doc). Checks everything first.
-    `progress`: an aetk.compress.Progress (stage, advance) or a callable taking item counts."""
-    from aetk.compress.job import Progress
+    ``model``: decode with this export folder instead of CODES/model (checked against the manifest)."""
+    check(options, CompressError)
+    bar = or_null(progress)
+    try:
+        return _decompress(folder, out, options, bar, model)
+    finally:
+        bar.finish()
 
-    if progress is None or callable(progress) and not hasattr(progress, "stage"):
-        bar, on_items = Progress(), progress
-    else:
-        bar, on_items = progress, progress.advance
+
+def _decompress(folder: str | Path, out: str | Path, options: DecompressOptions, bar: Progress,
+                model: str | Path | None) -> DecompressResult:
+    as_arrays, batch_size = options.arrays, options.batch_size
     codes = Codes.open(folder)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise CompressError(f"-o {out} exists and is not a folder")
-    bar.stage(f"checking {len(codes.records)} shards and the model", total=len(codes.records))
+    bar.start(f"checking {len(codes.records)} shards and the model", total=len(codes.records), unit="shards")
     problems = codes.verify(on_shard=lambda: bar.advance(1))
     if problems:
         raise CorruptShardError(f"{len(problems)} problem(s) in {codes.folder}, nothing decoded: "
                                 + "; ".join(problems[:5]), problems)
     plan = _plan(codes, out, as_arrays)
-    check_outputs(codes, out, plan, overwrite)
-    decoder = open_decoder(codes, device, model)
+    check_outputs(codes, out, plan, options.overwrite)
+    decoder = open_decoder(codes, options.device, model)
     out.mkdir(parents=True, exist_ok=True)
     result = DecompressResult(out)
     by_part: dict[str, list[dict]] = {}
@@ -492,7 +499,7 @@ def decompress(folder: str | Path, out: str | Path, *, as_arrays: bool = False, 
     cropped = reader.get("resize") == "crop" and reader.get("image_size") is not None
     scale = source_scale(codes)
     total = codes.manifest["totals"]["rows"]
-    bar.stage(f"decoding {total} codes into {out}", total=total)
+    bar.start(f"decoding {total} codes into {out}", total=total)
     images_written: list[Path] = []
     # Output files are kept when all went well, else discarded; the pipeline is left first,
     # so no write runs while they are discarded.
@@ -518,8 +525,7 @@ def decompress(folder: str | Path, out: str | Path, *, as_arrays: bool = False, 
                              "layout": (r.get("layout") or [])[a:a + batch_size] or None}
                     pipe.write(lambda state=state, x=x, piece=piece: state["w"].write(x, piece))
                     result.rows += len(x)
-                    if on_items:
-                        on_items(len(x))
+                    bar.advance(len(x))
             pipe.write(lambda state=state: state["w"].close())
             label = f"{rows} images in {out}" if kind == "images" else str(path.relative_to(out))
             if label not in result.files:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from aetk.atomic import atomic_write_bytes
 from aetk.compress.manifest import Journal, Shard
+from aetk.compress.options import CompressOptions
 from aetk.compress.quantize import quantize
 from aetk.compress.shards import sha256_bytes, to_bytes
 from aetk.pipeline import Pipeline
@@ -33,30 +34,21 @@ from aetk.pipeline import Pipeline
 SLOW_ENV = "AETK_COMPRESS_SHARD_DELAY"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    """What a worker needs to encode shards (plain values: it travels to Ray actors)."""
+    """What a worker needs to encode shards: where things are, and the job's options whole
+    (the Ray engine ships this object to its actors)."""
 
     data: str
     data_config: dict[str, Any]
     model_dir: str
     out: str
-    precision: str
-    container: str
-    compression: str
-    zstd_level: int
-    batch_size: int
     code_shape: list[int]
-    device: str = "auto"
-    threads: int | None = None  # ONNX Runtime intra-op threads (None: its default)
-    prefetch: int = 4  # batches read ahead
+    options: CompressOptions
     # Image folders: raw values (0..the folder's depth) times this are the model's raw units
     # (e.g. 255/65535 for 16-bit images into a model trained on 8-bit ones).
     input_scale: float = 1.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    prefetch: int = 4  # batches read ahead
 
 
 class ShardEncoder:
@@ -72,14 +64,14 @@ class ShardEncoder:
         self.parts = parts if parts is not None else \
             open_parts(settings.data, DataConfig(**settings.data_config))[0]
         self.model = model if model is not None else load_export(
-            settings.model_dir, device=settings.device, batch_size=None, threads=settings.threads)
+            settings.model_dir, device=settings.options.device, batch_size=None, threads=settings.options.threads)
         self.journal = Journal(self.out)
         self.delay = float(os.environ.get(SLOW_ENV, "0") or 0)
 
     # -- the three stages ----------------------------------------------------------------------
     def _batches(self, sh: Shard) -> list[tuple[Shard, int, int]]:
         """The batches of one shard: (shard, start, stop), never across its boundary."""
-        bs = self.s.batch_size
+        bs = self.s.options.batch_size
         return [(sh, a, min(a + bs, sh.stop)) for a in range(sh.start, sh.stop, bs)]
 
     def _read(self, batch: tuple[Shard, int, int]) -> tuple[np.ndarray, np.ndarray, list, int]:
@@ -107,8 +99,9 @@ class ShardEncoder:
             skipped = sorted([*skipped, *((int(i), "the encoder gave NaN or infinite codes for it")
                                           for i in local[bad])])
             z, local = z[~bad], local[~bad]
-        q, params = quantize(z, self.s.precision)
-        data = to_bytes(q, part.start + local, self.s.container, self.s.compression, self.s.zstd_level)
+        o = self.s.options
+        q, params = quantize(z, o.precision)
+        data = to_bytes(q, part.start + local, o.shard_format, o.compression, o.zstd_level)
         atomic_write_bytes(self.out / sh.file, data)
         record: dict[str, Any] = {
             "index": sh.index, "file": sh.file, "part": part.name,

@@ -1,8 +1,9 @@
 """``compress``: a dataset to a folder of latent codes, crash-safe and resumable.
 
     result = compress("fashion-mnist", "exports/conv", "codes/")               # local engine
-    result = compress("photos/", "runs/conv", "codes/", precision="int8", zstd=True,
-                      data_options={"image_size": [64, 64]}, engine="ray")
+    result = compress("photos/", "runs/conv", "codes/",
+                      CompressOptions(precision="int8", zstd=True, engine=Ray(workers=8),
+                                      reader=ReaderOptions(image_size=(64, 64))))
 
 Order of work, so that bad input fails before anything is written:
 
@@ -37,21 +38,14 @@ from aetk.compress.manifest import (CHECKSUM, FORMAT, FORMAT_VERSION, MANIFEST, 
                                     remove_temporaries, write_manifest)
 from aetk.compress.model import check_model_folder, check_shapes, install_model, model_identity, model_source
 from aetk.compress.quantize import check_precision
+from aetk.compress.options import ENGINES, CompressOptions, Local, Ray
 from aetk.compress.shards import check_container, is_shard_file, sha256_file
+from aetk.options import check, flag
+from aetk.progress import Progress, or_null
+from aetk.runtime import load_export
 
-ENGINES = ("local", "ray")
 # Reader options of aetk.data.DataConfig that compress passes on (not path, split or limit).
 READER_OPTIONS = ("format", "image_size", "resize", "channels", "label_column", "sequence_length", "extra")
-
-
-class Progress:
-    """What a long run reports; the CLI draws it with Rich. Methods may be left as they are."""
-
-    def stage(self, text: str, total: int | None = None) -> None:
-        pass
-
-    def advance(self, n: int) -> None:
-        pass
 
 
 @dataclass
@@ -70,12 +64,6 @@ class CompressResult:
     @property
     def items_per_second(self) -> float | None:
         return self.items_encoded / self.encode_seconds if self.encode_seconds > 0 else None
-
-
-def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CompressError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def reader_options(data_options: dict[str, Any] | None, run: RunDir | None) -> dict[str, Any]:
@@ -139,167 +127,236 @@ def _record_ok(codes: Path, rec: dict[str, Any] | None, shard, part_start: int) 
         return False
 
 
-def compress(data: str, model: str | os.PathLike, out: str | os.PathLike, *,
-             data_options: dict[str, Any] | None = None, precision: str = "float32",
-             shard_format: str = "npy", zstd: bool = False, zstd_level: int = 3,
-             shard_size: int = 16384, batch_size: int = 512, engine: str = "local",
-             device: str = "auto", threads: int | None = None, overwrite: bool = False,
-             evaluate: bool = False, png_sample: int = 256, ray_address: str | None = None,
-             workers: int | None = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-             progress: Progress | None = None) -> CompressResult:
+def compress(data: str, model: str | os.PathLike, out: str | os.PathLike,
+             options: CompressOptions = CompressOptions(), progress: Progress | None = None) -> CompressResult:
     """Encode `data` with `model` into the codes folder `out` (see the module doc)."""
     t0 = time.perf_counter()
-    progress = progress or Progress()
+    progress = or_null(progress)
     codes = Path(out).expanduser()
-    # 1. options, data, model: everything that can be wrong with the input, before any work
-    check_precision(precision)
-    compression = "zstd" if zstd else "none"
-    check_container(shard_format, compression, zstd_level)
-    _positive("--shard-size", shard_size)
-    _positive("--batch-size", batch_size)
-    if engine not in ENGINES:
-        raise CompressError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
-    if isinstance(png_sample, bool) or not isinstance(png_sample, int) or png_sample < 0:
-        raise CompressError(f"--png-sample must be a non-negative integer, got {png_sample!r}")
+    try:
+        # 1. options, data, model: everything that can be wrong with the input, before any work
+        _check_options(options)
+        inputs = _open_inputs(data, model, codes, options, progress)
+        with contextlib.ExitStack() as stack:
+            encoder = load_export(inputs.source.folder, device=options.device, batch_size=None,
+                                  threads=options.threads)
+            work = _plan(inputs, encoder, codes, options, stack)
+            written, enc_seconds = _encode(work, encoder, options, progress)
+            manifest = _write_manifest(work, written)
+            report = _report(work, manifest, options, progress)
+    finally:
+        progress.finish()
+    notes = []
+    unread = manifest["totals"]["skipped"] + manifest["totals"]["unreadable_at_open"]
+    if unread:
+        notes.append(f"{unread} items could not be read and are listed in {MANIFEST}")
+    return CompressResult(codes, manifest, report, shards_written=len(written), shards_kept=len(work.done),
+                          items_encoded=work.items, seconds=time.perf_counter() - t0, encode_seconds=enc_seconds,
+                          engine=options.engine.name, notes=notes)
 
+
+def _check_options(options: CompressOptions) -> None:
+    check_precision(options.precision)
+    check_container(options.shard_format, options.compression, options.zstd_level)
+    if not isinstance(options.engine, (Local, Ray)):
+        raise CompressError(f"{flag(CompressOptions, 'engine')} {options.engine!r} is not one of "
+                            f"{', '.join(ENGINES)}")
+    check(options, CompressError)
+    check(options.reader, CompressError)
+    if isinstance(options.engine, Ray):
+        check(options.engine, CompressError)
+
+
+@dataclass
+class _Inputs:
+    """The opened data and model of a job."""
+
+    data: str
+    data_path: str
+    reader: dict[str, Any]
+    parts: list
+    description: str
+    source: Any  # aetk.compress.model.ModelSource
+
+
+def _open_inputs(data: str, model: str | os.PathLike, codes: Path, options: CompressOptions,
+                 progress: Progress) -> _Inputs:
     from aetk.data import DataConfig
     from aetk.data.loading import check_config
     from aetk.data.stream import open_parts
-    from aetk.runtime import load_export
 
     src_path = Path(data).expanduser()
     data_path = str(src_path.resolve()) if src_path.exists() else str(data)
     model_path = Path(model).expanduser()
     run = RunDir(model_path) if RunDir(model_path).is_run() else None
-    opts = reader_options(data_options, run)
+    opts = reader_options(options.reader.given(), run)
     cfg = check_config(DataConfig(path=data_path, **opts))
     opts = {k: getattr(cfg, k) for k in READER_OPTIONS}
-    progress.stage(f"reading {data}")
+    progress.start(f"reading {data}")
     parts, description = open_parts(data_path, cfg)
-    source = model_source(model, progress.stage)
-    with contextlib.ExitStack() as stack:
-        encoder = load_export(source.folder, device=device, batch_size=None, threads=threads)
-        data_shape = tuple(parts[0].source.input_shape)
-        code_shape = check_shapes(encoder, data_shape, data)
-        meta = encoder.metadata
-        model_max, input_scale = image_depths(parts, meta.normalization)
-
-        # 2. what the folder holds
-        _prepare_out(codes)
-        stack.enter_context(locked(codes))
-        job = {
-            "model": model_identity(meta),
-            "preprocessing": {"reader": opts, "normalization": meta.normalization,
-                              "input_shape": list(data_shape), "model_max": model_max},
-            "codes": {"precision": precision, "shard_format": shard_format, "compression": compression,
-                      "zstd_level": zstd_level if zstd else None, "shard_size": shard_size,
-                      "code_shape": list(code_shape)},
-            "source": {"data": data_path, "description": description,
-                       "parts": [p.describe() for p in parts]},
-        }
-        journal = Journal(codes)
-        check_model_folder(codes, ours=overwrite or (codes / MANIFEST).is_file() or journal.exists())
-        if overwrite:
-            clear(codes)
-        remove_temporaries(codes)
-        known: dict[int, dict[str, Any]] = {}
-        if (codes / MANIFEST).is_file():
-            m = load_manifest(codes)
-            if m["job"] != job:
-                raise refuse_stale(codes, MANIFEST, job_differences(m["job"], job))
-            known = {int(r["index"]): r for r in m["shards"]}
-        elif journal.exists():
-            stored = journal.job()
-            if stored != job:
-                raise refuse_stale(codes, f"an unfinished run in {PROGRESS}/", job_differences(stored, job))
-            known = journal.records()
-        elif any(is_shard_file(p.name) for p in codes.iterdir()):
-            raise CompressError(f"{codes} holds shard files but no {MANIFEST} or {PROGRESS}/ to say what "
-                                f"they are; pass --overwrite to replace them, or write to another folder")
-        plan = plan_shards([len(p) for p in parts], shard_size, shard_format, compression)
-        done, pending = {}, []
-        for sh in plan:
-            rec = known.get(sh.index)
-            if _record_ok(codes, rec, sh, parts[sh.part].start):
-                done[sh.index] = rec
-            else:
-                pending.append(sh)
-
-        # 3. the work (nothing to do when every shard checks out)
-        written: list[dict[str, Any]] = []
-        enc_seconds = 0.0
-        items = sum(sh.stop - sh.start for sh in pending)
-        if pending or not (codes / MANIFEST).is_file():
-            journal.start(job)
-            for rec in done.values():
-                journal.add(rec)
-            (codes / MANIFEST).unlink(missing_ok=True)  # in flight now: no manifest claims anything
-        model_files = install_model(source, codes)  # also repairs a damaged copy
-        if pending:
-            settings = Settings(data=data_path, data_config={"path": data_path, **opts},
-                                model_dir=str(codes / MODEL_DIR), out=str(codes), precision=precision,
-                                container=shard_format, compression=compression, zstd_level=zstd_level,
-                                batch_size=batch_size, code_shape=list(code_shape), device=device,
-                                threads=threads, input_scale=input_scale)
-            progress.stage(f"encoding {items} items into {len(pending)} shards", total=items)
-            t1 = time.perf_counter()
-            try:
-                if engine == "local":
-                    written = ShardEncoder(settings, parts=parts, model=encoder).run(pending, progress.advance)
-                else:
-                    from aetk.compress.ray_engine import run_ray
-
-                    written = run_ray(settings, pending, address=ray_address, workers=workers,
-                                      cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
-                                      on_items=progress.advance)
-            except OSError as exc:
-                raise OSError(exc.errno, f"writing codes to {codes} failed ({exc.strerror or exc}); "
-                                         f"the {len(journal.records())} finished shards are kept and "
-                                         f"a rerun resumes from them") from exc
-            enc_seconds = time.perf_counter() - t1
-
-        # 4. report and manifest
-        records = sorted([*done.values(), *written], key=lambda r: r["index"])
-        if [r["index"] for r in records] != [sh.index for sh in plan]:
-            raise CompressError(f"internal error: {len(records)} shard records for a plan of {len(plan)}")
-        manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "aetk_version": aetk.__version__,
-            "complete": True, "job": job, "code_shape": list(code_shape), "code_dtype": precision,
-            "model_files": model_files,
-            "totals": {"items": sum(len(p) for p in parts), "rows": sum(r["rows"] for r in records),
-                       "skipped": sum(len(r["skipped"]) for r in records),
-                       "unreadable_at_open": sum(len(p.source.skipped) for p in parts),
-                       "shards": len(records), "bytes": sum(r["bytes"] for r in records)},
-            "shards": records,
-        }
-        manifest[CHECKSUM] = checksum(manifest)
-        if not (codes / MANIFEST).is_file() or load_manifest(codes) != manifest:
-            write_manifest(codes, manifest)
-            fsync_folder(codes)
-        journal.remove()
-
-        from aetk.compress.report import size_report
-
-        progress.stage("measuring sizes")
-        report = size_report(manifest, parts, png_sample)
-        if evaluate:
-            from aetk.compress.codes import Codes
-            from aetk.compress.decode import evaluate as evaluate_codes
-            from aetk.compress.decode import open_decoder
-
-            progress.stage("decompressing to measure PSNR", total=manifest["totals"]["items"])
-            cv = Codes(codes, manifest)
-            report["eval"] = evaluate_codes(cv, parts, open_decoder(cv, device), batch_size, progress.advance)
-        text = dumps(report)
-        if not (codes / REPORT).is_file() or (codes / REPORT).read_text() != text:
-            atomic_write_text(codes / REPORT, text)
-        notes = []
-        if manifest["totals"]["skipped"] or manifest["totals"]["unreadable_at_open"]:
-            notes.append(f"{manifest['totals']['skipped'] + manifest['totals']['unreadable_at_open']} items "
-                         f"could not be read and are listed in {MANIFEST}")
-        return CompressResult(codes, manifest, report, shards_written=len(written), shards_kept=len(done),
-                              items_encoded=items, seconds=time.perf_counter() - t0, encode_seconds=enc_seconds,
-                              engine=engine, notes=notes)
+    source = model_source(model, progress.start)
+    return _Inputs(str(data), data_path, opts, parts, description, source)
 
 
-__all__ = ["ENGINES", "CompressResult", "Progress", "compress", "image_depths", "reader_options"]
+@dataclass
+class _Work:
+    """What the codes folder holds, and what is left to encode."""
+
+    inputs: _Inputs
+    codes: Path
+    job: dict[str, Any]
+    journal: Journal
+    plan: list
+    done: dict[int, dict[str, Any]]
+    pending: list
+    code_shape: tuple
+    input_scale: float
+    model_files: Any = None
+
+    @property
+    def items(self) -> int:
+        return sum(sh.stop - sh.start for sh in self.pending)
+
+
+def _job(inputs: _Inputs, meta: Any, code_shape: tuple, model_max: float | None, options: CompressOptions
+         ) -> dict[str, Any]:
+    """The job a codes folder records: what a rerun must match to keep its shards."""
+    parts = inputs.parts
+    return {
+        "model": model_identity(meta),
+        "preprocessing": {"reader": inputs.reader, "normalization": meta.normalization,
+                          "input_shape": list(parts[0].source.input_shape), "model_max": model_max},
+        "codes": {"precision": options.precision, "shard_format": options.shard_format,
+                  "compression": options.compression, "zstd_level": options.zstd_level if options.zstd else None,
+                  "shard_size": options.shard_size, "code_shape": list(code_shape)},
+        "source": {"data": inputs.data_path, "description": inputs.description,
+                   "parts": [p.describe() for p in parts]},
+    }
+
+
+def _known_records(codes: Path, job: dict[str, Any], journal: Journal) -> dict[int, dict[str, Any]]:
+    """The shard records of the same job already in the folder; another job's are refused."""
+    if (codes / MANIFEST).is_file():
+        m = load_manifest(codes)
+        if m["job"] != job:
+            raise refuse_stale(codes, MANIFEST, job_differences(m["job"], job))
+        return {int(r["index"]): r for r in m["shards"]}
+    if journal.exists():
+        stored = journal.job()
+        if stored != job:
+            raise refuse_stale(codes, f"an unfinished run in {PROGRESS}/", job_differences(stored, job))
+        return journal.records()
+    if any(is_shard_file(p.name) for p in codes.iterdir()):
+        raise CompressError(f"{codes} holds shard files but no {MANIFEST} or {PROGRESS}/ to say what they are; "
+                            f"pass {flag(CompressOptions, 'overwrite')} to replace them, or write to another folder")
+    return {}
+
+
+def _plan(inputs: _Inputs, encoder: Any, codes: Path, options: CompressOptions,
+          stack: contextlib.ExitStack) -> _Work:
+    """2. what the folder holds: lock it, refuse another job's codes, keep the shards that check out."""
+    parts = inputs.parts
+    code_shape = check_shapes(encoder, tuple(parts[0].source.input_shape), inputs.data)
+    meta = encoder.metadata
+    model_max, input_scale = image_depths(parts, meta.normalization)
+    _prepare_out(codes)
+    stack.enter_context(locked(codes))
+    job = _job(inputs, meta, code_shape, model_max, options)
+    journal = Journal(codes)
+    check_model_folder(codes, ours=options.overwrite or (codes / MANIFEST).is_file() or journal.exists())
+    if options.overwrite:
+        clear(codes)
+    remove_temporaries(codes)
+    known = _known_records(codes, job, journal)
+    plan = plan_shards([len(p) for p in parts], options.shard_size, options.shard_format, options.compression)
+    done, pending = {}, []
+    for sh in plan:
+        rec = known.get(sh.index)
+        if _record_ok(codes, rec, sh, parts[sh.part].start):
+            done[sh.index] = rec
+        else:
+            pending.append(sh)
+    return _Work(inputs, codes, job, journal, plan, done, pending, code_shape, input_scale)
+
+
+def _encode(work: _Work, encoder: Any, options: CompressOptions, progress: Progress
+            ) -> tuple[list[dict[str, Any]], float]:
+    """3. the work (nothing to do when every shard checks out): (new records, seconds)."""
+    codes, journal = work.codes, work.journal
+    if work.pending or not (codes / MANIFEST).is_file():
+        journal.start(work.job)
+        for rec in work.done.values():
+            journal.add(rec)
+        (codes / MANIFEST).unlink(missing_ok=True)  # in flight now: no manifest claims anything
+    work.model_files = install_model(work.inputs.source, codes)  # also repairs a damaged copy
+    if not work.pending:
+        return [], 0.0
+    settings = Settings(data=work.inputs.data_path, data_config={"path": work.inputs.data_path,
+                                                                  **work.inputs.reader},
+                        model_dir=str(codes / MODEL_DIR), out=str(codes), code_shape=list(work.code_shape),
+                        options=options, input_scale=work.input_scale)
+    progress.start(f"encoding {work.items} items into {len(work.pending)} shards", total=work.items)
+    t1 = time.perf_counter()
+    try:
+        if isinstance(options.engine, Local):
+            encoder_here = ShardEncoder(settings, parts=work.inputs.parts, model=encoder)
+            written = encoder_here.run(work.pending, progress.advance)
+        else:
+            from aetk.compress.ray_engine import run_ray
+
+            written = run_ray(settings, work.pending, progress.advance)
+    except OSError as exc:
+        raise OSError(exc.errno, f"writing codes to {codes} failed ({exc.strerror or exc}); "
+                                 f"the {len(journal.records())} finished shards are kept and "
+                                 f"a rerun resumes from them") from exc
+    return written, time.perf_counter() - t1
+
+
+def _write_manifest(work: _Work, written: list[dict[str, Any]]) -> dict[str, Any]:
+    """4. the manifest, written atomically once every shard is: the folder is complete."""
+    codes, parts = work.codes, work.inputs.parts
+    records = sorted([*work.done.values(), *written], key=lambda r: r["index"])
+    if [r["index"] for r in records] != [sh.index for sh in work.plan]:
+        raise CompressError(f"internal error: {len(records)} shard records for a plan of {len(work.plan)}")
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "aetk_version": aetk.__version__,
+        "complete": True, "job": work.job, "code_shape": list(work.code_shape),
+        "code_dtype": work.job["codes"]["precision"], "model_files": work.model_files,
+        "totals": {"items": sum(len(p) for p in parts), "rows": sum(r["rows"] for r in records),
+                   "skipped": sum(len(r["skipped"]) for r in records),
+                   "unreadable_at_open": sum(len(p.source.skipped) for p in parts),
+                   "shards": len(records), "bytes": sum(r["bytes"] for r in records)},
+        "shards": records,
+    }
+    manifest[CHECKSUM] = checksum(manifest)
+    if not (codes / MANIFEST).is_file() or load_manifest(codes) != manifest:
+        write_manifest(codes, manifest)
+        fsync_folder(codes)
+    work.journal.remove()
+    return manifest
+
+
+def _report(work: _Work, manifest: dict[str, Any], options: CompressOptions, progress: Progress
+            ) -> dict[str, Any]:
+    """Sizes against raw data and PNG (and PSNR with ``evaluate``), into report.json."""
+    from aetk.compress.report import size_report
+
+    codes, parts = work.codes, work.inputs.parts
+    progress.start("measuring sizes")
+    report = size_report(manifest, parts, options.png_sample)
+    if options.evaluate:
+        from aetk.compress.codes import Codes
+        from aetk.compress.decode import evaluate as evaluate_codes
+        from aetk.compress.decode import open_decoder
+
+        progress.start("decompressing to measure PSNR", total=manifest["totals"]["items"])
+        cv = Codes(codes, manifest)
+        report["eval"] = evaluate_codes(cv, parts, open_decoder(cv, options.device), options.batch_size,
+                                        progress.advance)
+    text = dumps(report)
+    if not (codes / REPORT).is_file() or (codes / REPORT).read_text() != text:
+        atomic_write_text(codes / REPORT, text)
+    return report
+
+
+__all__ = ["CompressResult", "compress", "image_depths", "reader_options"]

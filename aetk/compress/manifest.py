@@ -50,7 +50,12 @@ from aetk.artifacts.codes_dir import (CHECKSUM, FORMAT, FORMAT_VERSION, MANIFEST
                                       REPORT, CodesDir, checksum, dumps, is_shard_file, own_model_files,
                                       read_json, shard_name, unsafe)
 from aetk.atomic import atomic_write_text, remove_stray_temporaries
-from aetk.compress.errors import CompressError, IncompleteCodesError, StaleCodesError, UnsafeManifestError
+from aetk.compress.errors import CompressError, StaleCodesError
+from aetk.compress.options import CompressOptions
+from aetk.options import flag
+
+OVERWRITE = flag(CompressOptions, "overwrite")
+
 # Names of parts, npz members and model files: one plain path component.
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 
@@ -82,14 +87,6 @@ def plan_shards(part_sizes: list[int], shard_size: int, container: str, compress
 
 
 # -- reading and writing -------------------------------------------------------------------------
-
-
-
-
-
-
-
-
 
 
 def plain_name(name: Any) -> bool:
@@ -292,7 +289,7 @@ def job_differences(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def refuse_stale(codes: Path, where: str, diffs: list[str]) -> StaleCodesError:
     shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
     return StaleCodesError(f"{codes} holds codes of another job ({where}): {shown}. Its shards are "
-                           f"stale for this model and preprocessing; pass --overwrite to replace "
+                           f"stale for this model and preprocessing; pass {OVERWRITE} to replace "
                            f"them, or write to another folder")
 
 

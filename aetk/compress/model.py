@@ -20,6 +20,8 @@ from aetk.artifacts import ArtifactError, CodesDir, ExportDir, RunDir, resolve
 from aetk.artifacts.codes_dir import MODEL_GRAPHS, dumps, own_model_files, sha256_file
 from aetk.atomic import atomic_open, atomic_write_text
 from aetk.compress.errors import CompressError, ShapeMismatchError
+from aetk.compress.options import CompressOptions, ReaderOptions
+from aetk.options import flag
 
 
 @dataclass
@@ -65,7 +67,7 @@ def check_model_folder(codes: Path, ours: bool) -> None:
     if theirs:
         raise CompressError(f"{target} already holds {', '.join(theirs)}, but {codes} is not a codes "
                             f"folder (no {CodesDir(codes).manifest_file.name} or run in flight): compress would replace them. "
-                            f"Move them, write to another folder, or pass --overwrite to replace them")
+                            f"Move them, write to another folder, or pass {flag(CompressOptions, 'overwrite')} to replace them")
 
 
 def install_model(source: ModelSource, codes: Path) -> dict[str, str]:
@@ -113,20 +115,20 @@ def check_shapes(model: Any, data_shape: tuple[int, ...], data: str) -> tuple[in
         fixed_ok = all(h == w for k, (h, w) in enumerate(zip(have, want)) if k not in spatial)
         ok = fixed_ok and all(have[k] % meta.spatial_multiple == 0 for k in spatial)
     if not ok:
-        hint = ""
+        hint, size = "", flag(ReaderOptions, "image_size")
         if len(want) == 3 and len(have) == 3:
             if have[0] != want[0]:
-                hint += f" --channels {want[0]} converts the images to {want[0]} channel(s)."
+                hint += f" {flag(ReaderOptions, 'channels')} {want[0]} converts the images to {want[0]} channel(s)."
             if have[1:] != want[1:]:
-                hint += (f" --image-size {want[1]}x{want[2]} resizes them (--resize crop to "
+                hint += (f" {size} {want[1]}x{want[2]} resizes them ({flag(ReaderOptions, 'resize')} crop to "
                          f"center-crop)." if not meta.dynamic_spatial else
                          f" This model takes any height and width that are multiples of "
-                         f"{meta.spatial_multiple}; --image-size resizes to such a size.")
+                         f"{meta.spatial_multiple}; {size} resizes to such a size.")
         elif len(want) == 3 and len(have) == 2 and layout == "NCHW":  # (N, H, W) arrays: no channel axis
-            hint = (f" --channels {want[0]} reads them as {want[0]}-channel images"
-                    + (f" (--image-size {want[1]}x{want[2]} resizes them)." if have != want[1:] else "."))
+            hint = (f" {flag(ReaderOptions, 'channels')} {want[0]} reads them as {want[0]}-channel images"
+                    + (f" ({size} {want[1]}x{want[2]} resizes them)." if have != want[1:] else "."))
         elif layout == "NTF":
-            hint = f" --sequence-length {want[0]} cuts rows into windows of {want[0]}."
+            hint = f" {flag(ReaderOptions, 'sequence_length')} {want[0]} cuts rows into windows of {want[0]}."
         raise ShapeMismatchError(
             f"the model's encoder takes examples of shape {list(want)} ({layout}), but {data} "
             f"has examples of shape {list(have)}; nothing was encoded.{hint}")

@@ -22,6 +22,8 @@ import numpy as np
 
 from aetk.compress.codes import Codes, shard_items
 from aetk.compress.decode import source_scale
+from aetk.compress.options import NeighborsOptions
+from aetk.options import check, flag
 from aetk.compress.errors import CompressError
 
 METRICS = ("cosine", "euclidean")
@@ -145,14 +147,14 @@ def _item_info(codes: Codes) -> Any:
     return info
 
 
-def neighbors(folder: str | Path, queries: list[str], *, k: int = 5, metric: str = "cosine",
-              device: str = "auto", sheet: str | Path | None = None) -> list[NeighborResult]:
+def neighbors(folder: str | Path, queries: list[str], options: NeighborsOptions = NeighborsOptions(),
+              sheet: str | Path | None = None) -> list[NeighborResult]:
     """The k nearest stored items to each query (see the module doc); `sheet` also writes
     a contact sheet PNG: a row per query, the query first, then its neighbours."""
+    k, metric, device = options.k, options.metric, options.device
     if metric not in METRICS:
-        raise CompressError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise CompressError(f"-k must be a positive integer, got {k!r}")
+        raise CompressError(f"{flag(options, 'metric')} {metric!r} is not one of {', '.join(METRICS)}")
+    check(options, CompressError)
     if not queries:
         raise CompressError("give at least one QUERY")
     codes = Codes.open(folder)
@@ -226,7 +228,7 @@ def write_sheet(codes: Codes, results: list[NeighborResult], path: Path, device:
 
     shape = tuple(codes.job["preprocessing"]["input_shape"])
     if not (len(shape) == 3 and shape[0] in (1, 3)):
-        raise CompressError(f"--sheet draws images, but the codes hold examples of shape {list(shape)}")
+        raise CompressError(f"a contact sheet draws images, but the codes hold examples of shape {list(shape)}")
     stored = _stored_images(codes, [m.item for r in results for m in r.matches]
                             + [r.item for r in results if r.item is not None], device)
     rows = [[r.raw if r.raw is not None else stored[r.item]] + [stored[m.item] for m in r.matches]

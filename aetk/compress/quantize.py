@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from aetk.compress.errors import CompressError
+from aetk.compress.options import CompressOptions
+from aetk.options import flag
 
 PRECISIONS = ("float32", "float16", "int8")
 DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}
@@ -24,7 +26,7 @@ DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}
 
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise CompressError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        raise CompressError(f"{flag(CompressOptions, 'precision')} {precision!r} is not one of {', '.join(PRECISIONS)}")
     return precision
 
 
@@ -40,7 +42,7 @@ def quantize(z: np.ndarray, precision: str) -> tuple[np.ndarray, dict | None]:
         if not np.all(np.isfinite(q)):
             big = float(np.abs(z).max())
             raise CompressError(f"codes reach {big:.3g}, beyond float16's range (65504); use "
-                                f"--precision float32 or int8")
+                                f"{flag(CompressOptions, 'precision')} float32 or int8")
         return q, None
     flat = z.reshape(len(z), -1)
     if len(flat):

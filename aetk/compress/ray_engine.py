@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,19 +26,21 @@ import numpy as np
 from aetk.compress.encode import Settings, ShardEncoder
 from aetk.compress.errors import CompressError
 from aetk.compress.manifest import Shard
+from aetk.compress.options import Ray
+from aetk.options import check, flag
 
 
 class ShardActor:
     """A Ray Data callable class: a batch of shard rows in, their records (JSON) out."""
 
-    def __init__(self, settings: dict[str, Any]):
-        s = Settings(**settings)
+    def __init__(self, settings: Settings):
+        options = settings.options
         # Ray sets CUDA_VISIBLE_DEVICES for an actor given GPUs: its GPU is then cuda:0.
-        if s.extra.get("gpus_per_worker", 0) > 0:
-            s.device = "cuda"
-        elif s.device == "auto":
-            s.device = "cpu"  # no GPU reserved: do not take one another actor holds
-        self.encoder = ShardEncoder(s)
+        if options.engine.gpus_per_worker > 0:
+            options = replace(options, device="cuda")
+        elif options.device == "auto":
+            options = replace(options, device="cpu")  # no GPU reserved: do not take one another actor holds
+        self.encoder = ShardEncoder(replace(settings, options=options))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shards = [Shard(int(i), int(p), int(a), int(b), str(f)) for i, p, a, b, f in
@@ -51,7 +54,7 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError as exc:
-        raise CompressError("--engine ray needs Ray Data: pip install 'aetk[ray]'") from exc
+        raise CompressError("the Ray engine needs Ray Data: pip install 'aetk[ray]'") from exc
     return ray
 
 
@@ -81,24 +84,22 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
     return ray
 
 
-def run_ray(settings: Settings, shards: list[Shard], *, address: str | None = None,
-            workers: int | None = None, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-            on_items: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-    """Encode `shards` on Ray; returns their records."""
+def run_ray(settings: Settings, shards: list[Shard], on_items: Callable[[int], None] | None = None
+            ) -> list[dict[str, Any]]:
+    """Encode `shards` on Ray (``settings.options.engine``: a ``Ray``); returns their records."""
     if not shards:
         return []
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise CompressError(f"--workers must be a positive integer, got {workers!r}")
-    if cpus_per_worker <= 0 or gpus_per_worker < 0:
-        raise CompressError(f"--cpus-per-worker must be > 0 and --gpus-per-worker >= 0, got "
-                            f"{cpus_per_worker} and {gpus_per_worker}")
-    ray = init_ray(address)
+    engine = settings.options.engine
+    if engine.cpus_per_worker <= 0:
+        raise CompressError(f"{flag(Ray, 'cpus_per_worker')} must be > 0, got {engine.cpus_per_worker}")
+    check(engine, CompressError)
+    ray = init_ray(engine.address)
+    workers = engine.workers
     if workers is None:
         cpus = ray.cluster_resources().get("CPU", 1)
-        workers = max(1, min(len(shards), int(cpus // cpus_per_worker)))
-    s = Settings(**settings.to_dict())
-    s.threads = s.threads or max(1, int(cpus_per_worker))  # one actor's share of the cores
-    s.extra = {**s.extra, "gpus_per_worker": gpus_per_worker}
+        workers = max(1, min(len(shards), int(cpus // engine.cpus_per_worker)))
+    threads = settings.options.threads or max(1, int(engine.cpus_per_worker))  # one actor's share of the cores
+    settings = replace(settings, options=replace(settings.options, threads=threads))
     rows = [{"index": sh.index, "part": sh.part, "start": sh.start, "stop": sh.stop, "file": sh.file}
             for sh in shards]
     # aetk reports progress itself (per shard, below): Ray Data's own bars and logs would
@@ -109,9 +110,9 @@ def run_ray(settings: Settings, shards: list[Shard], *, address: str | None = No
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.map_batches(
-        ShardActor, batch_size=1, fn_constructor_kwargs={"settings": s.to_dict()},
-        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
-        num_gpus=gpus_per_worker or None, runtime_env=_runtime_env() or None)
+        ShardActor, batch_size=1, fn_constructor_kwargs={"settings": settings},
+        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=engine.cpus_per_worker,
+        num_gpus=engine.gpus_per_worker or None, runtime_env=_runtime_env() or None)
     records = []
     for row in ds.iter_rows():
         rec = json.loads(row["record"])

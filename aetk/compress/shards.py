@@ -20,7 +20,9 @@ import numpy as np
 
 from aetk.artifacts.codes_dir import NAME_PREFIX, is_shard_file, sha256_file, shard_name  # noqa: F401 (re-exported)
 from aetk.compress.errors import CompressError, CorruptShardError
+from aetk.compress.options import CompressOptions
 from aetk.compress.quantize import DTYPES
+from aetk.options import flag
 
 CONTAINERS = ("npy", "parquet")
 COMPRESSIONS = ("none", "zstd")
@@ -28,11 +30,11 @@ COMPRESSIONS = ("none", "zstd")
 
 def check_container(container: str, compression: str, level: int) -> None:
     if container not in CONTAINERS:
-        raise CompressError(f"--shard-format {container!r} is not one of {', '.join(CONTAINERS)}")
+        raise CompressError(f"{flag(CompressOptions, 'shard_format')} {container!r} is not one of {', '.join(CONTAINERS)}")
     if compression not in COMPRESSIONS:
         raise CompressError(f"compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
     if not (isinstance(level, int) and 1 <= level <= 22):
-        raise CompressError(f"--zstd-level must be an integer from 1 to 22, got {level!r}")
+        raise CompressError(f"{flag(CompressOptions, 'zstd_level')} must be an integer from 1 to 22, got {level!r}")
     if container == "parquet":
         _pyarrow()
     if compression == "zstd":
@@ -44,7 +46,7 @@ def _pyarrow():
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
-        raise CompressError("--shard-format parquet needs pyarrow: pip install 'aetk[parquet]'") from exc
+        raise CompressError(f"{flag(CompressOptions, 'shard_format')} parquet needs pyarrow: pip install 'aetk[parquet]'") from exc
     return pa, pq
 
 
@@ -52,7 +54,7 @@ def _zstd():
     try:
         import zstandard
     except ImportError as exc:
-        raise CompressError("--zstd needs the zstandard package: pip install zstandard") from exc
+        raise CompressError(f"{flag(CompressOptions, 'zstd')} needs the zstandard package: pip install zstandard") from exc
     return zstandard
 
 

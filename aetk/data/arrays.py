@@ -34,8 +34,7 @@ class ArraySource(Source):
     def __init__(self, x: np.ndarray, labels: np.ndarray, *, name: str,
                  example_shape: tuple[int, ...] | None = None, transform: Any = None,
                  classes: list[str] | None = None, num_classes: int | None = None,
-                 value_bounds: tuple[float, float] | None = None,
-                 skipped: list[tuple[str, str]] | None = None):
+                 value_bounds: tuple[float, float] | None = None):
         self.x = x
         self.labels = labels
         self.name = name
@@ -43,7 +42,7 @@ class ArraySource(Source):
         self.transform = transform
         self.input_shape = transform.output_shape(self.example_shape) if transform else self.example_shape
         self.classes, self.num_classes = classes, num_classes
-        self.skipped = list(skipped or [])
+        self.skipped: list[tuple[str, str]] = []  # an array has no unreadable items
         lo, hi = value_bounds if value_bounds is not None else check_values(x, name)
         self.raw_min, self.raw_max = lo, hi
         self.auto_norm, self.unit_scale, self.nominal_scale = unit_scale_for(x.dtype, lo, hi)

@@ -17,6 +17,7 @@ keep their 16 bits too; the scan names their mode "RGB;16".
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,18 @@ def decode_image(path: str, channels: int, depth_max: float, size: tuple[int, in
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class ImageDecoding:
+    """How a folder's images are decoded: to ``channels`` (1 or 3), raw values scaled to
+    0..``depth_max`` (255 or 65535), resized or center-cropped (``resize``) to ``size``
+    (H, W) or kept at their own size (None)."""
+
+    channels: int
+    depth_max: float
+    size: tuple[int, int] | None
+    resize: str
+
+
 class ImageFolderSource(Source):
     """Images under a folder; holds paths only and decodes in ``get``."""
 
@@ -155,16 +168,17 @@ class ImageFolderSource(Source):
     layouts: list[tuple[int, int, str]] | None = None  # per path: (H, W, Pillow mode) of the file
 
     def __init__(self, root: str, paths: list[str], labels: np.ndarray, classes: list[str] | None,
-                 channels: int, depth_max: float, size: tuple[int, int] | None, resize: str,
-                 input_shape: tuple[int, int, int], skipped: list[tuple[str, str]]):
+                 decoding: ImageDecoding, input_shape: tuple[int, int, int], skipped: list[tuple[str, str]]):
         self.name = root
         self.paths = paths
         self.labels = labels
         self.classes = classes
         self.num_classes = len(classes) if classes else None
-        self.channels, self.depth_max, self.size, self.resize = channels, depth_max, size, resize
+        self.decoding = decoding
+        self.channels, self.depth_max = decoding.channels, decoding.depth_max
+        self.size, self.resize = decoding.size, decoding.resize
         self.input_shape = input_shape
-        self.unit_scale = depth_max
+        self.unit_scale = decoding.depth_max
         self.skipped = skipped
 
     def get(self, i: int) -> np.ndarray:
@@ -180,47 +194,49 @@ def _walk(root: Path):
                 yield Path(dirpath) / f
 
 
-def read_image_folder(path: Path, cfg: DataConfig, like: Source | None, stream: bool = False
-                      ) -> tuple[Source, None]:
-    # `stream` changes nothing: a folder source always decodes one image per get.
-    Image = _pil()
-    root = path
-    size = _size_arg(cfg.image_size)
-    skipped: list[tuple[str, str]] = []
-    found: list[tuple[str, str | None, str]] = []  # (path, class folder or None, mode)
-    layouts: list[tuple[int, int, str]] = []  # each found image's own (H, W, Pillow mode)
+def _image_header(f: Path) -> tuple[int, int, str] | str:
+    """(H, W, mode) of an image file from its header, or why the scan skips it."""
+    if f.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image file (suffix {f.suffix!r}; reading {', '.join(IMAGE_SUFFIXES)})"
+    if problem := regular_file_problem(f):  # a FIFO would block the scan forever
+        return problem
+    try:
+        # Header only (size checked against the decode memory budget), then a cheap
+        # completeness check (PNG chunks, JPEG end marker): a truncated file is skipped
+        # here, not found mid-training.
+        with guarded_image(f, DEFAULT_MAX_PIXELS, hint="") as im:
+            w, h = im.size
+            mode = SIXTEEN_BIT_COLOUR if sixteen_bit_colour(im) else im.mode
+            check_complete(f, im)
+    except (ImageReadError, OSError, SyntaxError, ValueError) as exc:
+        return f"unreadable image: {exc}"
+    if w <= 0 or h <= 0:
+        return f"empty image ({w}x{h})"
+    if mode not in GRAY_MODES and mode not in {"P", "PA", "RGB", "RGBA", "RGBX", "RGBa", SIXTEEN_BIT_COLOUR,
+                                               "CMYK", "YCbCr", "HSV"}:
+        return f"unsupported pixel format {mode!r} (e.g. 32-bit float, Lab)"
+    return h, w, mode
+
+
+@dataclass
+class _FolderScan:
+    """What the scan of an image folder found. With ``size`` every image is brought to it;
+    else with ``expected`` (a training source's name and (H, W): test images) each must have
+    that size; else all must have the first image's size."""
+
+    root: Path
+    size: tuple[int, int] | None
+    resize: str
+    expected: tuple[str, tuple[int, int]] | None
+    found: list[tuple[str, str | None, str]] = field(default_factory=list)  # (path, class folder or None, mode)
+    layouts: list[tuple[int, int, str]] = field(default_factory=list)  # each found image's (H, W, Pillow mode)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     first: tuple[str, tuple[int, int]] | None = None  # a file and its (H, W), to compare against
-    expected = None
-    if like is not None and size is None:
-        expected = (str(like.name), tuple(like.input_shape[1:]))  # test images: training size
-    for f in _walk(root):
-        if f.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append((str(f), f"not an image file (suffix {f.suffix!r}; reading "
-                                    f"{', '.join(IMAGE_SUFFIXES)})"))
-            continue
-        if problem := regular_file_problem(f):  # a FIFO would block the scan forever
-            skipped.append((str(f), problem))
-            continue
-        try:
-            # Header only (size checked against the decode memory budget), then a cheap
-            # completeness check (PNG chunks, JPEG end marker): a truncated file is skipped
-            # here, not found mid-training.
-            with guarded_image(f, DEFAULT_MAX_PIXELS, hint="") as im:
-                w, h = im.size
-                mode = SIXTEEN_BIT_COLOUR if sixteen_bit_colour(im) else im.mode
-                check_complete(f, im)
-        except (ImageReadError, OSError, SyntaxError, ValueError) as exc:
-            skipped.append((str(f), f"unreadable image: {exc}"))
-            continue
-        if w <= 0 or h <= 0:
-            skipped.append((str(f), f"empty image ({w}x{h})"))
-            continue
-        if mode not in GRAY_MODES and mode not in {"P", "PA", "RGB", "RGBA", "RGBX", "RGBa", SIXTEEN_BIT_COLOUR,
-                                                   "CMYK", "YCbCr", "HSV"}:
-            skipped.append((str(f), f"unsupported pixel format {mode!r} (e.g. 32-bit float, Lab)"))
-            continue
+
+    def check_size(self, f: Path, h: int, w: int) -> None:
+        size, expected, first = self.size, self.expected, self.first
         if size is not None:
-            if cfg.resize == "crop" and (h < size[0] or w < size[1]):
+            if self.resize == "crop" and (h < size[0] or w < size[1]):
                 raise DataError(f"image {f} is {h}x{w} (HxW), smaller than data.image_size="
                                 f"{list(size)}, so it cannot be center-cropped; use "
                                 f"data.resize='resize' or a smaller data.image_size")
@@ -230,41 +246,82 @@ def read_image_folder(path: Path, cfg: DataConfig, like: Source | None, stream: 
                                 f"{expected[0]} are {expected[1][0]}x{expected[1][1]}; set "
                                 f"data.image_size to bring both to one size")
         elif first is None:
-            first = (str(f), (h, w))
+            self.first = (str(f), (h, w))
         elif (h, w) != first[1]:
-            raise DataError(f"images in {root} differ in size: {first[0]} is {first[1][0]}x"
+            raise DataError(f"images in {self.root} differ in size: {first[0]} is {first[1][0]}x"
                             f"{first[1][1]} (HxW) but {f} is {h}x{w}; set data.image_size = [H, W] "
                             f"to resize (or data.resize='crop' to center-crop) them to one size")
-        rel = f.relative_to(root).parts
-        found.append((str(f), rel[0] if len(rel) > 1 else None, mode))
-        layouts.append((h, w, mode))
-    if not found:
-        if skipped:
-            raise DataError(f"no readable images in {root}: {len(skipped)} files skipped (first: "
-                            f"{skipped[0][0]}: {skipped[0][1]})")
-        raise DataError(f"no examples found in {root} (looked recursively for "
-                        f"{', '.join(IMAGE_SUFFIXES)} files)")
 
-    paths = [p for p, _, _ in found]
+    def add(self, f: Path, h: int, w: int, mode: str) -> None:
+        self.check_size(f, h, w)
+        rel = f.relative_to(self.root).parts
+        self.found.append((str(f), rel[0] if len(rel) > 1 else None, mode))
+        self.layouts.append((h, w, mode))
+
+    def image_hw(self) -> tuple[int, int]:
+        """The (H, W) every image is decoded to."""
+        if self.size is not None:
+            return self.size
+        return self.expected[1] if self.expected else self.first[1]
+
+
+def _scan_folder(scan: _FolderScan) -> _FolderScan:
+    """Every file under the folder: images kept (sizes checked), the rest skipped with why."""
+    for f in _walk(scan.root):
+        header = _image_header(f)
+        if isinstance(header, str):
+            scan.skipped.append((str(f), header))
+            continue
+        scan.add(f, *header)
+    if not scan.found:
+        if scan.skipped:
+            raise DataError(f"no readable images in {scan.root}: {len(scan.skipped)} files skipped (first: "
+                            f"{scan.skipped[0][0]}: {scan.skipped[0][1]})")
+        raise DataError(f"no examples found in {scan.root} (looked recursively for "
+                        f"{', '.join(IMAGE_SUFFIXES)} files)")
+    return scan
+
+
+def _folder_decoding(scan: _FolderScan, cfg: DataConfig, like: Source | None) -> ImageDecoding:
+    """Channels and bit depth: a training source's (``like``), or the folder's own (gray when
+    every image is, 16-bit when any is; data.channels overrides the channels)."""
+    modes = [m for _, _, m in scan.found]
     if like is not None:
         channels, depth_max = like.input_shape[0], float(like.unit_scale)
     else:
-        channels = cfg.channels or (1 if all(m in GRAY_MODES for _, _, m in found) else 3)
-        depth_max = 65535.0 if any(m in SIXTEEN_BIT_MODES or m == SIXTEEN_BIT_COLOUR for _, _, m in found) else 255.0
-    # Class subfolders label the images only when every image lies in one.
-    folders = [c for _, c, _ in found]
+        channels = cfg.channels or (1 if all(m in GRAY_MODES for m in modes) else 3)
+        depth_max = 65535.0 if any(m in SIXTEEN_BIT_MODES or m == SIXTEEN_BIT_COLOUR for m in modes) else 255.0
+    return ImageDecoding(channels, depth_max, scan.size, cfg.resize)
+
+
+def _folder_labels(scan: _FolderScan, like: Source | None) -> tuple[list[str] | None, np.ndarray]:
+    """Class subfolders label the images only when every image lies in one (and, for test
+    images, the training source has classes too); else no classes and every label -1."""
+    folders = [c for _, c, _ in scan.found]
     if all(c is not None for c in folders) and (like is None or like.classes is not None):
         classes = like.classes if like is not None else sorted(set(folders))
         lookup = {c: k for k, c in enumerate(classes)}
         unknown = sorted(set(folders) - set(lookup))
         if unknown:
-            raise DataError(f"class folders {unknown} in {root} are not among the training "
+            raise DataError(f"class folders {unknown} in {scan.root} are not among the training "
                             f"classes {classes}")
-        labels = np.array([lookup[c] for c in folders], np.int64)
-    else:
-        classes, labels = None, np.full(len(paths), -1, np.int64)
-    hw = size if size is not None else (expected[1] if expected else first[1])
-    src = ImageFolderSource(str(root), paths, labels, classes, channels, depth_max, size,
-                            cfg.resize, (channels, *hw), skipped)
-    src.layouts = layouts  # what `aetk decompress` restores: each file's size, mode and depth
+        return classes, np.array([lookup[c] for c in folders], np.int64)
+    return None, np.full(len(folders), -1, np.int64)
+
+
+def read_image_folder(path: Path, cfg: DataConfig, like: Source | None, stream: bool = False
+                      ) -> tuple[Source, None]:
+    # `stream` changes nothing: a folder source always decodes one image per get.
+    _pil()  # Pillow is needed: say so before scanning
+    size = _size_arg(cfg.image_size)
+    expected = None
+    if like is not None and size is None:
+        expected = (str(like.name), tuple(like.input_shape[1:]))  # test images: training size
+    scan = _scan_folder(_FolderScan(path, size, cfg.resize, expected))
+    decoding = _folder_decoding(scan, cfg, like)
+    classes, labels = _folder_labels(scan, like)
+    paths = [p for p, _, _ in scan.found]
+    src = ImageFolderSource(str(path), paths, labels, classes, decoding,
+                            (decoding.channels, *scan.image_hw()), scan.skipped)
+    src.layouts = scan.layouts  # what `aetk decompress` restores: each file's size, mode and depth
     return src, None

@@ -20,7 +20,8 @@ The README gives the commands that reproduce both.
 
 from aetk.denoise.denoiser import SHIPPED_MODEL, Denoiser, DenoiserError, load_denoiser
 from aetk.denoise.files import DenoiseInputError
+from aetk.denoise.options import DenoiseOptions
 from aetk.denoise.pipeline import Summary, denoise_paths
 
-__all__ = ["SHIPPED_MODEL", "DenoiseInputError", "Denoiser", "DenoiserError", "Summary", "denoise_paths",
+__all__ = ["SHIPPED_MODEL", "DenoiseInputError", "DenoiseOptions", "Denoiser", "DenoiserError", "Summary", "denoise_paths",
            "load_denoiser"]

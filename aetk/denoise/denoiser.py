@@ -33,6 +33,8 @@ from aetk import dihedral
 from aetk.denoise.noise_level import image_sigma
 from aetk.errors import UserInputError
 from aetk.denoise.tiling import Blender, pad_to, tile_shape
+from aetk.denoise.options import DenoiseOptions
+from aetk.options import flag
 
 SHIPPED_MODEL = Path(__file__).parent / "models" / "blind-gaussian.onnx"
 SHIPPED_LIGHT_MODEL = Path(__file__).parent / "models" / "blind-gaussian-light.onnx"
@@ -60,7 +62,7 @@ class DenoiserError(UserInputError):
 
 def ensemble_transforms(ensemble: int, first: int = 0) -> tuple:
     if ensemble not in ENSEMBLE_SIZES:
-        raise DenoiserError(f"--ensemble must be 1, 2, 4 or 8 (mirrored and rotated copies averaged), got {ensemble}")
+        raise DenoiserError(f"{flag(DenoiseOptions, 'ensemble')} must be 1, 2, 4 or 8 (mirrored and rotated copies averaged), got {ensemble}")
     if not 0 <= first <= len(ENSEMBLE_TRANSFORMS) - ensemble:
         raise DenoiserError(f"mirrorings {first} to {first + ensemble - 1} asked for; there are "
                             f"{len(ENSEMBLE_TRANSFORMS)} (0 to {len(ENSEMBLE_TRANSFORMS) - 1})")
@@ -122,14 +124,14 @@ class Denoiser:
             if fixed[0] != fixed[1]:
                 raise DenoiserError(f"{path} takes only {fixed[0]}x{fixed[1]} inputs; aetk tiles with square tiles")
         elif tile % self.multiple:
-            raise DenoiserError(f"--tile must be a multiple of {self.multiple} for this model, got {tile}")
+            raise DenoiserError(f"{flag(DenoiseOptions, 'tile')} must be a multiple of {self.multiple} for this model, got {tile}")
         if not 0 <= overlap < tile // 2 + 1:
-            raise DenoiserError(f"--overlap must be between 0 and half the tile ({tile // 2}), got {overlap}")
+            raise DenoiserError(f"{flag(DenoiseOptions, 'overlap')} must be between 0 and half the tile ({tile // 2}), got {overlap}")
         self.fixed, self.tile, self.overlap = fixed, int(tile), int(overlap)
         self.batch_size = int(batch_size)
         self.non_blind = "sigma" in self.session.input_names
         if self.non_blind and sigma is None:
-            raise DenoiserError(f"{path} is a non-blind model: give the noise level with --sigma")
+            raise DenoiserError(f"{path} is a non-blind model: give the noise level with {flag(DenoiseOptions, 'sigma')}")
         self.sigma = None if sigma is None else float(sigma)
         from aetk.normalization import Normalization
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from aetk.data.imageguard import regular_file_problem
 from aetk.data.imageio import EXTENSIONS, FORMATS
 from aetk.errors import UserInputError
+from aetk.denoise.options import DenoiseOptions
+from aetk.options import flag
 
 
 class DenoiseInputError(UserInputError):
@@ -52,7 +54,7 @@ def plan(inputs: list[Path], out: Path | None, fmt: str | None = None) -> tuple[
     if not inputs:
         raise DenoiseInputError("no input given: name image files or folders")
     if fmt is not None and fmt not in FORMATS:
-        raise DenoiseInputError(f"--format must be one of {', '.join(sorted(set(FORMATS)))}, got {fmt!r}")
+        raise DenoiseInputError(f"{flag(DenoiseOptions, 'format')} must be one of {', '.join(sorted(set(FORMATS)))}, got {fmt!r}")
     jobs: list[Job] = []
     skipped: list[tuple[str, str]] = []
     for inp in inputs:
@@ -102,7 +104,7 @@ def plan(inputs: list[Path], out: Path | None, fmt: str | None = None) -> tuple[
         if not _inside(job.dst, job.root):
             raise DenoiseInputError(f"output {job.dst} would lie outside the output folder {job.root}")
         if job.dst.resolve() in sources or (job.dst.exists() and os.path.samefile(job.dst, job.src)):
-            raise DenoiseInputError(f"output {job.dst} would overwrite an input; choose another -o or --format")
+            raise DenoiseInputError(f"output {job.dst} would overwrite an input; choose another -o or {flag(DenoiseOptions, 'format')}")
         key = job.dst.resolve()
         if key in seen:
             raise DenoiseInputError(f"{seen[key]} and {job.label} would both be written to {job.dst}")

@@ -8,18 +8,16 @@ packages join the training set (apt install mate-backgrounds lomiri-wallpapers-1
 downscaled so their shorter side is 600 pixels: that removes their JPEG artefacts and
 sensor noise (the targets must be clean) and brings them to the scale of the test photos.
 
-    python -m aetk.denoise.photos patches.npz --wallpapers   # the shipped model's patches
+    python tools/denoise_patches.py patches.npz --wallpapers   # the shipped model's patches
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from aetk.atomic import atomic_open
 from aetk.data.imageguard import guarded_image
 from aetk.dihedral import patch_view, symmetry
 
@@ -137,25 +135,3 @@ def patches(names: Sequence[str | Path], size: int = 64, stride: int = 32) -> np
                     out.append(np.ascontiguousarray(symmetry(p, patch_view(k))))
                     k += 1
     return np.stack(out)[:, None]
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path, help="the .npz to write (x: training patches, x_test: validation)")
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--stride", type=int, default=32)
-    ap.add_argument("--wallpapers", action="store_true",
-                    help="add the photographic wallpapers of Debian's mate-backgrounds and "
-                         "lomiri-wallpapers-16.04 to the training photographs")
-    args = ap.parse_args(argv)
-    train_photos = [*TRAIN, *(wallpaper_paths() if args.wallpapers else [])]
-    train = patches(train_photos, args.size, args.stride)
-    val = patches(VALIDATION, args.size, args.size)
-    with atomic_open(args.out, "wb") as f:
-        np.savez(f, x=train, x_test=val)
-    print(f"wrote {len(train)} training and {len(val)} validation patches of {args.size}x{args.size} "
-          f"from {len(train_photos)} + {len(VALIDATION)} photographs to {args.out}")
-
-
-if __name__ == "__main__":
-    main()

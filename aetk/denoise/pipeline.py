@@ -10,19 +10,22 @@ the GIL) is never waiting on the disk; memory holds at most about 4 x workers im
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from aetk.atomic import remove_stray_temporaries
 from aetk.denoise.denoiser import Denoiser
 from aetk.denoise.files import Job, plan
 from aetk.denoise.files import DenoiseInputError
 from aetk.data.imageio import EXTENSIONS, SIXTEEN_BIT_FORMATS
-from aetk.denoise.imagefiles import DEFAULT_MAX_PIXELS, ImageReadError, read_image, write_image
+from aetk.denoise.imagefiles import ImageReadError, read_image, write_image
+from aetk.denoise.options import DenoiseOptions
 from aetk.denoise.report import Report, find_reference, quantize, score_image
+from aetk.options import check, flag
 from aetk.pipeline import Pipeline
+from aetk.progress import Progress, or_null
 
 
 @dataclass
@@ -55,42 +58,40 @@ def _remove_stale_temporaries(jobs: list[Job]) -> None:
         remove_stray_temporaries(folder, of=ours.__contains__)
 
 
-def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
-                 quality: int = 95, skip_existing: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 on_progress: Callable[[str, float], None] | None = None, summary: Summary | None = None,
-                 reference: Path | None = None) -> Summary:
-    """Run the jobs; ``on_progress(status, megapixels)`` is called once per job. With
-    ``reference`` (a folder of clean images), ``summary.report`` scores each output."""
+def _written(summary: Summary, progress: Progress, job: Job, megapixels: float) -> Callable[[Future], None]:
+    """What a finished write of ``job`` adds to the summary (a failed write is counted, not raised)."""
+    def done(fut: Future) -> None:
+        try:
+            fut.result()
+            summary.done.append(job.label)
+            summary.megapixels += megapixels
+        except OSError as exc:
+            summary.failed.append((job.label, f"cannot write {job.dst}: {exc.strerror or exc}"))
+        except (ValueError, TypeError, KeyError) as exc:  # Pillow cannot encode it so
+            summary.failed.append((job.label, f"cannot encode {job.dst}: {exc}"))
+        progress.advance(1)
+    return done
+
+
+def denoise_jobs(jobs: list[Job], denoiser: Denoiser, options: DenoiseOptions = DenoiseOptions(),
+                 progress: Progress | None = None, summary: Summary | None = None) -> Summary:
+    """Run the jobs; ``progress`` advances once per job. With ``options.reference`` (a folder
+    of clean images), ``summary.report`` scores each output."""
     summary = summary or Summary()
+    reference = Path(options.reference) if options.reference is not None else None
     if reference is not None and summary.report is None:
         summary.report = Report()
-    tick = on_progress or (lambda _status, _mp: None)
+    progress = or_null(progress)
+    max_pixels, workers = options.max_pixels, max(1, int(options.workers))
     todo = []
     _remove_stale_temporaries(jobs)
     for job in jobs:
-        if skip_existing and job.dst.is_file():
-            summary.skipped.append((job.label, "output exists (--skip-existing)"))
-            tick("skipped", 0.0)
+        if options.skip_existing and job.dst.is_file():
+            summary.skipped.append((job.label, f"output exists ({flag(options, 'skip_existing')})"))
+            progress.advance(1)
         else:
             todo.append(job)
     start = time.perf_counter()
-    workers = max(1, int(workers))
-
-    def written(job: Job, megapixels: float) -> Callable[[Future], None]:
-        def done(fut: Future) -> None:
-            try:
-                fut.result()
-                summary.done.append(job.label)
-                summary.megapixels += megapixels
-                tick("done", megapixels)
-            except OSError as exc:
-                summary.failed.append((job.label, f"cannot write {job.dst}: {exc.strerror or exc}"))
-                tick("failed", 0.0)
-            except (ValueError, TypeError, KeyError) as exc:  # Pillow cannot encode it so
-                summary.failed.append((job.label, f"cannot encode {job.dst}: {exc}"))
-                tick("failed", 0.0)
-        return done
-
     with Pipeline(readers=workers, writers=workers, ahead=2 * workers, behind=2 * workers,
                   name="aetk-denoise") as pipe:
         for job, read in pipe.read(todo, lambda job: read_image(job.src, max_pixels)):
@@ -99,7 +100,7 @@ def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
                 clean = denoiser.denoise(img.planes)
             except (ImageReadError, ValueError) as exc:  # unreadable; or a channel count the model cannot take
                 summary.failed.append((job.label, str(exc)))
-                tick("failed", 0.0)
+                progress.advance(1)
                 continue
             if summary.report is not None:
                 _score(summary.report, job, img, clean, reference, max_pixels)
@@ -107,8 +108,8 @@ def denoise_jobs(jobs: list[Job], denoiser: Denoiser, *, workers: int = 2,
                 note = f"16-bit images written as {_format_of(job)} are rounded to 8 bits (PNG and TIFF keep 16)"
                 if note not in summary.notes:
                     summary.notes.append(note)
-            pipe.write(write_image, job.dst, img, clean, _format_of(job), quality,
-                       done=written(job, img.megapixels))
+            pipe.write(write_image, job.dst, img, clean, _format_of(job), options.quality,
+                       done=_written(summary, progress, job, img.megapixels))
     summary.seconds += time.perf_counter() - start
     return summary
 
@@ -126,14 +127,8 @@ def _score(report: Report, job: Job, img, clean, reference: Path, max_pixels: in
         report.missing.append((job.label, str(exc)))
 
 
-def denoise_paths(inputs: list[Path], out: Path | None = None, model: str | Path | None = None, *,
-                  device: str = "auto", sigma: float | None = None, batch_size: int | None = None, workers: int = 2,
-                  tile: int | None = None, overlap: int | None = None, fmt: str | None = None,
-                  quality: int = 95, skip_existing: bool = False, dry_run: bool = False,
-                  threads: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                  ensemble: int | None = None, on_start: Callable[[int], None] | None = None,
-                  on_progress: Callable[[str, float], None] | None = None,
-                  reference: Path | None = None) -> Summary:
+def denoise_paths(inputs: list[Path], out: Path | None = None, model: str | Path | None = None,
+                  options: DenoiseOptions = DenoiseOptions(), progress: Progress | None = None) -> Summary:
     """Load and check the model, plan the jobs, denoise; see ``aetk denoise --help``.
 
     The model comes first: a --model that cannot denoise photographs (not a denoiser, not
@@ -141,26 +136,30 @@ def denoise_paths(inputs: list[Path], out: Path | None = None, model: str | Path
     looked at. Tile size and overlap default to what the model takes (Denoiser)."""
     from aetk.denoise.denoiser import DEFAULT_BATCH, load_denoiser
 
+    check(options, DenoiseInputError)
+    reference = options.reference
     if reference is not None and not Path(reference).is_dir():
-        raise DenoiseInputError(f"--reference {reference} is not a folder (expected a folder of clean images "
-                                f"laid out like the inputs)")
-    den = load_denoiser(model, device=device, sigma=sigma, batch_size=batch_size or DEFAULT_BATCH, threads=threads,
-                        tile=tile, overlap=overlap, ensemble=ensemble)
-    jobs, skipped = plan(inputs, out, fmt)
+        raise DenoiseInputError(f"{flag(options, 'reference')} {reference} is not a folder (expected a folder of "
+                                f"clean images laid out like the inputs)")
+    den = load_denoiser(model, device=options.device, sigma=options.sigma,
+                        batch_size=options.batch_size or DEFAULT_BATCH, threads=options.threads, tile=options.tile,
+                        overlap=options.overlap, ensemble=options.ensemble)
+    jobs, skipped = plan(inputs, out, options.format)
     summary = Summary(skipped=list(skipped))
-    if dry_run:
+    if options.dry_run:
         summary.planned = [(j.label, str(j.dst)) for j in jobs]
         return summary
     if not jobs:
         raise DenoiseInputError(f"no images found in {', '.join(str(p) for p in inputs)} "
                                 f"(looked for {', '.join(sorted(EXTENSIONS))})")
-    if sigma is not None and den.blind:
-        summary.notes.append(f"{den.path.name} is a blind model: --sigma is not used")
-    if on_start:
-        on_start(len(jobs))
-    return denoise_jobs(jobs, den, workers=workers, quality=quality, skip_existing=skip_existing,
-                        max_pixels=max_pixels, on_progress=on_progress, summary=summary,
-                        reference=Path(reference) if reference is not None else None)
+    if options.sigma is not None and den.blind:
+        summary.notes.append(f"{den.path.name} is a blind model: {flag(options, 'sigma')} is not used")
+    progress = or_null(progress)
+    progress.start("denoise", total=len(jobs), unit="img")
+    try:
+        return denoise_jobs(jobs, den, options, progress, summary)
+    finally:
+        progress.finish()
 
 
 __all__ = ["Summary", "denoise_jobs", "denoise_paths"]

@@ -21,7 +21,7 @@ grace_hopper, coins: never used here), the public test sets Set12/BSD68 (never r
 the validation photographs VALIDATION_WALLPAPERS, ``photos.VALIDATION`` (flower) and every
 20th BSD400 image (BSD400_VALIDATION_EVERY), split by photograph.
 
-    python -m aetk.denoise.training_photos runs/denoiser-data    # train.npz, validation.npz
+    python tools/denoiser_data.py runs/denoiser-data    # train.npz, validation.npz
 
 writes ``train.npz`` (x: uint8 patches (N, 3, 128, 128), stride 64, one symmetry each) and
 ``validation.npz`` (x: uint8 256x256 centre crops (M, 3, 256, 256) of the validation photos,
@@ -30,7 +30,6 @@ and ``polyu_noisy``/``polyu_clean``: the PolyU Canon pairs, 55 x (3, 512, 512) u
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -184,16 +183,3 @@ def build(out: Path, root: Path | None = None) -> dict[str, int]:
     return {"train_patches": len(x), "bsd400_train": n_bsd_train, "colour_train_photos": len(colour_train),
             "bsd400_validation": n_bsd_val, "colour_validation_photos": len(colour_val),
             "polyu_pairs": len(names)}
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path, help="folder for train.npz and validation.npz")
-    ap.add_argument("--shared", type=Path, default=None, help="the denoising data folder (../shared/data/denoise)")
-    args = ap.parse_args(argv)
-    counts = build(args.out, args.shared)
-    print(", ".join(f"{k} {v}" for k, v in counts.items()))
-
-
-if __name__ == "__main__":
-    main()

@@ -2,7 +2,7 @@
 encoder) on a small labelled subset, and compare with the same network trained from
 scratch on the same labels (the point of unsupervised pretraining).
 
-    result = finetune_classifier("runs/stacked", labelled=500, epochs=30)
+    result = finetune_classifier("runs/stacked", ClassifyOptions(labelled=500, epochs=30))
     result["accuracy"], result["scratch_accuracy"]
 """
 
@@ -21,6 +21,9 @@ from aetk.data import load_data
 from aetk.errors import UserInputError
 from aetk.models.classifier import Classifier
 from aetk.models.registry import create_model
+from aetk.options import check, flag
+from aetk.progress import Progress, or_null
+from aetk.train.options import ClassifyOptions
 
 RESULT_FILE = "classifier.json"  # in the run's eval folder, beside what `aetk eval` writes
 
@@ -63,14 +66,28 @@ def _accuracy(clf: Classifier, dataset) -> float:
     return right / max(total, 1)
 
 
-def finetune_classifier(run_dir: str | Path, *, labelled: int = 1000, epochs: int = 20,
-                        lr: float = 1e-3, batch_size: int = 64, fine_tune: bool = True,
-                        seed: int = 0, compare_scratch: bool = True, progress=None) -> dict:
-    """Train a classifier on ``labelled`` labelled training examples from the run's
-    pretrained encoder; report test accuracy (and a from-scratch baseline).
-    ``progress(stage, done, total)`` is called after each epoch of each stage."""
-    report = progress or (lambda stage, done, total: None)
-    run = RunDir(run_dir)
+def finetune_classifier(run_dir: str | Path, options: ClassifyOptions = ClassifyOptions(),
+                        progress: Progress | None = None) -> dict:
+    """Train a classifier on ``options.labelled`` labelled training examples from the run's
+    pretrained encoder; report test accuracy (and a from-scratch baseline). ``progress``
+    starts a stage per classifier and advances once per epoch."""
+    check(options)
+    progress = or_null(progress)
+    try:
+        return _finetune(RunDir(run_dir), options, progress)
+    finally:
+        progress.finish()
+
+
+def _finetune(run: RunDir, options: ClassifyOptions, progress: Progress) -> dict:
+    labelled, epochs, lr, batch_size = options.labelled, options.epochs, options.lr, options.batch_size
+    fine_tune, seed = not options.freeze, options.seed
+
+    def report(stage: str):
+        progress.start(stage, total=epochs, unit="epochs")
+        return lambda _epoch: progress.advance(1)
+
+    progress.start("loading the run and its data")
     model, meta = run.load_model()
     cfg = run.config()
     data = load_data(cfg.data)
@@ -78,21 +95,21 @@ def finetune_classifier(run_dir: str | Path, *, labelled: int = 1000, epochs: in
         raise UserInputError(f"the run's data ({data.source}) has no labels to train a classifier on")
     labels = torch.as_tensor(data.train.labels)
     if labelled < data.num_classes:
-        raise UserInputError(f"--labelled must be at least the number of classes ({data.num_classes}), "
-                         f"got {labelled}")
+        raise UserInputError(f"{flag(options, 'labelled')} must be at least the number of classes "
+                             f"({data.num_classes}), got {labelled}")
     train_set = Subset(data.train, _labelled_subset(labels, labelled, seed))
     test_set = data.test if data.test is not None else data.train
 
     torch.manual_seed(seed)
     clf = Classifier(copy.deepcopy(model), data.num_classes, fine_tune=fine_tune)
-    _fit(clf, train_set, epochs, lr, batch_size, seed, lambda e: report("pretrained encoder", e, epochs))
+    _fit(clf, train_set, epochs, lr, batch_size, seed, report("pretrained encoder"))
     result = {"labelled": len(train_set), "epochs": epochs, "fine_tune": fine_tune,
               "accuracy": _accuracy(clf, test_set)}
-    if compare_scratch:
+    if options.compare_scratch:
         torch.manual_seed(seed)
         fresh = create_model(meta["kind"], tuple(meta["input_shape"]), **meta["config"])
         scratch = Classifier(fresh, data.num_classes, fine_tune=True)
-        _fit(scratch, train_set, epochs, lr, batch_size, seed, lambda e: report("from scratch", e, epochs))
+        _fit(scratch, train_set, epochs, lr, batch_size, seed, report("from scratch"))
         result["scratch_accuracy"] = _accuracy(scratch, test_set)
     run.save_classifier(clf, {"num_classes": data.num_classes, **result})
     atomic_write_text(run.eval_dir / RESULT_FILE, json.dumps(result, indent=2))

@@ -53,6 +53,7 @@ from aetk.evaluate.loading import (
 from aetk.evaluate.metrics import flat64, psnr, reconstruction_metrics
 from aetk.evaluate.pca import PCA
 from aetk.train.checkpoint import atomic_write_text
+from aetk.progress import Progress, or_null
 
 SPLITS = ("test", "train")
 SHOW = 10  # examples in reconstructions.png
@@ -148,7 +149,7 @@ def corrupter(model):
 @torch.no_grad()
 def model_pass(model, x: torch.Tensor, device: torch.device, *, corrupt: Any = False,
                jacobian: bool = False, batch_size: int = BATCH,
-               progress: Any = None) -> dict[str, Any]:
+               progress: Progress | None = None) -> dict[str, Any]:
     """Codes, reconstructions and loss terms of x in eval mode, on the CPU.
 
     Batch b uses step=b for anything stochastic (a VAE's z sample in the loss terms, a
@@ -176,7 +177,7 @@ def model_pass(model, x: torch.Tensor, device: torch.device, *, corrupt: Any = F
             jac.append(model.jacobian_norm(xb).float().reshape(-1).cpu())
         n += xb.shape[0]
         if progress is not None:
-            progress("model", n, len(x))
+            progress.advance(xb.shape[0])
     cat = (lambda t: torch.cat(t) if t else None)
     return {"codes": cat(codes), "recons": cat(recons), "corrupted": cat(corrupted),
             "denoised": cat(denoised), "jacobian_sq": cat(jac),
@@ -186,22 +187,30 @@ def model_pass(model, x: torch.Tensor, device: torch.device, *, corrupt: Any = F
 # -- evaluate_run ------------------------------------------------------------------------------
 def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None = None,
                  device: str = "cpu", out_dir: str | Path | None = None,
-                 plots: bool = True, progress: Any = None) -> dict[str, Any]:
+                 plots: bool = True, progress: Progress | None = None) -> dict[str, Any]:
     """Evaluate a run folder on its ``split`` ("test", falling back to the training data when
     the data has no test set, or "train"), the first ``limit`` examples of it when given.
 
     Writes ``metrics.json`` (atomically) and the PNGs into ``out_dir`` (default
-    ``run_dir/eval``) and returns the metrics (see the module docstring). ``progress(stage,
-    done, total)`` is called as the work goes (stages: load, data, pca, model, pictures;
-    total None when unknown).
+    ``run_dir/eval``) and returns the metrics (see the module docstring). ``progress`` (an
+    aetk.progress.Progress) starts a stage as the work goes: loading the run, reading
+    examples, fitting PCA, running the model (advanced per example), drawing pictures.
     """
     if split not in SPLITS:
         raise EvaluationError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     positive_int("limit", limit, error=EvaluationError, allow_none=True, what="a positive number of examples")
-    tick = progress or (lambda stage, done, total: None)
-    tick("load", 0, None)
+    progress = or_null(progress)
+    try:
+        return _evaluate_run(run_dir, split, limit, device, out_dir, plots, progress)
+    finally:
+        progress.finish()
+
+
+def _evaluate_run(run_dir: str | Path, split: str, limit: int | None, device: str, out_dir: str | Path | None,
+                  plots: bool, progress: Progress) -> dict[str, Any]:
+    progress.start("loading the run")
     run = load_run(run_dir, device)
-    tick("data", 0, None)
+    progress.start("reading examples")
     model, data = run.model, run.data
     notes: list[str] = []
     ds, used = (data.test, "test") if split == "test" and data.test is not None else (data.train, "train")
@@ -221,7 +230,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
     k = min(code_dim, len(x_train), d)
     if k < code_dim:
         notes.append(f"PCA capped at {k} components (the code has {code_dim} values)")
-    tick("pca", 0, None)
+    progress.start("fitting PCA")
     pca = PCA(k).fit(flat64(x_train))
     if k >= d:
         notes.append(f"PCA with {k} components of {d}-value examples is the identity (exact on any input, "
@@ -232,7 +241,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
     corrupt_fn = corrupter(model)
     corrupt = corrupt_fn is not None
     jacobian = traits.contractive
-    mp = model_pass(model, x, run.device, corrupt=corrupt_fn or False, jacobian=jacobian, progress=tick)
+    progress.start("running the model", total=len(x))
+    mp = model_pass(model, x, run.device, corrupt=corrupt_fn or False, jacobian=jacobian, progress=progress)
     terms = mp["terms"]
 
     x64 = flat64(x)
@@ -317,7 +327,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", limit: int | None 
     }
     out = eval_dir(run, out_dir)
     files: dict[str, str] = {}
-    tick("pictures", 0, None)
+    progress.start("drawing pictures")
     if plots:
         files.update(_draw(run, out, x, labels, mp, pca, pca_rec, result))
     files["metrics"] = str(out / "metrics.json")

@@ -72,7 +72,7 @@ def ensure_export(run: str | os.PathLike | RunDir, *,
         try:
             if progress:
                 progress(f"exporting {run.path} to ONNX")
-            export_run(run, stage, progress=progress)
+            export_run(run, stage)  # its stages are not reported: `progress` takes one line of text
             try:
                 _publish(stage, target)
             except OSError:

@@ -1,6 +1,6 @@
 """Export a trained model as validated, self-describing ONNX files.
 
-    result = export_run("runs/conv", "out/", int8=True)   # out/encoder.onnx, decoder.onnx, ...
+    result = export_run("runs/conv", "out/", ExportOptions(int8=True))   # out/encoder.onnx, decoder.onnx, ...
     result = export_model(model, "out/", normalization=norm.to_dict(), real_batch=x)
 
 Every graph is exported with PyTorch's ONNX exporter (torch.export based), with a dynamic
@@ -21,7 +21,7 @@ import logging
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -35,14 +35,16 @@ from aetk.data.base import collect
 from aetk.errors import UserInputError
 from aetk.export.errors import ExportError, ExportInputError, ExportIntegrityError
 from aetk.export.graphs import GraphSpec, data_layout, export_spec, graph_specs
-from aetk.export.validate import ATOL, RTOL, check_model, cpu_session, run_session, validate_graph
+from aetk.export.options import ExportOptions
+from aetk.export.validate import check_model, cpu_session, run_session, validate_graph
 from aetk.export.variants import accuracy_change, to_float16, to_int8
+from aetk.options import check, flag
+from aetk.progress import Progress, or_null
 from aetk.runtime.metadata import ModelMetadata
 
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = ExportOptions.opset  # the defaults live in ExportOptions
 MIN_OPSET = 18
-# Larger models keep their weights in a side file (protobuf cannot hold 2 GiB).
-EXTERNAL_DATA_THRESHOLD = 1 << 30
+EXTERNAL_DATA_THRESHOLD = ExportOptions.external_data_threshold  # larger models keep weights in a side file
 VALIDATION_ROWS = 64
 CALIBRATION_ROWS = 512
 
@@ -226,142 +228,202 @@ def _feeds(inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().float().cpu().numpy() for k, v in inputs.items()}
 
 
-def export_model(model: Any, out_dir: str | Path, *, normalization: dict[str, Any] | None = None,
-                 real_batch: torch.Tensor | None = None, calibration: torch.Tensor | None = None,
-                 opset: int = DEFAULT_OPSET, fp16: bool = False, int8: bool = False,
-                 atol: float = ATOL, rtol: float = RTOL,
-                 external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
-                 progress: Callable[[str], None] | None = None) -> ExportResult:
+def export_model(model: Any, out_dir: str | Path, options: ExportOptions = ExportOptions(),
+                 progress: Progress | None = None, *, normalization: dict[str, Any] | None = None,
+                 real_batch: torch.Tensor | None = None, calibration: torch.Tensor | None = None) -> ExportResult:
     """Export ``model`` (an aetk Autoencoder) to ``out_dir``; see the module docstring.
 
     ``normalization`` is the data normalization (``Normalization.to_dict()``) stored in the
     metadata; ``real_batch`` real examples in model space for validation; ``calibration``
     training examples for static int8 quantization of convolutional models.
     """
-    out = Path(out_dir)
+    progress = or_null(progress)
+    try:
+        return _export_model(model, Path(out_dir), options, progress, _Data(normalization, real_batch, calibration))
+    finally:
+        progress.finish()
+
+
+@dataclass
+class _Data:
+    """What an export knows of the model's data: its normalization, real examples to validate
+    on, and training examples to calibrate int8 on."""
+
+    normalization: dict[str, Any] | None = None
+    real_batch: torch.Tensor | None = None
+    calibration: torch.Tensor | None = None
+
+
+@dataclass
+class _Staging:
+    """Where an export's files wait until every graph validated, and what it found."""
+
+    folder: Path
+    result: ExportResult
+    files: list[str] = field(default_factory=list)
+
+    def graph(self, name: str, precision: str = "float32") -> Path:
+        """The staged file of a graph at a precision (named by ExportDir, as in OUT)."""
+        return ExportDir(self.folder).graph(name, precision)
+
+
+@dataclass
+class _Graph:
+    """One exported graph on its way to the variants: its proto, spec and metadata."""
+
+    spec: GraphSpec
+    model: Any
+    proto: Any
+    meta: Any
+    model_bytes: Any
+    batches: dict
+    reference: Any = None
+
+
+def _export_model(model: Any, out: Path, options: ExportOptions, progress: Progress, data: _Data) -> ExportResult:
     result = ExportResult(out)
-    opset = int(opset)
+    opset = int(options.opset)
     if opset < MIN_OPSET:
-        msg = f"opset {opset} is below {MIN_OPSET}, the oldest aetk validates against; use --opset {MIN_OPSET} or newer"
-        warnings.warn(msg, stacklevel=2)
+        msg = (f"opset {opset} is below {MIN_OPSET}, the oldest aetk validates against; use "
+               f"{flag(options, 'opset')} {MIN_OPSET} or newer")
+        warnings.warn(msg, stacklevel=3)
         result.warnings.append(msg)
     prepare_out_dir(out)
-    step = progress or (lambda _msg: None)
-
     model = model.cpu().eval()
-    multiple = model.spatial_multiple
     kind_spec = export_spec(model.traits)
     convolutional = kind_spec.static_int8
-    if fp16 and not kind_spec.float16:
-        result.warnings.append("--fp16 skipped: ONNX Runtime cannot run float16 LSTM graphs reliably")
-    real = None if real_batch is None else real_batch[:VALIDATION_ROWS].float().cpu()
+    if options.fp16 and not kind_spec.float16:
+        result.warnings.append(f"{flag(options, 'fp16')} skipped: ONNX Runtime cannot run float16 LSTM graphs "
+                               f"reliably")
+    real = None if data.real_batch is None else data.real_batch[:VALIDATION_ROWS].float().cpu()
     if real is None:
         result.warnings.append("no real data: validated on random inputs only")
-    if int8 and convolutional and (calibration is None or not len(calibration)):
-        raise ExportError("--int8 on a convolutional model needs calibration data from the run's "
-                          "training set, and none could be loaded")
-
+    if options.int8 and convolutional and (data.calibration is None or not len(data.calibration)):
+        raise ExportError(f"{flag(options, 'int8')} on a convolutional model needs calibration data from the "
+                          f"run's training set, and none could be loaded")
+    precisions = [p for p, on in (("float16", options.fp16 and kind_spec.float16), ("int8", options.int8)) if on]
+    calibration = data.calibration if convolutional else None
     with staging_folder(out, "aetk-export") as stage:
-        staged_dir = ExportDir(stage)
-        staged: list[str] = []
-        specs = graph_specs(model, multiple)
-        common = model_metadata(model, normalization, "encoder")  # hashes the weights once
-        for spec in specs:
-            meta = dataclasses.replace(common, graph=spec.name)
-            step(f"export {spec.name}")
-            proto = to_onnx(spec, opset, multiple)
-            if opset_of(proto) < opset:
-                raise ExportError(f"the exporter wrote opset {opset_of(proto)} for the {spec.name} graph, "
-                                  f"not the {opset} asked for")
-            _set_metadata(proto, meta)
-            path = staged_dir.graph(spec.name)
-            files = write_onnx(proto, path, external_data_threshold)
-            staged += [f.name for f in files]
-            check_model(proto if len(files) == 1 else str(path), spec.name)
-            step(f"validate {spec.name}")
-            batches = _batches(spec, model, real, multiple)
-            model_bytes = proto.SerializeToString() if len(files) == 1 else str(path)
-            result.validation[spec.name] = validate_graph(model_bytes, spec.module, spec.name, spec.outputs,
-                                                          batches, atol, rtol)
-            result.files[spec.name] = path.name
-            if spec.name == "encoder":
-                result.metadata = meta.to_props()
+        staging = _Staging(stage, result)
+        common = model_metadata(model, data.normalization, "encoder")  # hashes the weights once
+        for spec in graph_specs(model, model.spatial_multiple):
+            graph = _export_graph(spec, model, real, common, staging, options, progress)
             if not kind_spec.graph(spec.name).has_weights:
                 continue  # nothing to gain from lower precision
-            feeds = _feeds(batches.get("real", batches["random"]))
-            reference = None  # float32 outputs on `feeds`, for the variants' accuracy
-            data_range = None
-            if meta.value_range is not None:
-                data_range = float(meta.value_range[1] - meta.value_range[0]) or None
-            for precision in [p for p, on in (("float16", fp16 and kind_spec.float16), ("int8", int8)) if on]:
-                step(f"{precision} {spec.name}")
-                tag = VARIANT_TAGS[precision]
-                if precision == "float16":
-                    variant = to_float16(proto)
-                else:
-                    calib = None
-                    if convolutional:
-                        calib_in = _batches(spec, model, calibration.float().cpu(), None)["real"]
-                        calib = [{k: v[i:i + 64] for k, v in _feeds(calib_in).items()}
-                                 for i in range(0, len(calibration), 64)]
-                    variant = to_int8(proto, static=convolutional, calibration=calib)
-                _set_metadata(variant, dataclasses.replace(meta, precision=precision))
-                check_model(variant, f"{spec.name}.{tag}")
-                vpath = staged_dir.graph(spec.name, precision)
-                staged += [f.name for f in write_onnx(variant, vpath, external_data_threshold)]
-                key = f"{spec.name}.{tag}"
-                result.files[key] = vpath.name
-                try:
-                    if reference is None:
-                        reference = run_session(cpu_session(model_bytes), feeds)
-                    result.variants[key] = accuracy_change(variant.SerializeToString(), reference, feeds,
-                                                           spec.name, data_range)
-                except Exception as exc:  # e.g. no float16 kernel for an op on the CPU
-                    result.variants[key] = {"not_measured": f"ONNX Runtime on the CPU cannot run it: "
-                                                            f"{str(exc).splitlines()[0][:200]}"}
-        for name in staged:  # each file whole or not at all
+            for precision in precisions:
+                progress.start(f"{precision} {spec.name}")
+                _write_variant(graph, precision, calibration, staging, options)
+        for name in staging.files:  # each file whole or not at all
             publish(stage / name, out / name)
     write_report(result)
     return result
 
 
-def export_run(run_dir: str | Path | RunDir, out_dir: str | Path, *, opset: int = DEFAULT_OPSET,
-               fp16: bool = False, int8: bool = False, triton: str | Path | None = None,
-               triton_name: str | None = None, triton_max_batch: int = 1024, triton_kind: str = "auto",
-               atol: float = ATOL, rtol: float = RTOL,
-               progress: Callable[[str], None] | None = None) -> ExportResult:
+def _export_graph(spec: GraphSpec, model: Any, real: torch.Tensor | None, common: Any, staging: _Staging,
+                  options: ExportOptions, progress: Progress) -> _Graph:
+    """Export, check and validate one graph into the staging folder."""
+    result = staging.result
+    opset, multiple = int(options.opset), model.spatial_multiple
+    meta = dataclasses.replace(common, graph=spec.name)
+    progress.start(f"export {spec.name}")
+    proto = to_onnx(spec, opset, multiple)
+    if opset_of(proto) < opset:
+        raise ExportError(f"the exporter wrote opset {opset_of(proto)} for the {spec.name} graph, "
+                          f"not the {opset} asked for")
+    _set_metadata(proto, meta)
+    path = staging.graph(spec.name)
+    files = write_onnx(proto, path, options.external_data_threshold)
+    staging.files += [f.name for f in files]
+    check_model(proto if len(files) == 1 else str(path), spec.name)
+    progress.start(f"validate {spec.name}")
+    batches = _batches(spec, model, real, multiple)
+    model_bytes = proto.SerializeToString() if len(files) == 1 else str(path)
+    result.validation[spec.name] = validate_graph(model_bytes, spec.module, spec.name, spec.outputs,
+                                                  batches, options.atol, options.rtol)
+    result.files[spec.name] = path.name
+    if spec.name == "encoder":
+        result.metadata = meta.to_props()
+    return _Graph(spec, model, proto, meta, model_bytes, batches)
+
+
+def _write_variant(graph: _Graph, precision: str, calibration: torch.Tensor | None, staging: _Staging,
+                   options: ExportOptions) -> None:
+    """A float16 or int8 variant of one graph, with its accuracy change against float32
+    (``calibration``: examples for static int8 quantization of convolutional models)."""
+    spec, proto, meta = graph.spec, graph.proto, graph.meta
+    tag = VARIANT_TAGS[precision]
+    if precision == "float16":
+        variant = to_float16(proto)
+    else:
+        calib = None
+        if calibration is not None:
+            calib_in = _batches(spec, graph.model, calibration.float().cpu(), None)["real"]
+            calib = [{k: v[i:i + 64] for k, v in _feeds(calib_in).items()} for i in range(0, len(calibration), 64)]
+        variant = to_int8(proto, static=calibration is not None, calibration=calib)
+    _set_metadata(variant, dataclasses.replace(meta, precision=precision))
+    key = f"{spec.name}.{tag}"
+    check_model(variant, key)
+    vpath = staging.graph(spec.name, precision)
+    staging.files += [f.name for f in write_onnx(variant, vpath, options.external_data_threshold)]
+    result = staging.result
+    result.files[key] = vpath.name
+    feeds = _feeds(graph.batches.get("real", graph.batches["random"]))
+    data_range = None
+    if meta.value_range is not None:
+        data_range = float(meta.value_range[1] - meta.value_range[0]) or None
+    try:
+        if graph.reference is None:  # float32 outputs on `feeds`, once for every variant
+            graph.reference = run_session(cpu_session(graph.model_bytes), feeds)
+        result.variants[key] = accuracy_change(variant.SerializeToString(), graph.reference, feeds, spec.name,
+                                               data_range)
+    except Exception as exc:  # e.g. no float16 kernel for an op on the CPU
+        result.variants[key] = {"not_measured": f"ONNX Runtime on the CPU cannot run it: "
+                                                f"{str(exc).splitlines()[0][:200]}"}
+
+
+def export_run(run_dir: str | Path | RunDir, out_dir: str | Path, options: ExportOptions = ExportOptions(),
+               progress: Progress | None = None) -> ExportResult:
     """Export a run folder written by ``aetk train``: the model with its data's normalization,
-    validated on real examples of the run's test split (training split for calibration)."""
+    validated on real examples of the run's test split (training split for calibration);
+    with ``options.triton``, also a Triton model repository."""
     from aetk.train.checkpoint import CheckpointError
 
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     run_dir = run.path
+    check(options, ExportInputError)
+    if options.triton is not None:
+        check(options.triton, ExportInputError)
     prepare_out_dir(Path(out_dir))  # before any slow work: an unwritable OUT fails at once
-    real = calibration = None
+    data = _Data()
     notes: list[str] = []
     try:
         loaded = run.load()
-        model, normalization = loaded.model, loaded.normalization.to_dict()
-        real, _ = collect(loaded.data.test if loaded.data.test is not None else loaded.data.train, VALIDATION_ROWS)
-        if int8:
-            calibration, _ = collect(loaded.data.train, CALIBRATION_ROWS)
+        model, data.normalization = loaded.model, loaded.normalization.to_dict()
+        data.real_batch, _ = collect(loaded.data.test if loaded.data.test is not None else loaded.data.train,
+                                     VALIDATION_ROWS)
+        if options.int8:
+            data.calibration, _ = collect(loaded.data.train, CALIBRATION_ROWS)
         notes += loaded.warnings
     except RunDataError as exc:  # the model is fine but its config or data cannot be read
         model, meta = run.load_model()
-        normalization = meta.get("normalization")
+        data.normalization = meta.get("normalization")
         notes.append(f"the run's data could not be loaded ({exc})")
     except CheckpointError as exc:  # a missing run (exit 2); or corrupt weights, a hash mismatch (exit 3)
         cls = ExportInputError if isinstance(exc, UserInputError) else ExportIntegrityError
         raise cls(f"cannot export {run_dir}: {exc}") from exc
-    result = export_model(model, out_dir, normalization=normalization, real_batch=real,
-                          calibration=calibration, opset=opset, fp16=fp16, int8=int8, atol=atol, rtol=rtol,
-                          progress=progress)
+    progress = or_null(progress)
+    try:
+        result = _export_model(model, Path(out_dir), options, progress, data)
+    finally:
+        progress.finish()
     result.warnings = notes + result.warnings
-    if triton is not None:
+    triton = options.triton
+    if triton is not None and triton.repository is not None:
         from aetk.export.triton import write_triton_repo
 
-        result.triton = str(write_triton_repo(Path(out_dir), Path(triton), triton_name or run_dir.resolve().name,
-                                              max_batch_size=triton_max_batch, kind=triton_kind))
+        result.triton = str(write_triton_repo(Path(out_dir), Path(triton.repository),
+                                              triton.name or run_dir.resolve().name,
+                                              max_batch_size=triton.max_batch, kind=triton.kind))
     write_report(result)
     return result
 

@@ -14,8 +14,11 @@ import onnx
 import torch
 
 from aetk.export.errors import OnnxCheckError, OutputNameMismatch, OutputShapeMismatch, OutputValueMismatch
+from aetk.export.options import ExportOptions
+from aetk.options import flag
 
-ATOL = RTOL = 1e-5  # default tolerances; deep conv nets may need a larger atol (float32 rounding adds up)
+# default tolerances (ExportOptions); deep conv nets may need a larger atol (float32 rounding adds up)
+ATOL, RTOL = ExportOptions.atol, ExportOptions.rtol
 
 
 def check_model(model: onnx.ModelProto | str, graph: str) -> None:
@@ -67,7 +70,7 @@ def compare_outputs(got: dict[str, np.ndarray], expected: dict[str, np.ndarray],
             raise OutputValueMismatch(
                 f"{graph}.onnx output '{name}' on the {batch} batch differs from PyTorch by up to "
                 f"{max_diff:.3g} (atol {atol:g}, rtol {rtol:g}) at {int(bad.sum())} of {diff.size} values "
-                f"(if a few values of a deep model are off by float32 rounding, `aetk export --atol` raises the tolerance)",
+                f"(if a few values of a deep model are off by float32 rounding, `aetk export {flag(ExportOptions, 'atol')}` raises the tolerance)",
                 graph, name, max_diff, atol)
         report[name] = {"max_abs_diff": max_diff, "atol": atol, "rtol": rtol, "shape": list(want.shape)}
     return report

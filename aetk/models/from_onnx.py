@@ -8,7 +8,7 @@ it, so the folded convolution goes back into the conv and its bias into the batc
 function exactly. Convolutions are matched in the order they run; the rebuilt model is checked
 against ONNX Runtime on a random input before anything is written.
 
-    python -m aetk.models.from_onnx aetk/denoise/models/blind-gaussian.onnx runs/shipped \\
+    python tools/onnx_to_run.py aetk/denoise/models/blind-gaussian.onnx runs/shipped \\
         features=48 depth=10 context=96
 
 A folded batch norm computes the graph's function in eval mode only: in training it would
@@ -20,8 +20,6 @@ where it was (not only grow new layers around a frozen copy).
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -158,44 +156,28 @@ def calibrate_batchnorms(model, batches) -> int:
     return len(norms)
 
 
-def main(argv: list[str] | None = None) -> None:
+def rebuild_run(onnx_path: Path, run_dir: Path, params: dict, calibrate: str | None = None,
+                calibrate_examples: int = 2048) -> tuple[str, int]:
+    """The graph at ``onnx_path`` as a run folder at ``run_dir`` (its model, written by
+    ``RunDir.save_model``), built with ``params`` (its kind's Config fields); with
+    ``calibrate`` (data ``aetk train`` reads), the batch norms get statistics measured on
+    ``calibrate_examples`` of its examples. Nothing is written when anything does not fit.
+    Returns the model kind and the number of batch norms calibrated."""
     import aetk.runtime as rt
-    from aetk.config import parse_value
     from aetk.models.registry import create_model
     from aetk.artifacts import RunDir  # this tool writes a run folder (see the report of issue 21)
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("onnx", type=Path, help="an exported autoencoder.onnx")
-    ap.add_argument("run_dir", type=Path, help="run folder to write the model into (as `aetk train` does)")
-    ap.add_argument("config", nargs="*", help="the model's config as key=value (its kind's Config fields)")
-    ap.add_argument("--calibrate", metavar="DATA", help="give the batch norms statistics measured on DATA "
-                    "(what aetk train reads), so the model trains on from where it was")
-    ap.add_argument("--calibrate-examples", type=int, default=2048, metavar="N",
-                    help="how many of DATA's examples to measure on (default 2048)")
-    args = ap.parse_args(argv)
-    if args.calibrate_examples < 1:
-        ap.error(f"--calibrate-examples must be at least 1, got {args.calibrate_examples}")
-    params = {}
-    for item in args.config:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"config items are key=value, got {item!r}")
-        params[key] = parse_value(value)
-    try:
-        session = rt.load_model(args.onnx, device="cpu")  # checks the file, reads its aetk metadata
-        meta = session.metadata
-        model = create_model(meta.kind, tuple(meta.input_shape), **params)
-        load_onnx_weights(model, args.onnx, session)
-        if args.calibrate:
-            batches = _calibration_batches(args.calibrate, args.calibrate_examples, tuple(model.input_shape))
-            calibrated = calibrate_batchnorms(model, batches)
-            print(f"calibrated {calibrated} batch norm(s) on {args.calibrate}")
-    except ValueError as exc:  # a bad file, unknown config keys, a graph or data that does not fit
-        ap.error(str(exc))
-    args.run_dir.mkdir(parents=True, exist_ok=True)
-    run = RunDir(args.run_dir)
-    run.save_model(model, {"normalization": meta.normalization, "from_onnx": str(args.onnx)})
-    print(f"wrote {run.weights_file} and {run.info_file.name} ({meta.kind}, {json.dumps(params)})")
+    session = rt.load_model(onnx_path, device="cpu")  # checks the file, reads its aetk metadata
+    meta = session.metadata
+    model = create_model(meta.kind, tuple(meta.input_shape), **params)
+    load_onnx_weights(model, onnx_path, session)
+    calibrated = 0
+    if calibrate:
+        batches = _calibration_batches(calibrate, calibrate_examples, tuple(model.input_shape))
+        calibrated = calibrate_batchnorms(model, batches)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    RunDir(run_dir).save_model(model, {"normalization": meta.normalization, "from_onnx": str(onnx_path)})
+    return meta.kind, calibrated
 
 
 def _calibration_batches(path: str, examples: int, shape: tuple[int, ...], batch_size: int = 64):
@@ -211,7 +193,3 @@ def _calibration_batches(path: str, examples: int, shape: tuple[int, ...], batch
                          f"the model takes {shape}")
     x, _ = collect(Subset(loaded.train, evenly_spaced(len(loaded.train), examples).tolist()))
     return x.split(batch_size)
-
-
-if __name__ == "__main__":
-    main()

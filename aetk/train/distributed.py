@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 
 from aetk.checks import positive_int
+from aetk.options import flag
+from aetk.train.options import TrainOptions
 
 
 @dataclass
@@ -66,7 +68,7 @@ LOCK_HELD_ENV = "AETK_TRAIN_LOCK_HELD_BY_LAUNCHER"
 def launch(nproc_per_node: int, worker_args: list[str], *, run_locked: bool = False) -> int:
     """Run ``aetk.artifacts.train_worker`` in N processes on this machine; returns the exit code.
     ``run_locked``: the caller holds the run folder's lock (RunDir.lock) for them."""
-    positive_int("--nproc-per-node", nproc_per_node)
+    positive_int(flag(TrainOptions, "nproc_per_node"), nproc_per_node)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc_per_node}", "-m", "aetk.artifacts.train_worker", *worker_args]
     env = {**os.environ, LOCK_HELD_ENV: "1"} if run_locked else None

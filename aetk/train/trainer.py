@@ -42,7 +42,9 @@ from aetk.seeds import PRETRAIN_OFFSET, epoch_seed, rank_seed
 from aetk.train import distributed
 from aetk.train.augment import random_flips
 from aetk.atomic import atomic_write_text
+from aetk.options import flag
 from aetk.train.checkpoint import CheckpointError, RunLock, flatten_state, init_weights, unflatten_state
+from aetk.train.options import TrainOptions
 
 
 class RunFolder(Protocol):
@@ -71,7 +73,7 @@ class TrainingError(AetkError, RuntimeError):
     """Training cannot go on (diverged loss, data the model cannot take, bad resume)."""
 
 
-class TrainingInterrupted(RuntimeError):
+class TrainingInterrupted(AetkError, RuntimeError):
     """Raised by ``stop_at_step`` after the checkpoint at that step is written (tests)."""
 
 
@@ -259,10 +261,10 @@ def train(cfg: RunConfig, run: RunFolder, *, resume: bool = False,
             if distributed.locks_run_folder(dist_info) and run.lock_file.is_file():
                 with run.lock():  # a trainer at work before its first checkpoint: say that
                     pass
-            raise TrainingError(f"cannot resume: {run.checkpoint_file} does not exist (the run "
-                                f"stopped before its first checkpoint: start it again without --resume)")
+            raise TrainingError(f"cannot resume: {run.checkpoint_file} does not exist (the run stopped before "
+                                f"its first checkpoint: start it again without {flag(TrainOptions, 'resume')})")
         with run.lock() if distributed.locks_run_folder(dist_info) else contextlib.nullcontext():
-            result = _train(cfg, tc, run, device, dist_info, resume, stop_at_step)
+            result = _train(cfg, run, device, dist_info, resume, stop_at_step)
         distributed.finish_together(dist_info)
         return result
     except BaseException:
@@ -274,13 +276,108 @@ def train(cfg: RunConfig, run: RunFolder, *, resume: bool = False,
         distributed.teardown(dist_info)
 
 
-def _train(cfg, tc, run: RunFolder, device, dist_info, resume, stop_at_step) -> TrainResult:
-    main = dist_info.is_main
-    run_dir = run.path
+@dataclass
+class _Amp:
+    """Mixed precision: on CUDA only when train.amp asks; bfloat16 where the GPU has it
+    (no loss scaling then), else float16 with a gradient scaler."""
+
+    enabled: bool
+    dtype: torch.dtype
+    scaler: torch.amp.GradScaler
+
+
+@dataclass
+class _Training:
+    """One training run's working set, built by :func:`_setup` and carried through the epoch
+    loop. ``state`` is what the checkpoint saves of the loop (epoch, step, batch, best
+    validation loss, the epoch's running sums); ``metrics.history`` is the per-epoch rows."""
+
+    cfg: RunConfig
+    run: RunFolder
+    device: torch.device
+    dist_info: Any
+    stop_at_step: int | None
+    data: LoadedData
+    train_set: Dataset
+    val_set: Dataset | None
+    model: nn.Module
+    ddp_model: nn.Module  # the model, wrapped for data parallel when distributed
+    steps: list  # the model's declared training steps, each with its optimizer and scheduler
+    opts: list[torch.optim.Optimizer]
+    scheds: list
+    state: dict[str, Any]
+    metrics: MetricsLog
+    writer: Any  # a TensorBoard SummaryWriter, or None
+    amp: _Amp
+
+    @property
+    def tc(self) -> TrainConfig:
+        return self.cfg.train
+
+    @property
+    def main(self) -> bool:
+        return self.dist_info.is_main
+
+    @property
+    def sched(self):
+        return self.scheds[0]  # the learning rate logged
+
+    def save_last(self) -> None:
+        _save_training_state(self.run, self.model, (self.steps, self.opts, self.scheds), self.state,
+                             self.metrics.history, self.cfg)
+
+
+@dataclass
+class _EpochTotals:
+    """Running sums of one epoch's loss terms (restored on a mid-epoch resume)."""
+
+    sums: dict[str, float]
+    count: int
+    seen_before: int  # examples counted before this process started the epoch (resume)
+    t0: float
+
+    def rate(self, world_size: int) -> float:
+        return (self.count - self.seen_before) * world_size / max(time.perf_counter() - self.t0, 1e-9)
+
+
+def _train(cfg: RunConfig, run: RunFolder, device, dist_info, resume: bool, stop_at_step) -> TrainResult:
+    t = _setup(cfg, run, device, dist_info, resume, stop_at_step)
+    _run_epochs(t)
+    if t.writer is not None:
+        t.writer.close()
+    return TrainResult(run.path, t.state["epoch"], t.state["step"], t.metrics.history, t.state["best_val"])
+
+
+def _setup(cfg: RunConfig, run: RunFolder, device, dist_info, resume: bool, stop_at_step) -> _Training:
+    """Everything before the first epoch, in the order exact resume depends on: seed, data,
+    model (its initial weights drawn), the checkpoint's weights and RNG states (or init_from),
+    pretraining, then one optimizer and scheduler per declared training step."""
+    tc, main = cfg.train, dist_info.is_main
     if main:
         _prepare_run_dir(run, cfg, resume)
     seed_everything(tc.seed, tc.deterministic)
+    data, train_set, val_set = _load_training_data(cfg, main)
+    model = _build_model(cfg, data, device, dist_info)
+    steps_per_epoch = len(epoch_batches(len(train_set), tc.batch_size, tc.seed, 0, dist_info))
+    state, history = _start_state(run, model, tc, device, resume, main)
+    if tc.pretrain_epochs > 0 and model.traits.pretraining and state["phase"] == "train" and not resume:
+        _pretrain(model, train_set, tc, device, dist_info, main)
+    ddp_model: nn.Module = model
+    if dist_info.enabled:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    steps, opts, scheds = _build_optimization(model, tc, steps_per_epoch)
+    if resume:
+        _resume_optimizer(run, steps, opts, scheds)
+    writer = _tensorboard(run.tensorboard_dir, tc) if main else None
+    return _Training(cfg, run, device, dist_info, stop_at_step, data, train_set, val_set, model, ddp_model,
+                     steps, opts, scheds, state, MetricsLog(run.metrics_file, history), writer,
+                     _amp_settings(tc, device))
 
+
+def _load_training_data(cfg: RunConfig, main: bool) -> tuple[LoadedData, Dataset, Dataset | None]:
+    """The data, its skipped items reported, split into training and validation sets."""
+    tc = cfg.train
     data = load_data(cfg.data)
     if main and data.skipped:
         shown = "; ".join(f"{f}: {why}" for f, why in data.skipped[:5])
@@ -289,6 +386,12 @@ def _train(cfg, tc, run: RunFolder, device, dist_info, resume, stop_at_step) -> 
     train_set, val_set = split_train_val(data.train, tc.val_fraction, tc.seed)
     if len(train_set) == 0:
         raise TrainingError(f"no training examples in {cfg.data.path}")
+    return data, train_set, val_set
+
+
+def _build_model(cfg: RunConfig, data: LoadedData, device, dist_info) -> nn.Module:
+    """The configured model for the data's shape, checked against the data, on ``device``."""
+    tc = cfg.train
     model = create_model(cfg.model.kind, data.input_shape, **cfg.model.params)
     # Each process draws its own noise (rank 0 draws what a single process would).
     model.seed = rank_seed(tc.seed, dist_info.rank)
@@ -297,123 +400,148 @@ def _train(cfg, tc, run: RunFolder, device, dist_info, resume, stop_at_step) -> 
         raise TrainingError(f"train.flips=true turns images; {cfg.data.path} holds examples of shape "
                             f"{tuple(data.input_shape)}, not (H, W) or (C, H, W)")
     model.to(device)
+    return model
 
-    steps_per_epoch = len(epoch_batches(len(train_set), tc.batch_size, tc.seed, 0, dist_info))
+
+def _start_state(run: RunFolder, model, tc: TrainConfig, device, resume: bool, main: bool
+                 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """The loop's state and metrics history: fresh, or the checkpoint's (its weights and RNG
+    states restored into ``model`` and the process); a fresh run may start from init_from."""
     history: list[dict[str, float]] = []
     state = {"epoch": 0, "step": 0, "batch": 0, "best_val": None, "bad_epochs": 0, "phase": "train"}
-
     if resume:
         state, history = _resume(run, model, device)
     elif tc.init_from:
         copied, new = init_weights(model, run.weights_stem(tc.init_from), tc.init_from)
         if main:
             print(f"init_from {tc.init_from}: {len(copied)} tensor(s) copied, {len(new)} new")
+    return state, history
 
-    if tc.pretrain_epochs > 0 and model.traits.pretraining and state["phase"] == "train" and not resume:
-        _pretrain(model, train_set, tc, device, dist_info, main)
 
-    ddp_model: nn.Module = model
-    if dist_info.enabled:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+def _build_optimization(model, tc: TrainConfig, steps_per_epoch: int) -> tuple[list, list, list]:
+    """The model's declared training steps, each with its own optimizer and scheduler."""
     steps = model.training_steps()
     opts = [make_optimizer(tc, step.parameters()) for step in steps]
     scheds = [make_scheduler(tc, opt, steps_per_epoch) for opt in opts]
-    sched = scheds[0]  # the learning rate logged
-    if resume:
-        _resume_optimizer(run, steps, opts, scheds)
+    return steps, opts, scheds
 
-    writer = _tensorboard(run.tensorboard_dir, tc) if main else None
-    metrics = MetricsLog(run.metrics_file, history)
+
+def _amp_settings(tc: TrainConfig, device) -> _Amp:
     use_amp = tc.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    return _Amp(use_amp, amp_dtype, torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16))
 
-    def save_last() -> None:
-        _save_training_state(run, model, (steps, opts, scheds), state, history, cfg)
 
-    start_epoch = state["epoch"]
-    for epoch in range(start_epoch, tc.epochs):
-        state["epoch"] = epoch
-        batches = epoch_batches(len(train_set), tc.batch_size, tc.seed, epoch, dist_info)
-        first = state["batch"] if epoch == start_epoch else 0
-        # Own generator: a DataLoader otherwise draws its base seed from the global RNG,
-        # which would shift dropout masks after a resume.
-        loader = DataLoader(train_set, batch_sampler=batches[first:], num_workers=tc.num_workers,
-                            generator=torch.Generator().manual_seed(tc.seed + epoch))
-        model.train()
-        # Running sums of the epoch's terms; restored on a mid-epoch resume.
-        sums: dict[str, float] = dict(state.get("epoch_sums", {})) if first else {}
-        count = int(state.get("epoch_count", 0)) if first else 0
-        seen_before, t0 = count, time.perf_counter()
-        progress = _progress(main and tc.progress, f"epoch {epoch + 1}/{tc.epochs}", len(batches), first)
-        with progress as bar:
-            task = bar.tasks[0].id if bar is not None and bar.tasks else None
-            for b, (x, _labels) in enumerate(loader, start=first):
-                x = x.to(device, non_blocking=True)
-                if tc.flips:
-                    x = random_flips(x, model.seed, state["step"])
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    out = ddp_model(x, step=state["step"])
-                loss = out["loss"]
-                for st in steps:
-                    if not torch.isfinite(out[st.loss]):
-                        what = "loss" if st.loss == "loss" else f"{st.loss!r} loss"
-                        raise TrainingError(
-                            f"the {what} became {out[st.loss].item()} at step {state['step']} (epoch "
-                            f"{epoch + 1}); stopped. The last good checkpoint is in {run.checkpoints_dir}; "
-                            "try a lower train.lr or train.grad_clip"
-                        )
-                run_steps(out, steps, opts, scaler, tc.grad_clip)
-                for s in scheds:
-                    s.step()
-                state["step"] += 1
-                state["batch"] = b + 1
-                n = x.shape[0]
-                count += n
-                for k, v in out.items():
-                    if v.dim() == 0 and k not in ("x_hat", "z"):
-                        sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-                if writer is not None and state["step"] % tc.log_every == 0:
-                    writer.add_scalar("train/loss", float(loss.detach()), state["step"])
-                    writer.add_scalar("train/lr", sched.get_last_lr()[0], state["step"])
-                state["epoch_sums"], state["epoch_count"] = sums, count
-                if bar is not None:
-                    rate = (count - seen_before) * dist_info.world_size / max(time.perf_counter() - t0, 1e-9)
-                    bar.update(task, advance=1, loss=sums["loss"] / count, rate=rate)
-                if tc.checkpoint_every and state["step"] % tc.checkpoint_every == 0 and main:
-                    save_last()
-                if stop_at_step is not None and state["step"] >= stop_at_step:
-                    if main and not (tc.checkpoint_every and state["step"] % tc.checkpoint_every == 0):
-                        save_last()
-                    raise TrainingInterrupted(f"stopped at step {state['step']} as asked")
-
-        elapsed = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "step": state["step"], "lr": sched.get_last_lr()[0],
-               "samples_per_s": (count - seen_before) * dist_info.world_size / max(elapsed, 1e-9)}
-        row.update({f"train_{k}": v / max(count, 1) for k, v in sums.items()})
-        if val_set is not None:
-            row.update({f"val_{k}": v for k, v in evaluate_loss(model, val_set, tc, device).items()})
-        state["batch"] = 0
-        state["epoch"] = epoch + 1
-        state["epoch_sums"], state["epoch_count"] = {}, 0
-        improved = _track_best(state, row, tc)
-        if main:
-            metrics.append(row)
-            if writer is not None:
-                for k, v in row.items():
-                    if k not in ("epoch", "step"):
-                        writer.add_scalar(f"epoch/{k}", v, epoch + 1)
-            if improved or not tc.early_stopping:
-                run.save_model(model, _model_info(data, state, row))
-            save_last()
-        if tc.early_stopping and state["bad_epochs"] >= tc.early_stopping:
-            if main and tc.progress:
-                print(f"early stopping: no validation improvement for {tc.early_stopping} epochs")
+def _run_epochs(t: _Training) -> None:
+    """The remaining epochs, from the checkpoint's batch on a resume, until the last or early
+    stopping."""
+    start_epoch = t.state["epoch"]
+    for epoch in range(start_epoch, t.tc.epochs):
+        t.state["epoch"] = epoch
+        first = t.state["batch"] if epoch == start_epoch else 0
+        totals, elapsed = _train_epoch(t, epoch, first)
+        if _end_epoch(t, epoch, totals, elapsed):
             break
-    if writer is not None:
-        writer.close()
-    return TrainResult(run_dir, state["epoch"], state["step"], metrics.history, state["best_val"])
+
+
+def _train_epoch(t: _Training, epoch: int, first: int) -> tuple[_EpochTotals, float]:
+    """One epoch's batches from batch ``first`` on; returns the epoch's totals and seconds."""
+    tc, state = t.tc, t.state
+    batches = epoch_batches(len(t.train_set), tc.batch_size, tc.seed, epoch, t.dist_info)
+    # Own generator: a DataLoader otherwise draws its base seed from the global RNG,
+    # which would shift dropout masks after a resume.
+    loader = DataLoader(t.train_set, batch_sampler=batches[first:], num_workers=tc.num_workers,
+                        generator=torch.Generator().manual_seed(tc.seed + epoch))
+    t.model.train()
+    # Running sums of the epoch's terms; restored on a mid-epoch resume.
+    sums: dict[str, float] = dict(state.get("epoch_sums", {})) if first else {}
+    count = int(state.get("epoch_count", 0)) if first else 0
+    totals = _EpochTotals(sums, count, count, time.perf_counter())
+    progress = _progress(t.main and tc.progress, f"epoch {epoch + 1}/{tc.epochs}", len(batches), first)
+    with progress as bar:
+        task = bar.tasks[0].id if bar is not None and bar.tasks else None
+        for b, (x, _labels) in enumerate(loader, start=first):
+            _train_batch(t, x, b, epoch, totals)
+            if bar is not None:
+                bar.update(task, advance=1, loss=totals.sums["loss"] / totals.count,
+                           rate=totals.rate(t.dist_info.world_size))
+            _checkpoint_or_stop(t)
+    return totals, time.perf_counter() - totals.t0
+
+
+def _train_batch(t: _Training, x: torch.Tensor, b: int, epoch: int, totals: _EpochTotals) -> None:
+    """One batch: one forward, then every declared training step on its loss term."""
+    tc, state, device = t.tc, t.state, t.device
+    x = x.to(device, non_blocking=True)
+    if tc.flips:
+        x = random_flips(x, t.model.seed, state["step"])
+    with torch.autocast(device.type, dtype=t.amp.dtype, enabled=t.amp.enabled):
+        out = t.ddp_model(x, step=state["step"])
+    loss = out["loss"]
+    for st in t.steps:
+        if not torch.isfinite(out[st.loss]):
+            what = "loss" if st.loss == "loss" else f"{st.loss!r} loss"
+            raise TrainingError(
+                f"the {what} became {out[st.loss].item()} at step {state['step']} (epoch "
+                f"{epoch + 1}); stopped. The last good checkpoint is in {t.run.checkpoints_dir}; "
+                "try a lower train.lr or train.grad_clip"
+            )
+    run_steps(out, t.steps, t.opts, t.amp.scaler, tc.grad_clip)
+    for s in t.scheds:
+        s.step()
+    state["step"] += 1
+    state["batch"] = b + 1
+    n = x.shape[0]
+    totals.count += n
+    for k, v in out.items():
+        if v.dim() == 0 and k not in ("x_hat", "z"):
+            totals.sums[k] = totals.sums.get(k, 0.0) + float(v.detach()) * n
+    if t.writer is not None and state["step"] % tc.log_every == 0:
+        t.writer.add_scalar("train/loss", float(loss.detach()), state["step"])
+        t.writer.add_scalar("train/lr", t.sched.get_last_lr()[0], state["step"])
+    state["epoch_sums"], state["epoch_count"] = totals.sums, totals.count
+
+
+def _checkpoint_or_stop(t: _Training) -> None:
+    """After a batch: the checkpoint every train.checkpoint_every steps; at ``stop_at_step``
+    (tests), a checkpoint if that step has none yet, then TrainingInterrupted."""
+    tc, step = t.tc, t.state["step"]
+    due = bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0
+    if due and t.main:
+        t.save_last()
+    if t.stop_at_step is not None and step >= t.stop_at_step:
+        if t.main and not due:
+            t.save_last()
+        raise TrainingInterrupted(f"stopped at step {step} as asked")
+
+
+def _end_epoch(t: _Training, epoch: int, totals: _EpochTotals, elapsed: float) -> bool:
+    """The epoch's metrics row (validation loss too, with a validation set), the model when it
+    improved (or always, without early stopping) and the checkpoint; True to stop early."""
+    tc, state, main = t.tc, t.state, t.main
+    row = {"epoch": epoch + 1, "step": state["step"], "lr": t.sched.get_last_lr()[0],
+           "samples_per_s": (totals.count - totals.seen_before) * t.dist_info.world_size / max(elapsed, 1e-9)}
+    row.update({f"train_{k}": v / max(totals.count, 1) for k, v in totals.sums.items()})
+    if t.val_set is not None:
+        row.update({f"val_{k}": v for k, v in evaluate_loss(t.model, t.val_set, tc, t.device).items()})
+    state["batch"] = 0
+    state["epoch"] = epoch + 1
+    state["epoch_sums"], state["epoch_count"] = {}, 0
+    improved = _track_best(state, row, tc)
+    if main:
+        t.metrics.append(row)
+        if t.writer is not None:
+            for k, v in row.items():
+                if k not in ("epoch", "step"):
+                    t.writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+        if improved or not tc.early_stopping:
+            t.run.save_model(t.model, _model_info(t.data, state, row))
+        t.save_last()
+    if tc.early_stopping and state["bad_epochs"] >= tc.early_stopping:
+        if main and tc.progress:
+            print(f"early stopping: no validation improvement for {tc.early_stopping} epochs")
+        return True
+    return False
 
 
 def run_steps(out: dict[str, torch.Tensor], steps, opts, scaler, grad_clip: float) -> None:
@@ -499,7 +627,7 @@ def _prepare_run_dir(run: RunFolder, cfg: RunConfig, resume: bool) -> None:
             check_resume(saved, cfg.to_dict(), run.path)
     elif run.has_checkpoint():
         raise TrainingError(
-            f"{run.path} already holds a training run; pass --resume to continue it or choose "
+            f"{run.path} already holds a training run; pass {flag(TrainOptions, 'resume')} to continue it or choose "
             "another --run-dir")
     try:
         run.path.mkdir(parents=True, exist_ok=True)

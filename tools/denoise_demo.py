@@ -1,7 +1,7 @@
 """The denoising part of ``make demo``: noisy test photographs, then a PSNR table.
 
-    python -m aetk.denoise.demo noisy runs/demo-denoise --sigma 25    # clean/ and noisy/ PNGs
-    python -m aetk.denoise.demo score runs/demo-denoise noisy shipped small   # PSNR per folder
+    python tools/denoise_demo.py noisy runs/demo-denoise --sigma 25    # clean/ and noisy/ PNGs
+    python tools/denoise_demo.py score runs/demo-denoise noisy shipped small   # PSNR per folder
 """
 
 from __future__ import annotations
