@@ -113,7 +113,7 @@ def test_installed_package_does_not_use_the_source_finder():
     assert source_cli_folder(["/nonexistent/site-packages/aetk"]) is None
 
 
-@pytest.mark.parametrize("module", ["aetk.models.from_onnx", "aetk.export.float16_storage", "aetk.denoise.photos",
+@pytest.mark.parametrize("module", ["aetk.export.from_onnx", "aetk.export.float16_storage", "aetk.denoise.photos",
                                     "aetk.denoise.training_photos"])
 def test_library_modules_have_no_command_line(module):
     """Argparse front ends live in tools/, never inside the library."""

@@ -608,7 +608,7 @@ def test_resconv_is_rebuilt_from_its_exported_graph(tmp_path, tool):
     shifts), computing the graph's function, and writes a run folder init_from takes."""
     from aetk.export import export_model
     from aetk.artifacts import RunDir
-    from aetk.models.from_onnx import OnnxImportError, load_onnx_weights
+    from aetk.export.from_onnx import OnnxImportError, load_onnx_weights
     from aetk.train.checkpoint import init_weights
 
     trained = build("resconv", (1, 16, 16), dict(features=4, depth=3, context=3))
@@ -686,7 +686,7 @@ def test_rebuilt_model_calibrated_trains_on_from_where_it_was(tmp_path, tool):
     calibrated cascade takes the noise-level input (refine_level) through init_from."""
     from aetk.export import export_model
     from aetk.artifacts import RunDir
-    from aetk.models.from_onnx import calibrate_batchnorms, load_onnx_weights
+    from aetk.export.from_onnx import calibrate_batchnorms, load_onnx_weights
     from aetk.train.checkpoint import init_weights
 
     params = dict(features=6, depth=3, refine=5, refine_depth=2)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A conv model's exported ONNX graph turned back into a run folder (aetk/models/from_onnx.py),
+"""A conv model's exported ONNX graph turned back into a run folder (aetk/export/from_onnx.py),
 so ``train.init_from`` can start a bigger model from it.
 
     python tools/onnx_to_run.py aetk/denoise/models/blind-gaussian.onnx runs/shipped \\
@@ -15,7 +15,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> None:
     from aetk.config import parse_value
-    from aetk.models.from_onnx import rebuild_run
+    from aetk.export.from_onnx import rebuild_run
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("onnx", type=Path, help="an exported autoencoder.onnx")
