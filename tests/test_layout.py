@@ -21,7 +21,6 @@ LONG_KERNELS: frozenset[str] = frozenset()
 # they are split there rather than twice. Each entry must still be over (a stale one fails);
 # the list only shrinks.
 PENDING = {
-    "aetk/evaluate/evaluation.py:_evaluate_run": "item 3: model traits replace its hasattr probes",
 }
 
 

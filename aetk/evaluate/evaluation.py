@@ -211,22 +211,10 @@ def _evaluate_run(run_dir: str | Path, split: str, limit: int | None, device: st
     progress.start("loading the run")
     run = load_run(run_dir, device)
     progress.start("reading examples")
-    model, data = run.model, run.data
     notes: list[str] = []
-    ds, used = (data.test, "test") if split == "test" and data.test is not None else (data.train, "train")
-    if split == "test" and data.test is None:
-        notes.append("the data has no test split: evaluated on the training data")
-    x, labels = collect(ds, limit)
-    if len(x) == 0:
-        raise EvaluationError(f"no {used} examples to evaluate in {data.source}")
-    train_ds = data.train
-    if len(train_ds) > PCA_FIT_MAX:
-        keep = np.sort(np.random.default_rng(0).permutation(len(train_ds))[:PCA_FIT_MAX])
-        train_ds = Subset(train_ds, keep.tolist())
-        notes.append(f"PCA fitted on a seeded subset of {PCA_FIT_MAX} training examples")
-    x_train, _ = collect(train_ds)
-    n, d = len(x), int(np.prod(run.input_shape))
-    code_dim = run.code_dim
+    x, labels, used = _examples(run, split, limit, notes)
+    x_train = _pca_fit_examples(run, notes)
+    d, code_dim = int(np.prod(run.input_shape)), run.code_dim
     k = min(code_dim, len(x_train), d)
     if k < code_dim:
         notes.append(f"PCA capped at {k} components (the code has {code_dim} values)")
@@ -236,77 +224,39 @@ def _evaluate_run(run_dir: str | Path, split: str, limit: int | None, device: st
         notes.append(f"PCA with {k} components of {d}-value examples is the identity (exact on any input, "
                      f"so no baseline): the tables leave it out")
 
-    traits = model.traits
-    is_vae = traits.variational
+    model, traits = run.model, run.model.traits
     corrupt_fn = corrupter(model)
-    corrupt = corrupt_fn is not None
-    jacobian = traits.contractive
     progress.start("running the model", total=len(x))
-    mp = model_pass(model, x, run.device, corrupt=corrupt_fn or False, jacobian=jacobian, progress=progress)
-    terms = mp["terms"]
-
-    x64 = flat64(x)
-    rec = flat64(mp["recons"])
+    mp = model_pass(model, x, run.device, corrupt=corrupt_fn or False, jacobian=traits.contractive,
+                    progress=progress)
+    x64, rec = flat64(x), flat64(mp["recons"])
     pca_rec = pca.reconstruct(x64)
     R, range_source = _data_range(run, x_train)
     bce = _unit_range(run)
     m_model = reconstruction_metrics(rec, x64, R, bce=bce)
     m_pca = reconstruction_metrics(pca_rec, x64, R, bce=bce)
-
     prange = pixel_range(run, x_train)
-    if prange is not None:
-        lo, hi = prange
-        shape = run.input_shape
-
-        def to_pixels(a: np.ndarray) -> np.ndarray:
-            raw = np.asarray(run.normalization.invert(a.reshape(len(a), *shape)), np.float64)
-            return ((raw - lo) / (hi - lo)).reshape(len(a), -1)
-
+    to_pixels = None if prange is None else _pixel_scaler(run, prange)
+    if to_pixels is not None:
         x_pix = to_pixels(x64)
         m_model.update(reconstruction_metrics(to_pixels(rec), x_pix, 1.0, suffix="_pixel"))
         m_pca.update(reconstruction_metrics(to_pixels(pca_rec), x_pix, 1.0, suffix="_pixel"))
-
-    if is_vae and "kl" in terms and "recon" in terms:
-        m_model["recon_nll_per_example"] = terms["recon"]
-        m_model["kl_per_example"] = terms["kl"]
-        m_model["elbo_per_example"] = -(terms["recon"] + terms["kl"])
-        notes.append("ELBO: one posterior sample per example")
-    if "mean_activation" in terms:
-        m_model["mean_code_activation"] = terms["mean_activation"]
-    if jacobian and mp["jacobian_sq"] is not None:
-        j2 = mp["jacobian_sq"].double()
-        m_model["mean_jacobian_norm_sq"] = float(j2.mean())
-        m_model["mean_jacobian_norm"] = float(j2.clamp(min=0).sqrt().mean())
-        # PCA's encoder is x -> V (x - mean): J = V, orthonormal rows, ||J||_F^2 = k.
-        m_pca["mean_jacobian_norm_sq"] = float(k)
-        m_pca["mean_jacobian_norm"] = math.sqrt(k)
+    _model_terms(m_model, m_pca, mp, traits, k, notes)
     denoising = None
-    if corrupt:
+    if corrupt_fn is not None:
         denoising = _denoising_metrics(flat64(mp["corrupted"]), flat64(mp["denoised"]), x64, pca, k < d, R,
-                                       to_pixels if prange is not None else None)
-        xt = flat64(mp["corrupted"])
-        mse_corrupted = float(((xt - x64) ** 2).mean())
-        for m, den in ((m_model, flat64(mp["denoised"])), (m_pca, pca.reconstruct(xt))):
-            sse = ((den - x64) ** 2).sum(axis=1)
-            p_in, p_out = psnr(mse_corrupted, R), psnr(float(sse.mean()) / d, R)
-            m["denoise_psnr_corrupted_db"] = p_in
-            m["denoise_psnr_reconstructed_db"] = p_out
-            m["denoise_gain_db"] = p_out - p_in
-            m["denoise_sse_per_example"] = float(sse.mean())
-
-    order = list(METRIC_LABELS)
-    m_model = {key: m_model[key] for key in sorted(m_model, key=lambda s: order.index(s) if s in order else len(order))}
-    m_pca = {key: m_pca[key] for key in sorted(m_pca, key=lambda s: order.index(s) if s in order else len(order))}
+                                       to_pixels)
+        _denoise_gains(m_model, m_pca, mp, pca, x64, R)
 
     result: dict[str, Any] = {
         "run": str(run.run_dir),
         "kind": run.kind,
         "base": traits.base_kind or None,
-        "corruption": model.describe_corruption() if corrupt else None,
-        "data": data.source,
+        "corruption": model.describe_corruption() if corrupt_fn is not None else None,
+        "data": run.data.source,
         "split": used,
-        "examples": n,
-        "train_examples": len(data.train),
+        "examples": len(x),
+        "train_examples": len(run.data.train),
         "pca_fit_examples": len(x_train),
         "input_shape": list(run.input_shape),
         "code_shape": list(run.code_shape),
@@ -318,23 +268,93 @@ def _evaluate_run(run_dir: str | Path, split: str, limit: int | None, device: st
         "data_range": R,
         "data_range_from": range_source,
         "pixel_range": list(prange) if prange is not None else None,
-        "model": m_model,
-        "pca": m_pca,
-        "terms": terms,
+        "model": _in_label_order(m_model),
+        "pca": _in_label_order(m_pca),
+        "terms": mp["terms"],
         "denoising": denoising,
         "warnings": list(run.warnings),
         "notes": notes,
     }
     out = eval_dir(run, out_dir)
-    files: dict[str, str] = {}
     progress.start("drawing pictures")
-    if plots:
-        files.update(_draw(run, out, x, labels, mp, pca, pca_rec, result))
+    files = _draw(run, out, x, labels, mp, pca, pca_rec, result) if plots else {}
     files["metrics"] = str(out / "metrics.json")
     result["files"] = files
     result = _clean(result)
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
     return result
+
+
+def _examples(run: LoadedRun, split: str, limit: int | None, notes: list[str]):
+    """(examples, labels, the split used) of the split asked for, the first ``limit`` of them."""
+    data = run.data
+    ds, used = (data.test, "test") if split == "test" and data.test is not None else (data.train, "train")
+    if split == "test" and data.test is None:
+        notes.append("the data has no test split: evaluated on the training data")
+    x, labels = collect(ds, limit)
+    if len(x) == 0:
+        raise EvaluationError(f"no {used} examples to evaluate in {data.source}")
+    return x, labels, used
+
+
+def _pca_fit_examples(run: LoadedRun, notes: list[str]) -> torch.Tensor:
+    """The training examples PCA is fitted on (a seeded subset of PCA_FIT_MAX when there are more)."""
+    train_ds = run.data.train
+    if len(train_ds) > PCA_FIT_MAX:
+        keep = np.sort(np.random.default_rng(0).permutation(len(train_ds))[:PCA_FIT_MAX])
+        train_ds = Subset(train_ds, keep.tolist())
+        notes.append(f"PCA fitted on a seeded subset of {PCA_FIT_MAX} training examples")
+    return collect(train_ds)[0]
+
+
+def _pixel_scaler(run: LoadedRun, prange: tuple[float, float]):
+    """Flat model inputs -> flat raw pixels scaled to [0, 1] by the data's pixel range."""
+    lo, hi = prange
+    shape = run.input_shape
+
+    def to_pixels(a: np.ndarray) -> np.ndarray:
+        raw = np.asarray(run.normalization.invert(a.reshape(len(a), *shape)), np.float64)
+        return ((raw - lo) / (hi - lo)).reshape(len(a), -1)
+    return to_pixels
+
+
+def _model_terms(m_model: dict, m_pca: dict, mp: dict[str, Any], traits, k: int, notes: list[str]) -> None:
+    """The model's own terms beside the reconstruction: ELBO, code activation, Jacobian norm
+    (and PCA's, which is exact: its encoder's rows are orthonormal)."""
+    terms = mp["terms"]
+    if traits.variational and "kl" in terms and "recon" in terms:
+        m_model["recon_nll_per_example"] = terms["recon"]
+        m_model["kl_per_example"] = terms["kl"]
+        m_model["elbo_per_example"] = -(terms["recon"] + terms["kl"])
+        notes.append("ELBO: one posterior sample per example")
+    if "mean_activation" in terms:
+        m_model["mean_code_activation"] = terms["mean_activation"]
+    if traits.contractive and mp["jacobian_sq"] is not None:
+        j2 = mp["jacobian_sq"].double()
+        m_model["mean_jacobian_norm_sq"] = float(j2.mean())
+        m_model["mean_jacobian_norm"] = float(j2.clamp(min=0).sqrt().mean())
+        # PCA's encoder is x -> V (x - mean): J = V, orthonormal rows, ||J||_F^2 = k.
+        m_pca["mean_jacobian_norm_sq"] = float(k)
+        m_pca["mean_jacobian_norm"] = math.sqrt(k)
+
+
+def _denoise_gains(m_model: dict, m_pca: dict, mp: dict[str, Any], pca: PCA, x64: np.ndarray, R: float) -> None:
+    """PSNR of the corrupted input and of each method's denoised output against the clean one."""
+    xt = flat64(mp["corrupted"])
+    d = x64.shape[1]
+    mse_corrupted = float(((xt - x64) ** 2).mean())
+    for m, den in ((m_model, flat64(mp["denoised"])), (m_pca, pca.reconstruct(xt))):
+        sse = ((den - x64) ** 2).sum(axis=1)
+        p_in, p_out = psnr(mse_corrupted, R), psnr(float(sse.mean()) / d, R)
+        m["denoise_psnr_corrupted_db"] = p_in
+        m["denoise_psnr_reconstructed_db"] = p_out
+        m["denoise_gain_db"] = p_out - p_in
+        m["denoise_sse_per_example"] = float(sse.mean())
+
+
+def _in_label_order(metrics: dict[str, Any]) -> dict[str, Any]:
+    order = list(METRIC_LABELS)
+    return {key: metrics[key] for key in sorted(metrics, key=lambda s: order.index(s) if s in order else len(order))}
 
 
 def _denoising_metrics(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray, pca: PCA, with_pca: bool,
