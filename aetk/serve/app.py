@@ -37,12 +37,13 @@ from starlette.routing import Route
 import aetk
 import aetk.runtime as rt
 from aetk.normalization import Normalization
+from aetk.options import flag
 
 from .batching import ModelQueue, QueueFull
 from .guard import Guard
 from .metrics import Metrics
 from .options import ServeOptions
-from .protocol import ProtocolError, encode_infer_response, parse_infer_request
+from .protocol import InferRequest, ProtocolError, encode_infer_response, parse_infer_request
 from .repository import Repository, ServedModel, load_repository
 
 JSON, NPY, NPZ, OCTET = "application/json", "application/x-npy", "application/x-npz", "application/octet-stream"
@@ -75,7 +76,7 @@ class Service:
                     max_delay_s=options.max_queue_delay_ms / 1000.0, preferred=options.preferred_batch,
                     max_queue=options.max_queue, metrics=metrics)
         self.graphs = repository.graphs()
-        self._private = [str(options.model_dir.resolve()), str(options.model_dir)]
+        self._private = [str(options.folder.resolve()), str(options.folder)]
         self.ready = False
 
     async def start(self) -> None:
@@ -117,10 +118,10 @@ class Service:
             checked = served.model.validate(feeds)
         except rt.RuntimeModelError as exc:
             raise ServeError(400, self.public(served, str(exc))) from None
-        size = served.output_bytes(checked)
-        if size > self.options.max_output_bytes:
-            raise ServeError(413, f"the outputs would be {size} bytes, over the limit of "
-                                  f"{self.options.max_output_bytes} bytes (--max-output-mb); send fewer rows")
+        size, limit = served.output_bytes(checked), self.options.max_output_bytes
+        if size > limit:
+            raise ServeError(413, f"the outputs would be {size} bytes, over the limit of {limit} bytes "
+                                  f"({flag(ServeOptions, 'max_output_mb')}); send fewer rows")
         queue = self.queues[(served.name, served.version)]
         t0 = time.perf_counter()
         try:
@@ -156,8 +157,8 @@ async def read_body(request: Request, limit: int) -> bytearray:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ServeError(413, f"the body is over the limit of {limit} bytes (--max-body-mb)",
-                             {"Connection": "close"})
+            raise ServeError(413, f"the body is over the limit of {limit} bytes "
+                                  f"({flag(ServeOptions, 'max_body_mb')})", {"Connection": "close"})
     return body
 
 
@@ -177,204 +178,257 @@ def create_app(options: ServeOptions, repository: Repository | None = None) -> G
     repository = repository if repository is not None else load_repository(options)
     metrics = Metrics()
     service = Service(repository, options, metrics)
-
-    # -- Open Inference Protocol -------------------------------------------------------------
-    async def server_metadata(request: Request) -> Response:
-        _tag(request, "/v2")
-        return _json_response({"name": "aetk", "version": aetk.__version__,
-                               "extensions": ["binary_tensor_data", "model_configuration"]})
-
-    async def live(request: Request) -> Response:
-        _tag(request, "/v2/health/live")
-        ok = service.live
-        return _json_response({"live": ok}, 200 if ok else 503)
-
-    async def ready(request: Request) -> Response:
-        _tag(request, "/v2/health/ready")
-        ok = service.ready and service.live
-        return _json_response({"ready": ok}, 200 if ok else 503)
-
-    async def model_metadata(request: Request) -> Response:
-        _tag(request, "/v2/models/metadata")
-        served = service.model(*_path_model(request))
-        return _json_response(served.describe())
-
-    async def model_ready(request: Request) -> Response:
-        _tag(request, "/v2/models/ready")
-        served = service.model(*_path_model(request))
-        ok = service.ready and service.queues[(served.name, served.version)].alive
-        return _json_response({"name": served.name, "ready": ok}, 200 if ok else 503)
-
-    async def model_config(request: Request) -> Response:
-        _tag(request, "/v2/models/config")
-        served = service.model(*_path_model(request))
-        meta = served.describe()
-        strip = lambda t: {**t, "dims": t["shape"][1:]}  # noqa: E731 (Triton's dims leave out the batch axis)
-        props = {k: {"string_value": json.dumps(v) if not isinstance(v, str) else v}
-                 for k, v in served.metadata.to_props().items()} if hasattr(served.metadata, "to_props") else {}
-        return _json_response({
-            "name": served.name, "platform": served.platform, "max_batch_size": served.max_batch,
-            "input": [strip(t) for t in meta["inputs"]], "output": [strip(t) for t in meta["outputs"]],
-            "dynamic_batching": {"max_queue_delay_microseconds": int(options.max_queue_delay_ms * 1000),
-                                 "preferred_batch_size": list(options.preferred_batch)},
-            "parameters": props})
-
-    async def repository_index(request: Request) -> Response:
-        _tag(request, "/v2/repository/index")
-        return _json_response([{"name": n, "version": v, "state": "READY"}
-                               for n, vs in sorted(repository.models.items()) for v in vs])
-
-    async def infer(request: Request) -> Response:
-        _tag(request, "/v2/models/infer")
-        served = service.model(*_path_model(request))
-        request.scope["aetk.model"] = served.name
-        if request.headers.get("content-encoding", "identity").lower() != "identity":
-            raise ServeError(415, "compressed request bodies (Content-Encoding) are not accepted")
-        header = request.headers.get(HEADER_LENGTH)
-        header_length = None
-        if header is not None:
-            if not header.isdigit():
-                raise ServeError(400, "Inference-Header-Content-Length must be a byte count")
-            header_length = int(header)
-        body = await read_body(request, options.max_body_bytes)
-        json_size = len(body) if header_length is None else header_length
-        if json_size > THREAD_THRESHOLD:
-            req = await run_in_threadpool(parse_infer_request, body, header_length, options.max_json_bytes)
-        else:
-            req = parse_infer_request(body, header_length, options.max_json_bytes)
-        names = served.model.output_names
-        wanted = req.outputs or [None]
-        for o in req.outputs:
-            if o.name not in names:
-                raise ServeError(400, f"model {served.name!r} has no output {o.name[:100]!r}; "
-                                      f"it has {', '.join(names)}")
-        outputs = await service.infer(served, req.inputs)
-        if wanted == [None]:
-            chosen = [(n, outputs[n], req.binary_output) for n in names]
-        else:
-            chosen = [(o.name, outputs[o.name], req.binary_output if o.binary is None else o.binary)
-                      for o in req.outputs]
-        big_json = sum(a.nbytes for _, a, b in chosen if not b) > THREAD_THRESHOLD
-        encode = (run_in_threadpool if big_json else _call)
-        pieces, head_len = await encode(encode_infer_response, served.name, served.version, chosen, req.id)
-        content = b"".join(pieces)
-        del pieces, outputs, chosen, body
-        if head_len is None:
-            return Response(content, 200, media_type=JSON)
-        return Response(content, 200, {"Inference-Header-Content-Length": str(head_len)}, media_type=OCTET)
-
-    # -- conveniences ------------------------------------------------------------------------
-    async def convenience(request: Request) -> Response:
-        path = request.url.path
-        _tag(request, path)
-        graph = CONVENIENCES[path]
-        served = service.graphs.get(graph)
-        if served is None:
-            raise ServeError(404, f"{path} is not served: MODEL_DIR has no single {graph} model "
-                                  f"(use /v2/models/{{name}}/infer)")
-        request.scope["aetk.model"] = served.name
-        body = await read_body(request, options.max_body_bytes)
-        ctype = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
-        if ctype == NPY:
-            try:
-                x = np.load(io.BytesIO(body), allow_pickle=False)
-            except Exception as exc:  # noqa: BLE001 (numpy raises several kinds)
-                raise ServeError(400, f"the body is not a valid .npy array without pickles: {exc}") from None
-            if not isinstance(x, np.ndarray):
-                raise ServeError(400, "an application/x-npy body holds one array (.npy, not .npz)")
-            raw = _bool(request.query_params.get("raw", "false"), "query parameter raw")
-        elif ctype in (JSON, "text/json"):
-            if len(body) > options.max_json_bytes:
-                raise ServeError(413, f"the JSON body is over the limit of {options.max_json_bytes} bytes "
-                                      f"(--max-json-mb); send .npy")
-            parse = run_in_threadpool if len(body) > THREAD_THRESHOLD else _call
-            x, raw = await parse(_convenience_json, body)
-        else:
-            raise ServeError(415, f"Content-Type {ctype[:60]!r} is not supported; send {JSON} or {NPY}")
-        del body
-        norm = _normalization(served)
-        if raw and graph != "decoder":
-            if x.dtype.kind not in "fiub":
-                raise ServeError(400, f"inputs must be a real numeric array, got dtype {x.dtype}")
-            x = np.ascontiguousarray(norm.apply(x), dtype=np.float32)
-        out = await service.infer(served, {served.model.input_names[0]: x})
-        names = served.model.output_names
-        if graph == "encoder" and served.metadata.variational:
-            result = {"mean": out.get("mean", out[names[0]]), "logvar": out.get("logvar", out[names[1]])}
-        else:
-            y = out[names[0]]
-            result = {"outputs": norm.invert(y) if raw and graph != "encoder" else y}
-        result = {k: np.asarray(v, dtype=np.float32) for k, v in result.items()}
-        accept = request.headers.get("accept", "")
-        if NPY in accept or (ctype == NPY and JSON not in accept):
-            buf = io.BytesIO()
-            if len(result) == 1:
-                np.save(buf, result["outputs"], allow_pickle=False)
-                return Response(buf.getvalue(), 200, media_type=NPY)
-            np.savez(buf, **result)
-            return Response(buf.getvalue(), 200, media_type=NPZ)
-        payload = ({"outputs": result["outputs"].tolist()} if len(result) == 1
-                   else {"outputs": {k: v.tolist() for k, v in result.items()}})
-        return _json_response(payload)
-
-    async def metrics_endpoint(request: Request) -> Response:
-        _tag(request, "/metrics")
-        for (name, version), q in service.queues.items():
-            metrics.queue_depth.labels(q.name).set(q.depth)
-        data, ctype = metrics.exposition()
-        return Response(data, 200, media_type=ctype)
-
-    # -- errors --------------------------------------------------------------------------------
-    async def serve_error(request: Request, exc: ServeError) -> Response:
-        return _json_response({"error": exc.message}, exc.status, exc.headers)
-
-    async def protocol_error(request: Request, exc: ProtocolError) -> Response:
-        return _json_response({"error": str(exc)}, exc.status)
-
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == 404:
-            message = f"no endpoint {request.url.path[:200]}; the API is under /v2 (GET /v2/models/{{name}})"
-        elif exc.status_code == 405:
-            message = f"{request.method} {request.url.path[:200]} is not allowed; use {exc.headers.get('Allow', '')}"
-        else:
-            message = exc.detail
-        headers = dict(exc.headers or {})
-        if request.method == "POST":
-            headers["Connection"] = "close"  # the body was not read
-        return _json_response({"error": message}, exc.status_code, headers)
-
-    async def disconnected(request: Request, exc: ClientDisconnect) -> Response:
-        request.scope["aetk.note"] = "client disconnected"
-        return Response(b"", 499)
-
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        return _json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        await service.start()
-        try:
-            yield
-        finally:
-            await service.stop()
-
-    v = "/v2/models/{name}"
-    vv = "/v2/models/{name}/versions/{version}"
-    routes = [Route("/v2", server_metadata), Route("/v2/health/live", live), Route("/v2/health/ready", ready),
-              Route("/v2/repository/index", repository_index, methods=["POST"]),
-              Route("/metrics", metrics_endpoint)]
-    for base in (v, vv):
-        routes += [Route(base, model_metadata), Route(base + "/ready", model_ready),
-                   Route(base + "/config", model_config), Route(base + "/infer", infer, methods=["POST"])]
-    routes += [Route(p, convenience, methods=["POST"]) for p in CONVENIENCES]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-        ServeError: serve_error, ProtocolError: protocol_error, HTTPException: http_error,
-        ClientDisconnect: disconnected, Exception: unexpected})
+    routes = protocol_routes() + convenience_routes()
+    app = Starlette(routes=routes, lifespan=_lifespan, exception_handlers=ERROR_HANDLERS)
     app.state.service = service
     guard = Guard(app, max_body=options.max_body_bytes, timeout_s=options.request_timeout_s,
                   token=options.token(), metrics=metrics, log_requests=options.access_log)
     guard.service = service
     return guard
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette):
+    service = app.state.service
+    await service.start()
+    try:
+        yield
+    finally:
+        await service.stop()
+
+
+# -- Open Inference Protocol -------------------------------------------------------------------
+def protocol_routes() -> list[Route]:
+    """/v2 (server metadata, health, repository index), /v2/models/... and /metrics."""
+    routes = [Route("/v2", server_metadata), Route("/v2/health/live", live), Route("/v2/health/ready", ready),
+              Route("/v2/repository/index", repository_index, methods=["POST"]),
+              Route("/metrics", metrics_endpoint)]
+    for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        routes += [Route(base, model_metadata), Route(base + "/ready", model_ready),
+                   Route(base + "/config", model_config), Route(base + "/infer", infer, methods=["POST"])]
+    return routes
+
+
+async def server_metadata(request: Request) -> Response:
+    _tag(request, "/v2")
+    return _json_response({"name": "aetk", "version": aetk.__version__,
+                           "extensions": ["binary_tensor_data", "model_configuration"]})
+
+
+async def live(request: Request) -> Response:
+    _tag(request, "/v2/health/live")
+    ok = _service(request).live
+    return _json_response({"live": ok}, 200 if ok else 503)
+
+
+async def ready(request: Request) -> Response:
+    _tag(request, "/v2/health/ready")
+    service = _service(request)
+    ok = service.ready and service.live
+    return _json_response({"ready": ok}, 200 if ok else 503)
+
+
+async def model_metadata(request: Request) -> Response:
+    _tag(request, "/v2/models/metadata")
+    served = _service(request).model(*_path_model(request))
+    return _json_response(served.describe())
+
+
+async def model_ready(request: Request) -> Response:
+    _tag(request, "/v2/models/ready")
+    service = _service(request)
+    served = service.model(*_path_model(request))
+    ok = service.ready and service.queues[(served.name, served.version)].alive
+    return _json_response({"name": served.name, "ready": ok}, 200 if ok else 503)
+
+
+async def model_config(request: Request) -> Response:
+    _tag(request, "/v2/models/config")
+    service = _service(request)
+    options = service.options
+    served = service.model(*_path_model(request))
+    meta = served.describe()
+    strip = lambda t: {**t, "dims": t["shape"][1:]}  # noqa: E731 (Triton's dims leave out the batch axis)
+    props = {k: {"string_value": json.dumps(v) if not isinstance(v, str) else v}
+             for k, v in served.metadata.to_props().items()} if hasattr(served.metadata, "to_props") else {}
+    return _json_response({
+        "name": served.name, "platform": served.platform, "max_batch_size": served.max_batch,
+        "input": [strip(t) for t in meta["inputs"]], "output": [strip(t) for t in meta["outputs"]],
+        "dynamic_batching": {"max_queue_delay_microseconds": int(options.max_queue_delay_ms * 1000),
+                             "preferred_batch_size": list(options.preferred_batch)},
+        "parameters": props})
+
+
+async def repository_index(request: Request) -> Response:
+    _tag(request, "/v2/repository/index")
+    repository = _service(request).repository
+    return _json_response([{"name": n, "version": v, "state": "READY"}
+                           for n, vs in sorted(repository.models.items()) for v in vs])
+
+
+async def infer(request: Request) -> Response:
+    _tag(request, "/v2/models/infer")
+    service = _service(request)
+    served = service.model(*_path_model(request))
+    request.scope["aetk.model"] = served.name
+    req, body = await _infer_request(request, service.options)
+    names = served.model.output_names
+    for o in req.outputs:
+        if o.name not in names:
+            raise ServeError(400, f"model {served.name!r} has no output {o.name[:100]!r}; "
+                                  f"it has {', '.join(names)}")
+    outputs = await service.infer(served, req.inputs)
+    if not req.outputs:
+        chosen = [(n, outputs[n], req.binary_output) for n in names]
+    else:
+        chosen = [(o.name, outputs[o.name], req.binary_output if o.binary is None else o.binary)
+                  for o in req.outputs]
+    big_json = sum(a.nbytes for _, a, b in chosen if not b) > THREAD_THRESHOLD
+    encode = (run_in_threadpool if big_json else _call)
+    pieces, head_len = await encode(encode_infer_response, served.name, served.version, chosen, req.id)
+    content = b"".join(pieces)
+    del pieces, outputs, chosen, body
+    if head_len is None:
+        return Response(content, 200, media_type=JSON)
+    return Response(content, 200, {"Inference-Header-Content-Length": str(head_len)}, media_type=OCTET)
+
+
+async def _infer_request(request: Request, options: ServeOptions) -> tuple[InferRequest, bytearray]:
+    """The parsed request (JSON and binary tensor data) and the body it was parsed from."""
+    if request.headers.get("content-encoding", "identity").lower() != "identity":
+        raise ServeError(415, "compressed request bodies (Content-Encoding) are not accepted")
+    header = request.headers.get(HEADER_LENGTH)
+    header_length = None
+    if header is not None:
+        if not header.isdigit():
+            raise ServeError(400, "Inference-Header-Content-Length must be a byte count")
+        header_length = int(header)
+    body = await read_body(request, options.max_body_bytes)
+    json_size = len(body) if header_length is None else header_length
+    if json_size > THREAD_THRESHOLD:
+        req = await run_in_threadpool(parse_infer_request, body, header_length, options.max_json_bytes)
+    else:
+        req = parse_infer_request(body, header_length, options.max_json_bytes)
+    return req, body
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    _tag(request, "/metrics")
+    service = _service(request)
+    for (name, version), q in service.queues.items():
+        service.metrics.queue_depth.labels(q.name).set(q.depth)
+    data, ctype = service.metrics.exposition()
+    return Response(data, 200, media_type=ctype)
+
+
+# -- conveniences ------------------------------------------------------------------------------
+def convenience_routes() -> list[Route]:
+    """POST /encode, /decode, /reconstruct: .npy or {"inputs": ..., "raw": false}."""
+    return [Route(p, convenience, methods=["POST"]) for p in CONVENIENCES]
+
+
+async def convenience(request: Request) -> Response:
+    path = request.url.path
+    _tag(request, path)
+    service = _service(request)
+    graph = CONVENIENCES[path]
+    served = service.graphs.get(graph)
+    if served is None:
+        raise ServeError(404, f"{path} is not served: MODEL_DIR has no single {graph} model "
+                              f"(use /v2/models/{{name}}/infer)")
+    request.scope["aetk.model"] = served.name
+    x, raw, ctype = await _convenience_input(request, service.options)
+    norm = _normalization(served)
+    if raw and graph != "decoder":
+        if x.dtype.kind not in "fiub":
+            raise ServeError(400, f"inputs must be a real numeric array, got dtype {x.dtype}")
+        x = np.ascontiguousarray(norm.apply(x), dtype=np.float32)
+    out = await service.infer(served, {served.model.input_names[0]: x})
+    names = served.model.output_names
+    if graph == "encoder" and served.metadata.variational:
+        result = {"mean": out.get("mean", out[names[0]]), "logvar": out.get("logvar", out[names[1]])}
+    else:
+        y = out[names[0]]
+        result = {"outputs": norm.invert(y) if raw and graph != "encoder" else y}
+    result = {k: np.asarray(v, dtype=np.float32) for k, v in result.items()}
+    return _convenience_response(request, ctype, result)
+
+
+async def _convenience_input(request: Request, options: ServeOptions) -> tuple[np.ndarray, bool, str]:
+    """The array a convenience request sends (.npy or JSON), whether it is raw data, and its Content-Type."""
+    body = await read_body(request, options.max_body_bytes)
+    ctype = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+    if ctype == NPY:
+        try:
+            x = np.load(io.BytesIO(body), allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 (numpy raises several kinds)
+            raise ServeError(400, f"the body is not a valid .npy array without pickles: {exc}") from None
+        if not isinstance(x, np.ndarray):
+            raise ServeError(400, "an application/x-npy body holds one array (.npy, not .npz)")
+        raw = _bool(request.query_params.get("raw", "false"), "query parameter raw")
+    elif ctype in (JSON, "text/json"):
+        if len(body) > options.max_json_bytes:
+            raise ServeError(413, f"the JSON body is over the limit of {options.max_json_bytes} bytes "
+                                  f"({flag(ServeOptions, 'max_json_mb')}); send .npy")
+        parse = run_in_threadpool if len(body) > THREAD_THRESHOLD else _call
+        x, raw = await parse(_convenience_json, body)
+    else:
+        raise ServeError(415, f"Content-Type {ctype[:60]!r} is not supported; send {JSON} or {NPY}")
+    return x, raw, ctype
+
+
+def _convenience_response(request: Request, ctype: str, result: dict[str, np.ndarray]) -> Response:
+    """.npy (one array) or .npz (mean and logvar) when asked for or sent, JSON otherwise."""
+    accept = request.headers.get("accept", "")
+    if NPY in accept or (ctype == NPY and JSON not in accept):
+        buf = io.BytesIO()
+        if len(result) == 1:
+            np.save(buf, result["outputs"], allow_pickle=False)
+            return Response(buf.getvalue(), 200, media_type=NPY)
+        np.savez(buf, **result)
+        return Response(buf.getvalue(), 200, media_type=NPZ)
+    payload = ({"outputs": result["outputs"].tolist()} if len(result) == 1
+               else {"outputs": {k: v.tolist() for k, v in result.items()}})
+    return _json_response(payload)
+
+
+# -- errors ------------------------------------------------------------------------------------
+async def serve_error(request: Request, exc: ServeError) -> Response:
+    return _json_response({"error": exc.message}, exc.status, exc.headers)
+
+
+async def protocol_error(request: Request, exc: ProtocolError) -> Response:
+    return _json_response({"error": str(exc)}, exc.status)
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 404:
+        message = f"no endpoint {request.url.path[:200]}; the API is under /v2 (GET /v2/models/{{name}})"
+    elif exc.status_code == 405:
+        message = f"{request.method} {request.url.path[:200]} is not allowed; use {exc.headers.get('Allow', '')}"
+    else:
+        message = exc.detail
+    headers = dict(exc.headers or {})
+    if request.method == "POST":
+        headers["Connection"] = "close"  # the body was not read
+    return _json_response({"error": message}, exc.status_code, headers)
+
+
+async def disconnected(request: Request, exc: ClientDisconnect) -> Response:
+    request.scope["aetk.note"] = "client disconnected"
+    return Response(b"", 499)
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    return _json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
+
+
+ERROR_HANDLERS = {ServeError: serve_error, ProtocolError: protocol_error, HTTPException: http_error,
+                  ClientDisconnect: disconnected, Exception: unexpected}
 
 
 async def _call(fn, *args):

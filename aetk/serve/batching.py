@@ -18,6 +18,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from aetk.options import flag
+
+from .options import ServeOptions
+
 Feeds = dict[str, np.ndarray]
 
 
@@ -78,7 +82,8 @@ class ModelQueue:
     async def submit(self, feeds: Feeds) -> Feeds:
         """Queue checked ``feeds`` and wait for their rows of a batch's outputs."""
         if len(self._items) >= self.max_queue:
-            raise QueueFull(f"model {self.name!r} has {len(self._items)} requests queued (--max-queue)")
+            raise QueueFull(f"model {self.name!r} has {len(self._items)} requests queued "
+                            f"({flag(ServeOptions, 'max_queue')})")
         item = _Item(feeds, asyncio.get_running_loop().create_future())
         self._items.append(item)
         self.stats["requests"] += 1

@@ -22,7 +22,10 @@ import logging
 import time
 import traceback
 
+from aetk.options import flag
+
 from .metrics import Metrics
+from .options import ServeOptions
 
 ALLOWED_METHODS = ("GET", "HEAD", "POST")
 DRAIN_SECONDS = 2.0  # after an early answer, how long (and, beyond --max-body-mb, how many bytes)
@@ -40,6 +43,64 @@ def json_error(status: int, message: str, headers: dict[str, str] | None = None)
     return {"type": "http.response.start", "status": status, "headers": head}, body
 
 
+class _Exchange:
+    """One request as the guard sees it: what came in, what went out, and why it ended."""
+
+    def __init__(self, scope, receive, send, drain) -> None:
+        self.t0 = time.perf_counter()
+        self.scope, self._receive, self._send, self._drain = scope, receive, send, drain
+        self.status: int | None = None
+        self.bytes_out = self.bytes_in = 0
+        self.body_done, self.no_drain = False, False
+        self.note: str | None = None
+        self.expects_body = any((n == b"content-length" and v.strip() not in (b"0", b""))
+                                or n == b"transfer-encoding" for n, v in scope["headers"])
+
+    async def receive(self):
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.bytes_in += len(message.get("body", b""))
+            self.body_done = not message.get("more_body", False)
+        elif message["type"] == "http.disconnect":
+            self.note = self.note or "client disconnected"
+        return message
+
+    async def send(self, message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body":
+            self.bytes_out += len(message.get("body", b""))
+            if not message.get("more_body", False) and self.expects_body and not self.body_done \
+                    and not self.no_drain:
+                # Answered before the body was read (413, 405, ...): closing now would reset
+                # the connection under a client still sending, and it would never see the
+                # answer. So send it, read and drop what follows (bounded), then finish.
+                await self._send({**message, "more_body": True})
+                await self._drain(self.receive)
+                await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+        await self._send(message)
+
+    async def refuse(self, status: int, message: str, headers: dict | None = None) -> None:
+        start, body = json_error(status, message, headers)
+        await self.send(start)
+        await self.send({"type": "http.response.body", "body": body if self.scope["method"] != "HEAD" else b""})
+
+    def record(self) -> dict:
+        """The access-log line."""
+        scope = self.scope
+        client = scope.get("client") or ("-", 0)
+        record = {"ts": round(time.time(), 3), "client": f"{client[0]}:{client[1]}", "method": scope["method"],
+                  "path": scope["path"], "status": self.status or 499,
+                  "ms": round((time.perf_counter() - self.t0) * 1000, 3), "bytes_in": self.bytes_in,
+                  "bytes_out": self.bytes_out}
+        if "aetk.model" in scope:
+            record["model"] = scope["aetk.model"]
+        if self.note:
+            record["note"] = self.note
+        return record
+
+
 class Guard:
     def __init__(self, app, *, max_body: int, timeout_s: float, token: str | None, metrics: Metrics,
                  log_requests: bool = True) -> None:
@@ -51,84 +112,51 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        t0 = time.perf_counter()
-        state = {"status": None, "bytes_out": 0, "bytes_in": 0, "body_done": False, "note": None, "no_drain": False}
-        expects_body = any((n == b"content-length" and v.strip() not in (b"0", b"")) or n == b"transfer-encoding"
-                           for n, v in scope["headers"])
-
-        async def receive_counted():
-            message = await receive()
-            if message["type"] == "http.request":
-                state["bytes_in"] += len(message.get("body", b""))
-                state["body_done"] = not message.get("more_body", False)
-            elif message["type"] == "http.disconnect":
-                state["note"] = state["note"] or "client disconnected"
-            return message
-
-        async def send_counted(message):
-            if message["type"] == "http.response.start":
-                state["status"] = message["status"]
-            elif message["type"] == "http.response.body":
-                state["bytes_out"] += len(message.get("body", b""))
-                if not message.get("more_body", False) and expects_body and not state["body_done"] \
-                        and not state["no_drain"]:
-                    # Answered before the body was read (413, 405, ...): closing now would reset
-                    # the connection under a client still sending, and it would never see the
-                    # answer. So send it, read and drop what follows (bounded), then finish.
-                    await send({**message, "more_body": True})
-                    await self._drain(receive_counted)
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    return
-            await send(message)
-
-        async def refuse(status: int, message: str, headers: dict | None = None):
-            start, body = json_error(status, message, headers)
-            await send_counted(start)
-            await send_counted({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
-
+        exchange = _Exchange(scope, receive, send, self._drain)
         self.metrics.in_flight.inc()
         try:
             refusal = self._check_head(scope)
             if refusal is not None:
-                await refuse(*refusal)
+                await exchange.refuse(*refusal)
                 return
-            try:
-                if _timeout is not None:  # Python 3.11+: no extra task per request
-                    async with _timeout(self.timeout_s):
-                        await self.app(scope, receive_counted, send_counted)
-                else:
-                    await asyncio.wait_for(self.app(scope, receive_counted, send_counted), self.timeout_s)
-            except (asyncio.TimeoutError, TimeoutError):
-                state["note"] = "timed out"
-                if state["status"] is None:
-                    if not state["body_done"] and scope["method"] == "POST":
-                        state["no_drain"] = True  # a slow client: do not wait for it any longer
-                        await refuse(408, f"the request body did not arrive within {self.timeout_s:g} s "
-                                          f"(--request-timeout)", {"Connection": "close"})
-                    else:
-                        await refuse(504, f"no answer within {self.timeout_s:g} s (--request-timeout)")
+            await self._run(exchange)
         except (ConnectionError, OSError) as exc:
-            state["note"] = f"connection lost: {type(exc).__name__}"
+            exchange.note = f"connection lost: {type(exc).__name__}"
         except Exception as exc:  # noqa: BLE001 (a bug: log it, keep serving)
-            if state["status"] is None:
-                await refuse(500, f"internal error: {type(exc).__name__}")
+            if exchange.status is None:
+                await exchange.refuse(500, f"internal error: {type(exc).__name__}")
             error_log.error("internal error on %s %s\n%s", scope["method"], scope["path"], traceback.format_exc())
         finally:
             self.metrics.in_flight.dec()
-            status = state["status"] or 499  # nginx's "client closed request"
-            route = scope.get("aetk.route", "other")
-            self.metrics.requests.labels(route, str(status)).inc()
-            if self.log_requests:
-                client = scope.get("client") or ("-", 0)
-                record = {"ts": round(time.time(), 3), "client": f"{client[0]}:{client[1]}",
-                          "method": scope["method"], "path": scope["path"], "status": status,
-                          "ms": round((time.perf_counter() - t0) * 1000, 3), "bytes_in": state["bytes_in"],
-                          "bytes_out": state["bytes_out"]}
-                if "aetk.model" in scope:
-                    record["model"] = scope["aetk.model"]
-                if state["note"]:
-                    record["note"] = state["note"]
-                access_log.info(json.dumps(record))
+            self._count(exchange)
+
+    async def _run(self, exchange: _Exchange) -> None:
+        """The app, within ``--request-timeout``: 408 while the body is still arriving, 504 after."""
+        scope = exchange.scope
+        try:
+            if _timeout is not None:  # Python 3.11+: no extra task per request
+                async with _timeout(self.timeout_s):
+                    await self.app(scope, exchange.receive, exchange.send)
+            else:
+                await asyncio.wait_for(self.app(scope, exchange.receive, exchange.send), self.timeout_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            exchange.note = "timed out"
+            if exchange.status is None:
+                timeout = flag(ServeOptions, "request_timeout_s")
+                if not exchange.body_done and scope["method"] == "POST":
+                    exchange.no_drain = True  # a slow client: do not wait for it any longer
+                    await exchange.refuse(408, f"the request body did not arrive within {self.timeout_s:g} s "
+                                               f"({timeout})", {"Connection": "close"})
+                else:
+                    await exchange.refuse(504, f"no answer within {self.timeout_s:g} s ({timeout})")
+
+    def _count(self, exchange: _Exchange) -> None:
+        """The request metrics and, when asked for, the access-log line."""
+        status = exchange.status or 499  # nginx's "client closed request"
+        route = exchange.scope.get("aetk.route", "other")
+        self.metrics.requests.labels(route, str(status)).inc()
+        if self.log_requests:
+            access_log.info(json.dumps(exchange.record()))
 
     async def _drain(self, receive) -> None:
         loop = asyncio.get_running_loop()
@@ -171,7 +199,7 @@ class Guard:
                 return 400, "Content-Length is not a byte count", {"Connection": "close"}
             if n > self.max_body:
                 return 413, (f"the body of {n} bytes is over the limit of {self.max_body} bytes "
-                             f"(--max-body-mb)"), {"Connection": "close"}
+                             f"({flag(ServeOptions, 'max_body_mb')})"), {"Connection": "close"}
         if self.token is not None and scope["path"] not in OPEN_PATHS:
             if auth is None or not auth.startswith(b"Bearer ") or not hmac.compare_digest(auth[7:].strip(), self.token):
                 return 401, "a valid bearer token is required (Authorization: Bearer ...)", {

@@ -21,6 +21,10 @@ from typing import Any, Optional
 
 import numpy as np
 
+from aetk.options import flag
+
+from .options import ServeOptions
+
 DTYPES = {"BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype("<u2"),
           "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"), "INT8": np.dtype(np.int8),
           "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
@@ -63,7 +67,7 @@ def v2_datatype(dtype: np.dtype) -> str:
 def _json(data: bytes | memoryview, max_json: int) -> dict:
     if len(data) > max_json:
         raise ProtocolError(f"the JSON part of the request is {len(data)} bytes, over the limit of {max_json} "
-                            f"(--max-json-mb); send large tensors as binary data", 413)
+                            f"({flag(ServeOptions, 'max_json_mb')}); send large tensors as binary data", 413)
     try:
         doc = json.loads(bytes(data))
     except RecursionError:

@@ -24,6 +24,7 @@ import numpy as np
 
 import aetk.runtime as rt
 from aetk.errors import UserInputError
+from aetk.options import flag
 from aetk.runtime.bundle import GRAPH_NAMES, PRECISION_SUFFIX, graph_file
 from aetk.runtime.session import SPATIAL_AXES
 
@@ -160,7 +161,7 @@ def _config_int(text: str, key: str) -> int | None:
 
 def load_repository(options: ServeOptions) -> Repository:
     """Load every model MODEL_DIR offers, as ``options`` says (device, precision, threads)."""
-    folder = options.model_dir
+    folder = options.folder
     layout = describe_folder(folder)
     try:
         if layout == "export":
@@ -169,8 +170,8 @@ def load_repository(options: ServeOptions) -> Repository:
             models = {g: {"1": ServedModel(g, "1", m, options.max_batch)} for g, m in bundle.models.items()}
             return Repository("export", models, {g: "1" for g in models}, bundle.device, bundle)
         if options.precision != "float32":
-            raise RepositoryError(f"--precision {options.precision}: a Triton repository holds float32 "
-                                  f"graphs only (serve the export folder for its variants)")
+            raise RepositoryError(f"{flag(ServeOptions, 'precision')} {options.precision}: a Triton repository "
+                                  f"holds float32 graphs only (serve the export folder for its variants)")
         models, default, device = {}, {}, "cpu"
         for model_dir in _triton_models(folder):
             name = model_dir.name

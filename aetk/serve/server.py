@@ -80,10 +80,10 @@ def bind(host: str, port: int) -> socket.socket:
 def uvicorn_config(app, options: ServeOptions, **kw):
     import uvicorn
 
-    config = uvicorn.Config(app, http="aetk.serve.connection:BoundedHeadProtocol", loop="auto", lifespan="on", access_log=False, log_config=None,
-                          server_header=False, date_header=True, timeout_keep_alive=5,
-                          timeout_graceful_shutdown=int(max(1, options.request_timeout_s)),
-                          workers=options.workers, **kw)
+    config = uvicorn.Config(app, http="aetk.serve.connection:BoundedHeadProtocol", loop="auto", lifespan="on",
+                            access_log=False, log_config=None, server_header=False, date_header=True,
+                            timeout_keep_alive=5, timeout_graceful_shutdown=int(max(1, options.request_timeout_s)),
+                            workers=options.workers, **kw)
     config.aetk_head_timeout_s = options.request_timeout_s  # read by BoundedHeadProtocol
     return config
 
@@ -100,18 +100,19 @@ def serve(options: ServeOptions, announce=print) -> int:
 
     from .app import create_app
 
+    folder = options.folder
     options.token()  # a missing token file is an error before anything starts
     configure_logging(options)
     if options.workers == 1:
         app = create_app(options)
         service = app.service
         repo = service.repository
-        what = f"{repo.layout} {options.model_dir} on {repo.device} (models: {', '.join(sorted(repo.models))})"
+        what = f"{repo.layout} {folder} on {repo.device} (models: {', '.join(sorted(repo.models))})"
     else:
-        layout = describe_folder(options.model_dir)
+        layout = describe_folder(folder)
         os.environ[ENV_OPTIONS] = options_to_environment(options)
         app = "aetk.serve.app:app_from_environment"
-        what = f"{layout} {options.model_dir} ({options.workers} workers)"
+        what = f"{layout} {folder} ({options.workers} workers)"
     sock = bind(options.host, options.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
