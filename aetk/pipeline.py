@@ -19,7 +19,7 @@ Runtime releases the GIL, so the model never waits on the disk). Used by ``aetk 
   ``done(future)`` is called in the caller's thread, in queue order, once it has run. A read's
   exception is raised by ``read.result()`` in the caller. When the block raises, queued work is
   skipped and the threads are joined before the exception leaves it, so no write runs while
-  the caller discards its files. Standard library only.
+  the caller discards its files. Standard library only (and aetk's error root).
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
+from aetk.errors import AetkError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-class PipelineStopped(Exception):
+class PipelineStopped(AetkError):
     """Queued work that did not run because the pipeline stopped (a failure upstream)."""
 
 

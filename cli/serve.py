@@ -18,24 +18,21 @@ import typer
 from aetk.options import flag
 from aetk.serve.options import ServeOptionError, ServeOptions, default, help_text
 
+from ._errors import OneLineCommand
 from ._options import Given, with_options
 
 # Flags the command declares itself: --preferred-batch takes comma-separated text, and
 # --access-log has its --no-access-log.
 OWN = ("preferred_batch", "access_log")
+SERVE_HELP = "Serve exported models over HTTP: Open Inference Protocol (KServe v2), batching, metrics."
 
 
 def _preferred(values: List[str]) -> tuple[int, ...]:
-    out = []
-    for v in values:
-        for part in v.split(","):
-            if part.strip():
-                try:
-                    out.append(int(part))
-                except ValueError:
-                    raise ServeOptionError(f"{flag(ServeOptions, 'preferred_batch')} takes integers, "
-                                           f"got {part.strip()!r}") from None
-    return tuple(out)
+    parts = [part.strip() for v in values for part in v.split(",") if part.strip()]
+    bad = [p for p in parts if not p.lstrip("+-").isdigit()]
+    if bad:
+        raise ServeOptionError(f"{flag(ServeOptions, 'preferred_batch')} takes integers, got {bad[0]!r}")
+    return tuple(int(p) for p in parts)
 
 
 def _in_field_order(command: Callable) -> Callable:
@@ -65,3 +62,15 @@ def serve_cli(
                       access_log=access_log)
     code = serve(options)
     raise typer.Exit(code)
+
+
+def main() -> None:
+    """``python -m aetk.cli.serve MODEL_DIR [flags]``: ``aetk serve`` alone, as the deploy image
+    runs it; the image holds the runtime and the server, not the other commands' jobs."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command(cls=OneLineCommand, help=SERVE_HELP)(serve_cli)
+    app(prog_name="aetk serve")
+
+
+if __name__ == "__main__":
+    main()

@@ -707,12 +707,12 @@ def test_the_docker_image_files_suffice(exports, env, tmp_path):
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(ROOT / src, target)
-    assert "ENTRYPOINT [\"python\", \"-m\", \"aetk.cli.main\", \"serve\", \"/model\"" in dockerfile
+    assert "ENTRYPOINT [\"python\", \"-m\", \"aetk.cli.serve\", \"/model\"" in dockerfile
     requirements = (app / "deploy" / "requirements.txt").read_text()
     for name in ("numpy", "onnxruntime", "typer", "uvicorn", "httptools", "starlette", "prometheus_client"):
         assert re.search(rf"^{name}\b", requirements, re.M), name
     image_env = env | {"PYTHONPATH": env["PYTHONPATH"].split(os.pathsep)[0]}  # the blockers, then /app (the cwd)
-    proc = subprocess.Popen([sys.executable, "-m", "aetk.cli.main", "serve", str(exports["dense"]), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "aetk.cli.serve", str(exports["dense"]), "--port", "0"],
                             cwd=app, env=image_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 60)
@@ -721,7 +721,7 @@ def test_the_docker_image_files_suffice(exports, env, tmp_path):
         assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
         server = Server(proc, int(match.group(1)), tmp_path / "unused")
         good(server, rt.load_export(exports["dense"], device="cpu"))
-        code = ("import sys, aetk.serve.app, aetk.cli.main; print(sorted({m.split('.')[0] + '.' + m.split('.')[1] "
+        code = ("import sys, aetk.serve.app, aetk.cli.serve; print(sorted({m.split('.')[0] + '.' + m.split('.')[1] "
                 "for m in sys.modules if m.startswith('aetk.') and m.count('.') >= 1}))")
         out = subprocess.run([sys.executable, "-c", code], cwd=app, env=image_env, capture_output=True, text=True,
                              timeout=60)

@@ -173,7 +173,7 @@ MODEL_PACKAGES = ("aetk/models", "aetk/train", "aetk/export", "aetk/evaluate", "
 ALLOWED = {
     ("aetk/evaluate/loading.py", "run.data.train"): "the data set's source, to find its value range",
     ("aetk/evaluate/loading.py", "src"): "the data source's optional range facts (data, not a model)",
-    ("cli/main.py", "sys.modules[_UsageError.__module__]"): "a click class that older clicks lack",
+    ("cli/_errors.py", "sys.modules[_UsageError.__module__]"): "a click class that older clicks lack",
 }
 # Comparing a kind name to learn what a model can do; these read a saved model.json, no model.
 KIND_COMPARE_ALLOWED = {("aetk/denoise/modelcheck.py", "denoising")}

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from aetk.errors import UserInputError
 from aetk.data.imageguard import ImageReadError, open_regular
 
 # The suffixes aetk reads as images (and writes back), each with its Pillow format.
@@ -32,7 +33,7 @@ SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")  # of those, the formats that keep 16 bits
 DEFAULT_QUALITY = 95  # JPEG and lossy WebP
 
 
-class ImageWriteError(ValueError):
+class ImageWriteError(UserInputError):
     """An array that cannot be written as an image of the format asked for."""
 
 

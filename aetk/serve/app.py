@@ -36,6 +36,7 @@ from starlette.routing import Route
 
 import aetk
 import aetk.runtime as rt
+from aetk.errors import AetkError
 from aetk.normalization import Normalization
 from aetk.options import flag
 
@@ -52,7 +53,7 @@ THREAD_THRESHOLD = 256 * 1024  # JSON bodies / answers larger than this are (de)
 CONVENIENCES = {"/encode": "encoder", "/decode": "decoder", "/reconstruct": "autoencoder"}
 
 
-class ServeError(Exception):
+class ServeError(AetkError):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from aetk.errors import AetkError
 from aetk.options import flag
 
 from .options import ServeOptions
@@ -25,7 +26,7 @@ from .options import ServeOptions
 Feeds = dict[str, np.ndarray]
 
 
-class QueueFull(Exception):
+class QueueFull(AetkError):
     """The model's queue holds ``max_queue`` requests already."""
 
 

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from aetk.errors import UserInputError
 from aetk.options import flag
 
 from .options import ServeOptions
@@ -33,7 +34,7 @@ UNSUPPORTED = ("BYTES", "BF16")
 MAX_DIMS = 16
 
 
-class ProtocolError(ValueError):
+class ProtocolError(UserInputError):
     """A request the protocol cannot accept; ``status`` is the HTTP status to answer."""
 
     def __init__(self, message: str, status: int = 400) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 import aetk.runtime as rt
+from aetk.artifacts.export_dir import TRITON_CONFIG, TRITON_MODEL_FILE
 from aetk.errors import UserInputError
 from aetk.options import flag
 from aetk.runtime.bundle import GRAPH_NAMES, PRECISION_SUFFIX, graph_file
@@ -137,7 +138,7 @@ def _is_export_folder(folder: Path) -> bool:
 
 
 def _triton_models(folder: Path) -> list[Path]:
-    return sorted(p.parent for p in folder.glob("*/config.pbtxt"))
+    return sorted(p.parent for p in folder.glob(f"*/{TRITON_CONFIG}"))
 
 
 def describe_folder(folder: Path) -> str:
@@ -151,7 +152,7 @@ def describe_folder(folder: Path) -> str:
     if _triton_models(folder):
         return "triton"
     raise RepositoryError(f"MODEL_DIR {folder} is neither an `aetk export` folder (encoder.onnx, ...) "
-                          f"nor a Triton model repository (<model>/config.pbtxt)")
+                          f"nor a Triton model repository (<model>/{TRITON_CONFIG})")
 
 
 def _config_int(text: str, key: str) -> int | None:
@@ -175,19 +176,19 @@ def load_repository(options: ServeOptions) -> Repository:
         models, default, device = {}, {}, "cpu"
         for model_dir in _triton_models(folder):
             name = model_dir.name
-            config = (model_dir / "config.pbtxt").read_text(errors="replace")
+            config = (model_dir / TRITON_CONFIG).read_text(errors="replace")
             cap = _config_int(config, "max_batch_size") or options.max_batch
             max_batch = max(1, min(options.max_batch, cap))
             versions = {}
             for vdir in sorted((p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()),
                                key=lambda p: int(p.name)):
-                if (vdir / "model.onnx").is_file():
-                    m = rt.load_model(vdir / "model.onnx", device=options.device, threads=options.threads,
+                if (vdir / TRITON_MODEL_FILE).is_file():
+                    m = rt.load_model(vdir / TRITON_MODEL_FILE, device=options.device, threads=options.threads,
                                       batch_size=max_batch)
                     versions[vdir.name] = ServedModel(name, vdir.name, m, max_batch)
                     device = m.device
             if not versions:
-                raise RepositoryError(f"Triton model {name} in {folder} has no <version>/model.onnx")
+                raise RepositoryError(f"Triton model {name} in {folder} has no <version>/{TRITON_MODEL_FILE}")
             models[name] = versions
             default[name] = max(versions, key=int)
         return Repository("triton", models, default, device)
