@@ -20,7 +20,7 @@ def classify_cli(
     from aetk.evaluate.classify import finetune_classifier
 
     options = given[ClassifyOptions]
-    with RichProgress() as bar:  # errors go to the one handler in cli/main.py
+    with RichProgress() as bar:  # errors go to the one handler in cli/_errors.py
         r = finetune_classifier(run, options, bar)
     scratch = f", {r['scratch_accuracy']:.4f} from scratch" if "scratch_accuracy" in r else ""
     typer.echo(f"test accuracy with {r['labelled']} labels: {r['accuracy']:.4f} from the pretrained "

@@ -42,7 +42,7 @@ def denoise_cli(
     if report and options.reference is None:
         raise DenoiseInputError("--report needs --reference DIR: a folder of the clean images to compare with")
     console = Console(stderr=True)
-    with RichProgress(transient=False, overall_rate=True) as bar:  # errors: the one handler in cli/main.py
+    with RichProgress(transient=False, overall_rate=True) as bar:  # errors: the one handler in cli/_errors.py
         summary = denoise_paths(inputs, out, model, options, bar)
     if options.dry_run:
         for src, dst in summary.planned:

@@ -130,7 +130,7 @@ def eval_cli(
 
     from ._progress import RichProgress
 
-    with RichProgress() as bar:  # errors go to the one handler in cli/main.py
+    with RichProgress() as bar:  # errors go to the one handler in cli/_errors.py
         metrics = evaluate_run(run, split=split, limit=limit, device=device, progress=bar)
     print_metrics(metrics)
 

@@ -74,6 +74,6 @@ def export_cli(
 
     triton = given[TritonOptions]
     options = replace(given[ExportOptions], triton=triton if triton.repository is not None else None)
-    with RichProgress() as bar:  # errors go to the one handler in cli/main.py
+    with RichProgress() as bar:  # errors go to the one handler in cli/_errors.py
         result = export_run(run, out, options, bar)
     print_result(result)
