@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from aetk.artifacts.errors import CompressError, IncompleteCodesError, UnsafeManifestError
 from aetk.artifacts.export_dir import ExportDir, data_file_name, graph_file_name
+from aetk.artifacts.folder import SavedFolder
 
 MANIFEST = "manifest.json"
 REPORT = "report.json"
@@ -96,23 +96,8 @@ def unsafe(path: Path, what: str) -> UnsafeManifestError:
                                f"to remake this folder)")
 
 
-class CodesDir:
+class CodesDir(SavedFolder):
     """The files of one codes folder (nothing is read until asked)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-    def __repr__(self) -> str:
-        return f"CodesDir({str(self.path)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CodesDir) and other.path == self.path
-
-    def __hash__(self) -> int:
-        return hash(self.path)
 
     # -- paths ------------------------------------------------------------------------------
     @property

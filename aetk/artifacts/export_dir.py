@@ -16,9 +16,10 @@ file names from here, so this module must not import torch, onnx or onnxruntime,
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from aetk.artifacts.folder import SavedFolder
 
 GRAPH_NAMES = ("encoder", "decoder", "autoencoder", "sample")
 PRECISION_SUFFIX = {"float32": "", "float16": ".fp16", "int8": ".int8"}
@@ -41,23 +42,8 @@ def data_file_name(onnx_name: str) -> str:
     return onnx_name + DATA_SUFFIX
 
 
-class ExportDir:
+class ExportDir(SavedFolder):
     """The files of one export folder (nothing is read until asked)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-    def __repr__(self) -> str:
-        return f"ExportDir({str(self.path)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ExportDir) and other.path == self.path
-
-    def __hash__(self) -> int:
-        return hash(self.path)
 
     # -- files ------------------------------------------------------------------------------
     def graph(self, graph: str, precision: str = "float32") -> Path:

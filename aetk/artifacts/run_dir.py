@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aetk.artifacts.folder import SavedFolder
 from aetk.errors import UserInputError
 
 CONFIG_FILE = "config.toml"
@@ -92,23 +93,8 @@ class LoadedRun:
         return n
 
 
-class RunDir:
+class RunDir(SavedFolder):
     """The files of one run folder (nothing is read until asked)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-    def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RunDir) and other.path == self.path
-
-    def __hash__(self) -> int:
-        return hash(self.path)
 
     # -- paths ------------------------------------------------------------------------------
     @property
