@@ -25,6 +25,7 @@ torch; the methods that build or save a model import the training layer when cal
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -87,10 +88,7 @@ class LoadedRun:
 
     @property
     def code_dim(self) -> int:
-        n = 1
-        for s in self.code_shape:
-            n *= int(s)
-        return n
+        return math.prod(int(s) for s in self.code_shape)
 
 
 class RunDir(SavedFolder):

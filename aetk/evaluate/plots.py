@@ -306,7 +306,7 @@ def codes_figure(panels: list[tuple[str, np.ndarray]], labels: np.ndarray | None
 
 def save_figure(fig, path: Path) -> Path:
     """Render ``fig`` to PNG and write it atomically."""
-    from aetk.train.checkpoint import atomic_write_bytes
+    from aetk.atomic import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, facecolor="white")

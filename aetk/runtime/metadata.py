@@ -32,6 +32,7 @@ Graph inputs and outputs (the batch axis is always dynamic, named "batch"):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -68,10 +69,7 @@ class ModelMetadata:
 
     @property
     def code_size(self) -> int:
-        n = 1
-        for s in self.code_shape:
-            n *= int(s)
-        return n
+        return math.prod(int(s) for s in self.code_shape)
 
     # -- to and from metadata_props --------------------------------------------------------
     def to_props(self) -> dict[str, str]:

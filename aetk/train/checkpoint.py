@@ -28,11 +28,9 @@ from safetensors import safe_open
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from aetk import atomic
 from aetk.errors import AetkError, IntegrityError, UserInputError
 from aetk.atomic import (  # noqa: F401 (used here, re-exported)
     atomic_path,
-    atomic_write_bytes,
     atomic_write_text,
     stray_temporaries,
 )
