@@ -37,7 +37,7 @@ THREADS = 2
 CONFIG = {
     "data": {"path": str(DATA / "train.npz"), "normalize": "unit"},
     "model": {"kind": "resunet", "width": 32, "blocks": 2, "scales": 4},
-    "train": {"epochs": 150, "batch_size": 16, "lr": 2e-4, "schedule": "cosine", "warmup_steps": 300,
+    "train": {"epochs": 60, "batch_size": 16, "lr": 2e-4, "schedule": "cosine", "warmup_steps": 300,
               "val_fraction": 0.0,  # validation is by photograph, done by `watch`, not a random split
               "flips": True, "checkpoint_every": CHECKPOINT_EVERY, "seed": 0,
               "tensorboard": False, "progress": False, "log_every": 50},
@@ -273,50 +273,9 @@ def cmd_status(args) -> None:
             print(f"{p.name}:\n  " + "\n  ".join([lines[0], *lines[-5:]] if len(lines) > 6 else lines))
 
 
-def export_sigma_graph(model, export_dir: Path, name: str = "autoencoder-sigma.onnx") -> Path:
-    """Beside an export folder's autoencoder.onnx, the same model with the noise level given
-    (resunet.SigmaGraph: inputs x and sigma), with the autoencoder's metadata, checked against
-    PyTorch in ONNX Runtime: ``aetk denoise --model DIR/autoencoder-sigma.onnx --sigma 25``."""
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-    import torch
-
-    from aetk.atomic import atomic_path
-    from aetk.export.exporter import DEFAULT_OPSET, to_onnx
-    from aetk.export.graphs import GraphSpec
-    from aetk.models.resunet import SigmaGraph
-
-    graph = SigmaGraph(model.eval())
-    m = model.spatial_multiple
-    x = torch.rand(2, model.channels, 2 * m, 3 * m)
-    sigma = torch.tensor([[15 / 255], [40 / 255]])
-    spec = GraphSpec("autoencoder", graph, {"x": x, "sigma": sigma}, ["x_hat"],
-                     {"x": {0: "batch", 2: "height", 3: "width"}, "sigma": {0: "batch"}})
-    proto = to_onnx(spec, DEFAULT_OPSET, m)
-    from aetk.artifacts import ExportDir
-
-    source = onnx.load(str(ExportDir(export_dir).graph("autoencoder")), load_external_data=False)
-    del proto.metadata_props[:]
-    for prop in source.metadata_props:
-        proto.metadata_props.add(key=prop.key, value=prop.value)
-    x2 = torch.rand(3, model.channels, 3 * m, 2 * m)
-    s2 = torch.tensor([[0.0], [25 / 255], [50 / 255]])
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    for xs, ss in ((x, sigma), (x2, s2)):
-        with torch.no_grad():
-            want = graph(xs, ss).numpy()
-        got = session.run(None, {"x": xs.numpy(), "sigma": ss.numpy()})[0]
-        if not np.allclose(got, want, atol=1e-4):
-            raise RuntimeError(f"the sigma graph differs from PyTorch by {np.abs(got - want).max():.2e}")
-    path = export_dir / name
-    with atomic_path(path) as tmp:
-        onnx.save(proto, str(tmp))
-    return path
-
-
 def cmd_export(args) -> None:
     from aetk.export import ExportOptions, export_run
+    from aetk.export.sigma_graph import export_sigma_graph
 
     src = Path(args.model) if args.model else RUN / "selected"
     out = Path(args.out) if args.out else RUN / "export"
@@ -324,7 +283,7 @@ def cmd_export(args) -> None:
     # 40-conv U-Net's float32 rounding reached 1.5e-5 against the default 1e-5
     res = export_run(src, out, ExportOptions(atol=1e-4))
     model, _step = load_for_eval(src)
-    sigma = export_sigma_graph(model, out)
+    sigma = export_sigma_graph(model, out)  # autoencoder-sigma.onnx: what --sigma runs
     print(f"exported {src} to {out}: {', '.join(res.files.values())}, {sigma.name} (--sigma override)")
 
 

@@ -174,20 +174,10 @@ def test_training_resumes_exactly_with_the_noise_synthesis(tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
-def _recipe():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "recipes" / "denoiser.py"
-    spec = importlib.util.spec_from_file_location("denoiser_recipe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_sigma_override_graph_runs_as_a_non_blind_denoiser(tmp_path):
     from aetk.denoise.denoiser import Denoiser
     from aetk.export.exporter import export_model
+    from aetk.export.sigma_graph import export_sigma_graph
     from aetk.models.resunet import SigmaGraph
 
     m = tiny()
@@ -199,7 +189,8 @@ def test_sigma_override_graph_runs_as_a_non_blind_denoiser(tmp_path):
         assert torch.allclose(SigmaGraph(m)(x, torch.tensor([[0.1]])), want)
     norm = {"kind": "unit", "mean": None, "scale": 255.0, "shape": None, "std": None, "value_range": [0.0, 1.0]}
     export_model(m, tmp_path / "out", normalization=norm)
-    path = _recipe().export_sigma_graph(m, tmp_path / "out")
+    path = export_sigma_graph(m, tmp_path / "out")
+    assert path.name == "autoencoder-sigma.onnx"
     den = Denoiser(path, tile=64, overlap=0, threads=1, sigma=25.5)
     assert den.non_blind
     got = den.denoise(x[0].numpy())
@@ -208,3 +199,41 @@ def test_sigma_override_graph_runs_as_a_non_blind_denoiser(tmp_path):
     np.testing.assert_allclose(got, ref, atol=1e-4)
     with pytest.raises(UserInputError, match="--sigma"):
         Denoiser(path, tile=64, overlap=0, threads=1)
+
+
+def test_sigma_runs_the_models_sigma_graph_when_it_has_one(tmp_path):
+    """`aetk denoise --model OUT --sigma S` runs OUT/autoencoder-sigma.onnx at level S (the
+    output moves with S); without --sigma the blind graph runs; a blind model without the
+    sibling ignores --sigma and says so."""
+    from PIL import Image
+
+    from aetk.denoise import DenoiseOptions
+    from aetk.denoise.denoiser import load_denoiser
+    from aetk.denoise.pipeline import denoise_paths
+    from aetk.export.exporter import export_model
+    from aetk.export.sigma_graph import export_sigma_graph
+
+    m = tiny()
+    torch.nn.init.normal_(m.tail.weight, std=0.05)
+    m.eval()
+    norm = {"kind": "unit", "mean": None, "scale": 255.0, "shape": None, "std": None, "value_range": [0.0, 1.0]}
+    out = tmp_path / "out"
+    export_model(m, out, normalization=norm)
+    assert load_denoiser(out, threads=1).blind
+    note = "is a blind model"
+    photos = tmp_path / "in"
+    photos.mkdir()
+    rgb = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(photos / "a.png")
+    blind = denoise_paths([photos], tmp_path / "blind", out, DenoiseOptions(sigma=30, threads=1))
+    assert any(note in n for n in blind.notes)  # no sibling yet: --sigma is not used, and said
+    export_sigma_graph(m, out)
+    den = load_denoiser(out, threads=1, sigma=30)
+    assert den.non_blind and den.path.name == "autoencoder-sigma.onnx"
+    assert load_denoiser(out, threads=1).blind  # without --sigma: the blind graph
+    results = {}
+    for s in (5, 50):
+        summary = denoise_paths([photos], tmp_path / f"s{s}", out, DenoiseOptions(sigma=s, threads=1))
+        assert not any(note in n for n in summary.notes)
+        results[s] = np.asarray(Image.open(tmp_path / f"s{s}" / "a.png"), np.float64)
+    assert np.abs(results[50] - results[5]).mean() > 0.5  # the level reached the graph

@@ -26,8 +26,9 @@ path-like), so nothing here points upward to the runtime.
 
 from aetk.artifacts.codes_dir import CodesDir
 from aetk.artifacts.errors import ArtifactError
-from aetk.artifacts.export_dir import ExportDir
+from aetk.artifacts.export_dir import ExportDir, sigma_graph_beside
 from aetk.artifacts.resolve import resolve
 from aetk.artifacts.run_dir import LoadedRun, RunDataError, RunDir, train_run
 
-__all__ = ["ArtifactError", "CodesDir", "ExportDir", "LoadedRun", "RunDataError", "RunDir", "resolve", "train_run"]
+__all__ = ["ArtifactError", "CodesDir", "ExportDir", "LoadedRun", "RunDataError", "RunDir", "resolve", "sigma_graph_beside",
+           "train_run"]

@@ -5,6 +5,7 @@ report; also the Triton model-repository layout ``aetk export --triton`` writes.
     OUT/<graph>.fp16.onnx  <graph>.int8.onnx     precision variants (--fp16, --int8)
     OUT/<graph>.onnx.data                        weights of a graph over 1 GiB
     OUT/export.json                              what was validated and measured (written last)
+    OUT/autoencoder-sigma.onnx                   a denoiser with the noise level as an input (--sigma)
     REPO/<name>_<graph>/config.pbtxt  REPO/<name>_<graph>/1/model.onnx[.data]   (--triton)
 
 Standard library only, on purpose: ``aetk.runtime`` (torch-free, above this layer) takes its
@@ -29,12 +30,19 @@ DATA_SUFFIX = ".data"  # a graph's external weights: <file>.data beside it
 TRITON_VERSION = "1"
 TRITON_MODEL_FILE = "model.onnx"
 TRITON_CONFIG = "config.pbtxt"
+SIGMA_SUFFIX = "-sigma"  # autoencoder.onnx -> autoencoder-sigma.onnx (sigma_graph_beside)
 WEIGHTS_KEY = "aetk.weights_sha256"  # in the report's metadata (the encoder's metadata_props)
 
 
 def graph_file_name(graph: str, precision: str = "float32") -> str:
     """``encoder.onnx``, ``encoder.fp16.onnx``, ``encoder.int8.onnx``, ..."""
     return f"{graph}{PRECISION_SUFFIX[precision]}.onnx"
+
+
+def sigma_graph_beside(onnx: Path) -> Path:
+    """Where a blind denoiser's graph ``X.onnx`` keeps its sibling with the noise level given
+    as a second input, ``X-sigma.onnx`` (``aetk denoise --sigma`` runs it when present)."""
+    return onnx.with_name(f"{onnx.stem}{SIGMA_SUFFIX}.onnx")
 
 
 def data_file_name(onnx_name: str) -> str:
@@ -51,6 +59,12 @@ class ExportDir(SavedFolder):
 
     def graph_data(self, graph: str, precision: str = "float32") -> Path:
         return self.path / data_file_name(graph_file_name(graph, precision))
+
+    @property
+    def sigma_graph(self) -> Path:
+        """The autoencoder with the noise level as an input, written for denoisers that can
+        take one (aetk.export.sigma_graph)."""
+        return sigma_graph_beside(self.graph("autoencoder"))
 
     @property
     def report_file(self) -> Path:
@@ -108,4 +122,5 @@ class ExportDir(SavedFolder):
 
 
 __all__ = ["DATA_SUFFIX", "ExportDir", "GRAPH_NAMES", "PRECISION_SUFFIX", "REPORT_FILE",
-           "TRITON_CONFIG", "TRITON_MODEL_FILE", "VARIANT_TAGS", "data_file_name", "graph_file_name"]
+           "SIGMA_SUFFIX", "TRITON_CONFIG", "TRITON_MODEL_FILE", "VARIANT_TAGS", "data_file_name", "graph_file_name",
+           "sigma_graph_beside"]

@@ -253,11 +253,27 @@ def shipped_denoiser(device: str = "auto", ensemble: int | None = None, **kwargs
     return RoutedDenoiser(general, AveragedDenoiser(general.with_ensemble(half), light.with_ensemble(half, first=half)))
 
 
+def with_noise_level(path: Path, sigma: float | None) -> Path | None:
+    """With ``--sigma``, the blind model's sibling that takes the noise level as an input
+    (``X.onnx`` -> ``X-sigma.onnx``, aetk.export.sigma_graph) when there is one; else None
+    (a blind model without it ignores --sigma, and the command says so)."""
+    from aetk.artifacts.export_dir import SIGMA_SUFFIX, sigma_graph_beside
+
+    if sigma is None or path.is_dir() or path.stem.endswith(SIGMA_SUFFIX):
+        return None
+    sibling = sigma_graph_beside(path)
+    return sibling if sibling.is_file() else None
+
+
 def load_denoiser(model: str | Path | None = None, device: str = "auto", ensemble: int | None = None,
                   **kwargs) -> Denoiser | RoutedDenoiser:
     """The denoiser for ``--model`` (see model_path), averaged over ``ensemble`` mirrorings
-    (default 1); with no model, the shipped one (shipped_denoiser)."""
+    (default 1); with no model, the shipped one (shipped_denoiser). Given ``sigma``, a blind
+    model's sibling that takes the level is run instead (with_noise_level)."""
     path = model_path(model)
+    given = with_noise_level(path, kwargs.get("sigma"))
+    if given is not None:  # --sigma, and the model has a graph that takes it
+        return Denoiser(given, device=device, ensemble=ensemble or 1, **kwargs)
     if model is None:
         return shipped_denoiser(device=device, ensemble=ensemble, **kwargs)
     kwargs["ensemble"] = ensemble or 1
@@ -273,4 +289,5 @@ def load_denoiser(model: str | Path | None = None, device: str = "auto", ensembl
 
 __all__ = ["DEFAULT_BATCH", "DEFAULT_OVERLAP", "DEFAULT_TILE", "ENSEMBLE_SIZES", "ENSEMBLE_TRANSFORMS", "LIGHT_BELOW", "LIGHT_ENSEMBLE",
            "SHIPPED_LIGHT_MODEL", "SHIPPED_MODEL", "AveragedDenoiser", "Denoiser", "DenoiserError", "RoutedDenoiser",
-           "load_denoiser", "model_path", "shipped_denoiser"]
+           "load_denoiser", "model_path", "shipped_denoiser",
+           "with_noise_level"]
