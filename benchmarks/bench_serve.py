@@ -162,6 +162,46 @@ def in_process(folder: Path, device: str, x: np.ndarray, seconds: float) -> dict
             "p99": float(np.percentile(lat, 99)), "errors": 0}
 
 
+def per_call_costs(folder: Path, device: str, x: np.ndarray, rows: int = 64, seconds: float = 1.0) -> dict:
+    """In process, what batching amortizes: the encoder's call on 1 row, its cost per row in
+    a ``rows``-row call, and one executor round trip (run_in_executor of a no-op, as the
+    batcher hands each call over)."""
+    import aetk.runtime as rt
+
+    enc = rt.load_export(folder, device=device).graph("encoder")
+
+    def timed(fn) -> float:
+        for _ in range(10):
+            fn()
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            fn()
+            n += 1
+        return (time.perf_counter() - t0) / n * 1000
+
+    big = np.repeat(x, rows, axis=0)
+    one, many = timed(lambda: enc.run(x)), timed(lambda: enc.run(big)) / rows
+
+    async def round_trips() -> float:
+        from concurrent.futures import ThreadPoolExecutor
+
+        loop, pool = asyncio.get_running_loop(), ThreadPoolExecutor(1)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            await loop.run_in_executor(pool, int)
+            n += 1
+        pool.shutdown()
+        return (time.perf_counter() - t0) / n * 1000
+
+    try:
+        import uvloop  # what uvicorn runs on when it is installed (the serve extra)
+
+        hop = uvloop.run(round_trips())
+    except ImportError:
+        hop = asyncio.run(round_trips())
+    return {"one": one, "per_row": many, "hop": hop}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=5.0)
@@ -217,6 +257,15 @@ def main() -> None:
         ratio = on["rps"] / off["rps"]
         print(f"\nbatching at concurrency 64: {ratio:.2f}x the throughput of no batching (target >= 3x: "
               f"{'met' if ratio >= 3 else 'MISSED'})")
+        costs = per_call_costs(folder, args.device, x)
+        print(f"  in process: the encoder on 1 row {costs['one']:.3f} ms, {costs['per_row']:.4f} ms a row in a "
+              f"64-row call; an executor round trip {costs['hop']:.3f} ms; a request without batching "
+              f"{1000 / off['rps']:.3f} ms of the whole machine")
+        t_on, t_off = 1000 / on["rps"], 1000 / off["rps"]
+        saved = t_off - t_on
+        print(f"  a request costs {t_on:.3f} ms of the whole machine (client included) with batching, {t_off:.3f} ms "
+              f"without: batching saves {saved:.3f} ms a request. For 3x, the rest of a request (HTTP, the "
+              f"protocol, the client) would have to cost under {saved / 2:.3f} ms")
     one = get.get(("aetk serve", "off", 1))
     if one:
         overhead = one["p50"] - base["p50"]

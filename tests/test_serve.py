@@ -387,6 +387,23 @@ def test_deeply_nested_json_is_a_400(dense_server, dense):
     no_traceback(dense_server)
 
 
+def test_head_and_keep_alive_answers_arrive_whole(dense_server, dense):
+    """Each response's head and body leave in one write (connection.OneWriteHead): answers to
+    HEAD (no body) and to several requests on one keep-alive connection arrive complete."""
+    with socket.create_connection(("127.0.0.1", dense_server.port), timeout=10) as s:
+        s.sendall(b"HEAD /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    answer = b"".join(chunks)
+    assert answer.count(b"HTTP/1.1 200 OK") == 3
+    last = answer.rsplit(b"HTTP/1.1 200 OK", 1)[1].split(b"\r\n\r\n", 1)[1]
+    assert json.loads(last)["name"] == "aetk"
+    good(dense_server, dense)
+
+
 @pytest.mark.parametrize("method", ["TRACE", "PUT", "DELETE", "OPTIONS", "PATCH", "PROPFIND"])
 def test_unknown_methods_get_json_405(dense_server, dense, method):
     status, head, data = dense_server.call(method, "/v2/models/encoder/infer", b"{}")

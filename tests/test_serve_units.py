@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from aetk.serve.batching import ModelQueue, QueueFull
+from aetk.serve.batching import ModelQueue, QueueFull, _Item
 from aetk.serve.options import ServeOptionError, ServeOptions, flag
 
 
@@ -82,6 +82,22 @@ def test_the_delay_bounds_the_wait_and_shapes_stay_apart():
     assert [o["y"].shape for o in out] == [(1, 3), (2, 5), (3, 3), (1, 5)]
 
 
+def test_a_fired_timer_runs_the_batch_even_if_the_clock_reads_early():
+    """Event-loop timers tick in whole milliseconds and can fire before time.monotonic()
+    reaches the deadline; the batch must run then, not re-arm sub-millisecond timers."""
+    async def main():
+        q = ModelQueue("m", _run([]), max_batch=64, max_delay_s=0.001)
+        q._items.append(_Item(_x(1), asyncio.get_running_loop().create_future()))
+        first = q._items[0]
+        early = first.t0 + 0.0005  # the clock still short of the deadline
+        waiting = q._form(early)
+        fired = q._form(early, expired=True)
+        return waiting, fired, first
+
+    waiting, fired, first = asyncio.run(main())
+    assert waiting is None and fired == [first]
+
+
 def test_a_full_queue_refuses_and_a_failing_batch_fails_only_its_requests():
     def run(feeds):
         if (feeds["x"] < 0).any():
@@ -140,3 +156,50 @@ def test_missing_packages_say_what_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
     with pytest.raises(ServeOptionError, match=r"needs uvicorn: pip install 'aetk\[serve\]'"):
         server.require_dependencies()
+
+
+class _Transport:
+    def __init__(self):
+        self.calls, self.closed = [], False
+
+    def write(self, data):
+        self.calls.append(("write", data))
+
+    def writelines(self, parts):
+        self.calls.append(("writelines", list(parts)))
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+        self.calls.append(("close",))
+
+    def get_extra_info(self, name):
+        return ("127.0.0.1", 1) if name == "peername" else None
+
+
+def test_a_response_head_goes_out_with_its_body_in_one_write():
+    from aetk.serve.connection import OneWriteHead
+
+    t = _Transport()
+    w = OneWriteHead(t)
+    w.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert t.calls == []  # held for the body
+    w.write(b"body")
+    w.write(b"more")  # a streamed body's later parts go straight through
+    w.flush()
+    assert t.calls == [("writelines", [b"HTTP/1.1 200 OK\r\n\r\n", b"body"]), ("write", b"more")]
+    assert w.get_extra_info("peername") == ("127.0.0.1", 1)  # the rest is the real transport's
+
+    t = _Transport()
+    w = OneWriteHead(t)
+    w.write(b"HTTP/1.1 204 No Content\r\n\r\n")  # no body write follows (HEAD, 204)
+    w.flush()
+    assert t.calls == [("write", b"HTTP/1.1 204 No Content\r\n\r\n")]
+
+    t = _Transport()
+    w = OneWriteHead(t)
+    w.write(b"head")
+    w.close()  # Connection: close right after a body-less response: the head still goes first
+    assert t.calls == [("write", b"head"), ("close",)]

@@ -96,8 +96,9 @@ class ModelQueue:
         if self.metrics is not None:
             self.metrics.queue_depth.labels(self.name).set(len(self._items))
 
-    def _form(self, now: float) -> Optional[list[_Item]]:
-        """The next batch to run now, or None to wait for more requests."""
+    def _form(self, now: float, expired: bool = False) -> Optional[list[_Item]]:
+        """The next batch to run now, or None to wait for more requests; ``expired``: the
+        oldest request's delay is over (its timer fired), whatever the clock reads."""
         while self._items and self._items[0].future.done():  # cancelled while queued
             self._items.popleft()
         if not self._items:
@@ -112,7 +113,7 @@ class ModelQueue:
                     sizes.append(rows)
                     if rows == self.max_batch:
                         break
-        if rows < self.max_batch and self.max_delay_s > 0 and now < first.t0 + self.max_delay_s:
+        if rows < self.max_batch and self.max_delay_s > 0 and not expired and now < first.t0 + self.max_delay_s:
             hit = [i for i, r in enumerate(sizes) if r in self.preferred]
             if not hit:
                 return None
@@ -123,8 +124,10 @@ class ModelQueue:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        expired = False
         while True:
-            batch = self._form(time.monotonic())
+            batch = self._form(time.monotonic(), expired)
+            expired = False
             if batch is None:
                 self._arrived.clear()
                 timeout = None
@@ -133,7 +136,10 @@ class ModelQueue:
                 try:
                     await asyncio.wait_for(self._arrived.wait(), timeout)
                 except asyncio.TimeoutError:
-                    pass
+                    # The event loop's timers tick in whole milliseconds (libuv) and may fire a
+                    # little before the clock reaches the deadline: without this, a 1 ms delay
+                    # waited ~3.5 ms at concurrency 1, re-arming sub-millisecond timers.
+                    expired = True
                 continue
             self._gauge()
             await self._execute(loop, batch)

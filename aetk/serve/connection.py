@@ -8,6 +8,10 @@ while a request's head (request line and headers) is arriving:
   forever). Connections cost memory, never a thread; this bounds that memory and time.
 
 Once the head is complete, the Guard (guard.py) bounds the body and the whole request.
+
+It also sends each response's head and body in one write (``OneWriteHead``): uvicorn writes
+the status line and headers as soon as the response starts, then the body, so every small
+response cost two socket writes and woke the client twice.
 """
 
 from __future__ import annotations
@@ -17,6 +21,42 @@ import json
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 HEAD_LIMIT = 64 * 1024  # bytes of request line and headers (beyond the first read: see data_received)
+
+
+class OneWriteHead:
+    """The connection's transport as a response sees it: the first write (uvicorn's response
+    head) is held and goes out with the next (the body) as one ``writelines``; anything else
+    (a body-less answer to HEAD, closing) sends what is held first."""
+
+    def __init__(self, transport) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+        self._first = True
+
+    def write(self, data: bytes) -> None:
+        if self._first:
+            self._first, self._held = False, data
+            return
+        self.flush(data)
+
+    def flush(self, data: bytes = b"") -> None:
+        held, self._held = self._held, None
+        if held is None:
+            if data:
+                self._transport.write(data)
+        elif self._transport.is_closing():
+            return
+        elif data:
+            self._transport.writelines([held, data])
+        else:
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str):  # is_closing, get_extra_info, ...: the real transport's
+        return getattr(self._transport, name)
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
@@ -58,6 +98,16 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._stop_head()
         super().on_headers_complete()
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = head = OneWriteHead(self.transport)
+            finished = cycle.on_response
+
+            def on_response() -> None:  # this cycle's: pipelined requests have their own
+                head.flush()  # a response without a body write (HEAD, 204)
+                finished()
+
+            cycle.on_response = on_response
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -82,4 +132,4 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
-__all__ = ["HEAD_LIMIT", "BoundedHeadProtocol"]
+__all__ = ["HEAD_LIMIT", "BoundedHeadProtocol", "OneWriteHead"]
