@@ -219,3 +219,22 @@ def test_missing_data_is_named_before_any_work(tmp_path):
         run_bench("--data", str(tmp_path / "nowhere"), "--json", str(out))
     assert not out.exists()
     assert bench.main(["--data", str(tmp_path / "nowhere"), "--json", str(out)]) == 2
+
+
+def test_colour_test_photographs_are_none_that_a_shipped_model_trained_or_validated_on():
+    """The colour benchmark must judge on photographs no model saw: not the old gray model's
+    training photos or wallpapers (aetk.denoise.photos), nor the colour denoiser's training and
+    validation photographs (aetk.denoise.training_photos)."""
+    from aetk.denoise import photos, training_photos
+
+    tested = set(bench.TEST_PHOTOS)
+    assert not tested & (set(photos.TRAIN) | set(photos.VALIDATION))
+    assert tested <= set(photos.TEST)
+    files = {Path(f) for group in bench.TEST_WALLPAPERS.values() for f in group.values()}
+    seen = {Path(photos.WALLPAPER_FOLDER) / n for group in photos.WALLPAPERS.values() for n in group}
+    seen |= {Path(p) for group in training_photos.WALLPAPERS.values() for p in group}
+    folders = {p.parent.parent.parent for p in seen if "contents" in p.parts}  # plasma: one folder a photo
+    for f in files:
+        assert f not in seen, f
+        assert f.parent.parent.parent not in folders, f  # no other size of a seen wallpaper
+        assert not training_photos.is_validation(f), f
