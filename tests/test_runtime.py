@@ -265,6 +265,12 @@ def test_threads_are_passed_to_onnxruntime(exports):
         rt.load_model(path, device="cpu", io_binding="yes")
     with pytest.raises(rt.RuntimeModelError, match="log_level"):
         rt.load_model(path, device="cpu", log_level="loud")
+    key = "session.intra_op.allow_spinning"
+    quiet = rt.load_model(path, device="cpu", spinning=False).session.get_session_options()
+    assert quiet.get_session_config_entry(key) == "0"  # servers: idle threads sleep
+    default = rt.load_model(path, device="cpu").session.get_session_options()
+    with pytest.raises(RuntimeError, match="allow_spinning"):  # not set: onnxruntime's own (spin)
+        default.get_session_config_entry(key)
 
 
 def test_io_binding_path_on_cpu(exports):

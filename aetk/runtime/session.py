@@ -245,7 +245,7 @@ class OnnxModel:
         return self.run(inputs)
 
 
-def session_options(threads: int | None, inter_threads: int | None, log_level: str) -> Any:
+def session_options(threads: int | None, inter_threads: int | None, log_level: str, spinning: bool = True) -> Any:
     import onnxruntime as ort
 
     if log_level not in LOG_LEVELS:
@@ -258,20 +258,24 @@ def session_options(threads: int | None, inter_threads: int | None, log_level: s
         so.inter_op_num_threads = inter_threads
         if inter_threads > 1:  # inter-op threads only run in the parallel executor
             so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    if not spinning:  # idle threads sleep at once instead of busy-waiting for the next call
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 
 def load_model(path: str | os.PathLike, device: str = "auto", threads: int | None = None,
                batch_size: int | None = 256, *, inter_threads: int | None = None,
                io_binding: bool | None = None, cuda_options: dict | None = None,
-               log_level: str = "error") -> OnnxModel:
+               log_level: str = "error", spinning: bool = True) -> OnnxModel:
     """Open one exported ONNX graph.
 
     device: "auto" (CUDA when it really works, else CPU, quietly), "cpu", "cuda" or "cuda:N"
         (ProviderUnavailableError when CUDA cannot run). threads / inter_threads: onnxruntime's
         intra-op / inter-op thread counts (None: its default). batch_size: rows per ORT call
         (None: no splitting). io_binding: bind inputs on the device and outputs to the CPU
-        (None: on for CUDA). log_level: onnxruntime's session log severity.
+        (None: on for CUDA). log_level: onnxruntime's session log severity. spinning: False
+        makes idle intra-op threads sleep at once rather than busy-wait for the next call (for
+        servers, whose event loop needs the CPU between calls).
     """
     threads = _positive_int("threads", threads)
     inter_threads = _positive_int("inter_threads", inter_threads)
@@ -281,7 +285,7 @@ def load_model(path: str | os.PathLike, device: str = "auto", threads: int | Non
     kind, _ = providers.parse_device(device)
     path = modelfile.check_model_file(path)  # before any session: see modelfile's doc
     choice = providers.choose_providers(device, cuda_options)
-    so = session_options(threads, inter_threads, log_level)
+    so = session_options(threads, inter_threads, log_level, spinning)
 
     import onnxruntime as ort
 
