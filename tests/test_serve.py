@@ -404,6 +404,29 @@ def test_head_and_keep_alive_answers_arrive_whole(dense_server, dense):
     good(dense_server, dense)
 
 
+def test_expect_100_continue_is_answered_before_the_body(dense_server, dense):
+    """A client that sends `Expect: 100-continue` waits for `100 Continue` before the body
+    (curl does for large bodies): it must come at once, not held back with the response."""
+    x = images(2, seed=3)
+    body, hl = encode_infer_request({"x": x}, binary=True, binary_output=False)
+    head = (f"POST /v2/models/encoder/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            f"Inference-Header-Content-Length: {hl}\r\nExpect: 100-continue\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", dense_server.port), timeout=10) as s:
+        s.sendall(head)
+        s.settimeout(5)
+        interim = s.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        s.sendall(body)
+        s.settimeout(10)
+        answer = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < int(
+                re.search(rb"content-length: (\d+)", answer.lower()).group(1)):
+            answer += s.recv(65536)
+    assert _status(answer) == 200
+    close(json.loads(answer.split(b"\r\n\r\n", 1)[1])["outputs"][0]["data"], dense.encode(x).ravel())
+    good(dense_server, dense)
+
+
 @pytest.mark.parametrize("method", ["TRACE", "PUT", "DELETE", "OPTIONS", "PATCH", "PROPFIND"])
 def test_unknown_methods_get_json_405(dense_server, dense, method):
     status, head, data = dense_server.call(method, "/v2/models/encoder/infer", b"{}")

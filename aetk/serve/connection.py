@@ -24,18 +24,22 @@ HEAD_LIMIT = 64 * 1024  # bytes of request line and headers (beyond the first re
 
 
 class OneWriteHead:
-    """The connection's transport as a response sees it: the first write (uvicorn's response
-    head) is held and goes out with the next (the body) as one ``writelines``; anything else
-    (a body-less answer to HEAD, closing) sends what is held first."""
+    """The connection's transport as a response sees it: the write of the response head
+    (armed by ``hold_next``, as the response starts) is held and goes out with the next write
+    (the body) as one ``writelines``; anything else written (an interim ``100 Continue``)
+    goes at once, and a flush or close sends what is held (a body-less answer to HEAD)."""
 
     def __init__(self, transport) -> None:
         self._transport = transport
         self._held: bytes | None = None
-        self._first = True
+        self._hold_next = False
+
+    def hold_next(self) -> None:
+        self._hold_next = True
 
     def write(self, data: bytes) -> None:
-        if self._first:
-            self._first, self._held = False, data
+        if self._hold_next:
+            self._hold_next, self._held = False, data
             return
         self.flush(data)
 
@@ -101,13 +105,18 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         cycle = getattr(self, "cycle", None)
         if cycle is not None and cycle.transport is self.transport:
             cycle.transport = head = OneWriteHead(self.transport)
-            finished = cycle.on_response
+            finished, send = cycle.on_response, cycle.send
+
+            async def send_holding_the_head(message) -> None:  # the app's send for this request
+                if message["type"] == "http.response.start":
+                    head.hold_next()
+                await send(message)
 
             def on_response() -> None:  # this cycle's: pipelined requests have their own
                 head.flush()  # a response without a body write (HEAD, 204)
                 finished()
 
-            cycle.on_response = on_response
+            cycle.send, cycle.on_response = send_holding_the_head, on_response
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
