@@ -688,16 +688,27 @@ def test_sigterm_drains_requests_in_flight(exports, env, tmp_path):
 
 
 def test_two_workers_share_the_port(exports, env, tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = dict(env, TMPDIR=str(temporary))
     with serve(exports["dense"], env, tmp_path / "log", "--workers", "2") as server:
         dense = rt.load_export(exports["dense"], device="cpu")
         for _ in range(50):
             if server.call("GET", "/v2/health/ready")[0] == 200:
                 break
             time.sleep(0.2)
-        for _ in range(4):
+        for _ in range(12):  # a new connection each: the kernel spreads them over the workers
             good(server, dense)
+        # Every scrape, whichever worker answers it, counts all 12 (prometheus_client's
+        # multiprocess mode); a worker's own counts alone would be short of 12.
+        scrapes = [_metric(server, "aetk_serve_inference_requests_total", model="encoder", outcome="ok")
+                   for _ in range(6)]
+        assert scrapes == [12.0] * 6
+        assert _metric(server, "aetk_serve_queue_depth", model="encoder") == 0.0
+        assert any(temporary.glob("aetk-serve-metrics-*/*.db"))  # the workers' metric files...
         server.proc.terminate()
         assert server.proc.wait(timeout=30) == 0
+    assert not any(temporary.glob("aetk-serve-metrics-*"))  # ...go with the server
 
 
 def test_unservable_folder_and_bad_options_exit_2(env, tmp_path):

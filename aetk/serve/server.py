@@ -3,18 +3,22 @@
 On SIGTERM (or SIGINT) uvicorn stops accepting connections, lets the requests in flight
 finish (up to ``--request-timeout``), then the app's batch queues stop; the process exits 0.
 With ``--workers N`` uvicorn's supervisor runs N processes on the one socket, each loading
-the models (the options travel in the AETK_SERVE_OPTIONS environment variable).
+the models (the options travel in the AETK_SERVE_OPTIONS environment variable); their metrics
+meet in a shared folder (shared_metrics_folder), so any worker's /metrics counts them all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 from .options import ServeOptionError, ServeOptions
@@ -123,9 +127,29 @@ def serve(options: ServeOptions, announce=print) -> int:
         server = uvicorn.Server(uvicorn_config(app, options))
         server.run(sockets=[sock])
     else:
-        config = uvicorn_config(app, options, factory=True)
-        Multiprocess(config, sockets=[sock]).run()
+        with shared_metrics_folder():
+            config = uvicorn_config(app, options, factory=True)
+            Multiprocess(config, sockets=[sock]).run()
     return 0
+
+
+@contextlib.contextmanager
+def shared_metrics_folder():
+    """A private folder for the workers' metric files (metrics.py), named to them in the
+    environment they inherit, and removed when they are done; one the user named in
+    PROMETHEUS_MULTIPROC_DIR is used as it is and kept."""
+    from .metrics import MULTIPROCESS_ENV
+
+    if os.environ.get(MULTIPROCESS_ENV):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="aetk-serve-metrics-")
+    os.environ[MULTIPROCESS_ENV] = folder
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_ENV]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 __all__ = ["ENV_OPTIONS", "bind", "configure_logging", "options_from_environment", "require_dependencies",
