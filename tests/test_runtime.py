@@ -264,9 +264,10 @@ def test_threads_are_passed_to_onnxruntime(exports):
     with pytest.raises(rt.RuntimeModelError, match="io_binding"):
         rt.load_model(path, device="cpu", io_binding="yes")
     with pytest.raises(rt.RuntimeModelError, match="log_level"):
-        rt.load_model(path, device="cpu", log_level="loud")
+        rt.load_model(path, device="cpu", settings=rt.SessionSettings(log_level="loud"))
     key = "session.intra_op.allow_spinning"
-    quiet = rt.load_model(path, device="cpu", spinning=False).session.get_session_options()
+    quiet = rt.load_model(path, device="cpu", settings=rt.SessionSettings(spinning=False))
+    quiet = quiet.session.get_session_options()
     assert quiet.get_session_config_entry(key) == "0"  # servers: idle threads sleep
     default = rt.load_model(path, device="cpu").session.get_session_options()
     with pytest.raises(RuntimeError, match="allow_spinning"):  # not set: onnxruntime's own (spin)

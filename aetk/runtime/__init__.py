@@ -19,11 +19,11 @@ from .errors import (ExternalDataError, InputDTypeError, InputShapeError, ModelF
                      ModelNotFoundError, ProviderUnavailableError, RuntimeModelError)
 from .metadata import MetadataError, ModelMetadata
 from .providers import available_providers, probe_cuda
-from .session import OnnxModel, load_model
+from .session import OnnxModel, SessionSettings, load_model
 
 __all__ = [
     "ExportedModel", "ExternalDataError", "InputDTypeError", "InputShapeError", "MetadataError",
     "ModelFileError", "ModelMetadata", "ModelNotFoundError", "OnnxModel", "ProviderUnavailableError",
-    "RuntimeModelError", "available_precisions", "available_providers", "load_export", "load_model",
+    "RuntimeModelError", "SessionSettings", "available_precisions", "available_providers", "load_export", "load_model",
     "probe_cuda",
 ]

@@ -22,6 +22,7 @@ Input rules (``OnnxModel.run``):
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -245,20 +246,31 @@ class OnnxModel:
         return self.run(inputs)
 
 
-def session_options(threads: int | None, inter_threads: int | None, log_level: str, spinning: bool = True) -> Any:
+@dataclass(frozen=True)
+class SessionSettings:
+    """How ONNX Runtime runs a session, beyond threads and device. log_level: its log
+    severity. spinning: False makes idle intra-op threads sleep at once rather than busy-wait
+    for the next call (servers, whose event loop needs the CPU between calls)."""
+
+    log_level: str = "error"
+    spinning: bool = True
+
+
+def session_options(threads: int | None, inter_threads: int | None,
+                    settings: SessionSettings = SessionSettings()) -> Any:
     import onnxruntime as ort
 
-    if log_level not in LOG_LEVELS:
-        raise RuntimeModelError(f"log_level={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if settings.log_level not in LOG_LEVELS:
+        raise RuntimeModelError(f"log_level={settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     so = ort.SessionOptions()
-    so.log_severity_level = LOG_LEVELS[log_level]
+    so.log_severity_level = LOG_LEVELS[settings.log_level]
     if threads is not None:
         so.intra_op_num_threads = threads
     if inter_threads is not None:
         so.inter_op_num_threads = inter_threads
         if inter_threads > 1:  # inter-op threads only run in the parallel executor
             so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
-    if not spinning:  # idle threads sleep at once instead of busy-waiting for the next call
+    if not settings.spinning:  # idle threads sleep at once instead of busy-waiting for the next call
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
@@ -266,16 +278,15 @@ def session_options(threads: int | None, inter_threads: int | None, log_level: s
 def load_model(path: str | os.PathLike, device: str = "auto", threads: int | None = None,
                batch_size: int | None = 256, *, inter_threads: int | None = None,
                io_binding: bool | None = None, cuda_options: dict | None = None,
-               log_level: str = "error", spinning: bool = True) -> OnnxModel:
+               settings: SessionSettings = SessionSettings()) -> OnnxModel:
     """Open one exported ONNX graph.
 
     device: "auto" (CUDA when it really works, else CPU, quietly), "cpu", "cuda" or "cuda:N"
         (ProviderUnavailableError when CUDA cannot run). threads / inter_threads: onnxruntime's
         intra-op / inter-op thread counts (None: its default). batch_size: rows per ORT call
         (None: no splitting). io_binding: bind inputs on the device and outputs to the CPU
-        (None: on for CUDA). log_level: onnxruntime's session log severity. spinning: False
-        makes idle intra-op threads sleep at once rather than busy-wait for the next call (for
-        servers, whose event loop needs the CPU between calls).
+        (None: on for CUDA). settings: the session's log level and thread spinning
+        (SessionSettings).
     """
     threads = _positive_int("threads", threads)
     inter_threads = _positive_int("inter_threads", inter_threads)
@@ -285,7 +296,7 @@ def load_model(path: str | os.PathLike, device: str = "auto", threads: int | Non
     kind, _ = providers.parse_device(device)
     path = modelfile.check_model_file(path)  # before any session: see modelfile's doc
     choice = providers.choose_providers(device, cuda_options)
-    so = session_options(threads, inter_threads, log_level, spinning)
+    so = session_options(threads, inter_threads, settings)
 
     import onnxruntime as ort
 
@@ -306,4 +317,4 @@ def load_model(path: str | os.PathLike, device: str = "auto", threads: int | Non
                      note=note)
 
 
-__all__ = ["LOG_LEVELS", "OnnxModel", "crop_to", "load_model", "session_options"]
+__all__ = ["LOG_LEVELS", "OnnxModel", "SessionSettings", "crop_to", "load_model", "session_options"]

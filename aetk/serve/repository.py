@@ -162,7 +162,7 @@ def _config_int(text: str, key: str) -> int | None:
 
 # ONNX Runtime's idle threads busy-wait for the next call by default; in a server they would
 # take the CPU from the event loop that parses the next requests (bench_serve measures it).
-SPINNING = False
+SESSION = rt.SessionSettings(spinning=False)
 
 
 def load_repository(options: ServeOptions) -> Repository:
@@ -172,7 +172,7 @@ def load_repository(options: ServeOptions) -> Repository:
     try:
         if layout == "export":
             bundle = rt.load_export(folder, device=options.device, precision=options.precision,
-                                    threads=options.threads, batch_size=options.max_batch, spinning=SPINNING)
+                                    threads=options.threads, batch_size=options.max_batch, settings=SESSION)
             models = {g: {"1": ServedModel(g, "1", m, options.max_batch)} for g, m in bundle.models.items()}
             return Repository("export", models, {g: "1" for g in models}, bundle.device, bundle)
         if options.precision != "float32":
@@ -189,7 +189,7 @@ def load_repository(options: ServeOptions) -> Repository:
                                key=lambda p: int(p.name)):
                 if (vdir / TRITON_MODEL_FILE).is_file():
                     m = rt.load_model(vdir / TRITON_MODEL_FILE, device=options.device, threads=options.threads,
-                                      batch_size=max_batch, spinning=SPINNING)
+                                      batch_size=max_batch, settings=SESSION)
                     versions[vdir.name] = ServedModel(name, vdir.name, m, max_batch)
                     device = m.device
             if not versions:
