@@ -247,8 +247,8 @@ def main() -> None:
                 server.stop()
 
     print()
-    print(f"| server | batching | concurrency | requests/s | p50 ms | p99 ms | errors |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| server | batching | concurrency | requests/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
     for name, batching, c, r in rows:
         print(f"| {name} | {batching} | {c} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['errors']} |")
     get = {(n, b, c): r for n, b, c, r in rows}

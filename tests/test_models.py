@@ -14,7 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from aetk import ops
 from aetk.models import Classifier, create_model, model_names
-from aetk.models.layers import derive_seed
+from aetk.seeds import derive_seed
 from aetk.models.registry import config_fields, make_config
 
 # kind -> (natural input shape, small hyperparameters)

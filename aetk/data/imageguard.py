@@ -25,12 +25,10 @@ blocking open, and decode memory bounded before any pixel is decoded.
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from aetk.data.source import DataError
