@@ -226,3 +226,37 @@ def test_served_sessions_do_not_spin(tmp_path):
     assert sessions
     for s in sessions:
         assert s.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_accepted_connections_do_not_wait_for_acks_on_asyncios_loop():
+    """asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto is IPPROTO_TCP, and a
+    connection accepted on ``bind``'s socket has its proto. With Nagle on, a response written
+    while the previous one was not yet acknowledged (pipelined requests) waited ~44 ms for the
+    client's delayed ACK."""
+    import socket
+
+    from aetk.serve.server import bind
+
+    async def main():
+        sock = bind("127.0.0.1", 0)
+        made = asyncio.get_running_loop().create_future()
+
+        class Protocol(asyncio.Protocol):
+            def connection_made(self, transport):
+                made.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Protocol, sock=sock)
+        try:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            nodelay = await asyncio.wait_for(made, 10)
+            writer.close()
+        finally:
+            server.close()
+        return nodelay
+
+    loop = asyncio.SelectorEventLoop()  # asyncio's own loop (uvloop sets TCP_NODELAY itself)
+    try:
+        assert loop.run_until_complete(main()) != 0
+    finally:
+        loop.close()

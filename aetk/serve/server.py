@@ -69,7 +69,10 @@ def configure_logging(options: ServeOptions) -> None:
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio's own loop turns Nagle off (TCP_NODELAY) only on connections
+    # whose socket says TCP; with it on, a response written before the last one was
+    # acknowledged (pipelining) waited ~44 ms for the client's delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
