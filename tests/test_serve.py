@@ -427,6 +427,23 @@ def test_expect_100_continue_is_answered_before_the_body(dense_server, dense):
     good(dense_server, dense)
 
 
+def test_an_early_answer_to_head_is_not_held_back(dense_server, dense):
+    """A HEAD answered before its announced body was read (413 here) gets its head at once:
+    HEAD has no body for the head to wait for, and the guard then drains the body for up to
+    DRAIN_SECONDS before it finishes the response."""
+    from aetk.serve.guard import DRAIN_SECONDS
+
+    for length in (b"999999999", b"10"):  # over --max-body-mb, and a body nobody reads
+        with socket.create_connection(("127.0.0.1", dense_server.port), timeout=10) as s:
+            t0 = time.monotonic()
+            s.sendall(b"HEAD /v2 HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n")
+            first = s.recv(65536)
+            waited = time.monotonic() - t0
+        assert first.startswith(b"HTTP/1.1 413" if length == b"999999999" else b"HTTP/1.1 200"), first
+        assert waited < DRAIN_SECONDS / 2, waited
+    good(dense_server, dense)
+
+
 @pytest.mark.parametrize("method", ["TRACE", "PUT", "DELETE", "OPTIONS", "PATCH", "PROPFIND"])
 def test_unknown_methods_get_json_405(dense_server, dense, method):
     status, head, data = dense_server.call(method, "/v2/models/encoder/infer", b"{}")

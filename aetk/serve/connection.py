@@ -27,7 +27,7 @@ class OneWriteHead:
     """The connection's transport as a response sees it: the write of the response head
     (armed by ``hold_next``, as the response starts) is held and goes out with the next write
     (the body) as one ``writelines``; anything else written (an interim ``100 Continue``)
-    goes at once, and a flush or close sends what is held (a body-less answer to HEAD)."""
+    goes at once, and a flush or close sends what is held (a body-less answer: 204, 304)."""
 
     def __init__(self, transport) -> None:
         self._transport = transport
@@ -101,9 +101,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._stop_head()
+        before = getattr(self, "cycle", None)
         super().on_headers_complete()
         cycle = getattr(self, "cycle", None)
-        if cycle is not None and cycle.transport is self.transport:
+        # HEAD: no body will follow the head, and the guard may drain an unread request body
+        # (seconds) before it finishes the response, so its head goes at once
+        if cycle is not None and cycle is not before and cycle.scope["method"] != "HEAD":
             cycle.transport = head = OneWriteHead(self.transport)
             finished, send = cycle.on_response, cycle.send
 
@@ -113,7 +116,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 await send(message)
 
             def on_response() -> None:  # this cycle's: pipelined requests have their own
-                head.flush()  # a response without a body write (HEAD, 204)
+                head.flush()  # a response without a body write (204, 304)
                 finished()
 
             cycle.send, cycle.on_response = send_holding_the_head, on_response
