@@ -21,13 +21,15 @@ import json
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 HEAD_LIMIT = 64 * 1024  # bytes of request line and headers (beyond the first read: see data_received)
+JOIN_LIMIT = 64 * 1024  # a larger body is written after its head, not with it: asyncio's writelines copies
 
 
 class OneWriteHead:
     """The connection's transport as a response sees it: the write of the response head
     (armed by ``hold_next``, as the response starts) is held and goes out with the next write
-    (the body) as one ``writelines``; anything else written (an interim ``100 Continue``)
-    goes at once, and a flush or close sends what is held (a body-less answer: 204, 304)."""
+    (the body) as one ``writelines`` (a body over ``JOIN_LIMIT``: right after it); anything
+    else written (an interim ``100 Continue``) goes at once, and a flush or close sends what
+    is held (a body-less answer: 204, 304)."""
 
     def __init__(self, transport) -> None:
         self._transport = transport
@@ -50,10 +52,12 @@ class OneWriteHead:
                 self._transport.write(data)
         elif self._transport.is_closing():
             return
-        elif data:
+        elif data and len(data) <= JOIN_LIMIT:
             self._transport.writelines([held, data])
         else:
             self._transport.write(held)
+            if data:
+                self._transport.write(data)
 
     def close(self) -> None:
         self.flush()
@@ -144,4 +148,4 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
-__all__ = ["HEAD_LIMIT", "BoundedHeadProtocol", "OneWriteHead"]
+__all__ = ["HEAD_LIMIT", "JOIN_LIMIT", "BoundedHeadProtocol", "OneWriteHead"]
