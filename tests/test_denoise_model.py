@@ -237,3 +237,25 @@ def test_sigma_runs_the_models_sigma_graph_when_it_has_one(tmp_path):
         assert not any(note in n for n in summary.notes)
         results[s] = np.asarray(Image.open(tmp_path / f"s{s}" / "a.png"), np.float64)
     assert np.abs(results[50] - results[5]).mean() > 0.5  # the level reached the graph
+
+
+def test_a_sigma_graph_left_from_another_model_is_refused(tmp_path):
+    """`aetk export` into a folder keeps files it does not write: after another model is
+    exported over OUT, OUT/autoencoder-sigma.onnx is the old model's. --sigma must not run it
+    in place of the model OUT now holds."""
+    from aetk.denoise.denoiser import DenoiserError, load_denoiser
+    from aetk.export.exporter import export_model
+    from aetk.export.sigma_graph import export_sigma_graph
+
+    norm = {"kind": "unit", "mean": None, "scale": 255.0, "shape": None, "std": None, "value_range": [0.0, 1.0]}
+    old, new = tiny(), tiny()
+    torch.nn.init.normal_(new.tail.weight, std=0.05)
+    out = tmp_path / "out"
+    export_model(old.eval(), out, normalization=norm)
+    export_sigma_graph(old, out)
+    assert load_denoiser(out, threads=1, sigma=25).non_blind  # its own: run
+    export_model(new.eval(), out, normalization=norm)
+    assert (out / "autoencoder-sigma.onnx").is_file()
+    with pytest.raises(DenoiserError, match=r"autoencoder-sigma\.onnx.*autoencoder\.onnx"):
+        load_denoiser(out, threads=1, sigma=25)
+    assert load_denoiser(out, threads=1).blind  # without --sigma: the model OUT holds

@@ -265,6 +265,19 @@ def with_noise_level(path: Path, sigma: float | None) -> Path | None:
     return sibling if sibling.is_file() else None
 
 
+def check_sibling(den: Denoiser, blind: Path) -> Denoiser:
+    """``den`` (the graph with_noise_level found) if it was exported from ``blind``'s model;
+    else DenoiserError: ``aetk export`` over a folder keeps an older model's sigma graph."""
+    import aetk.runtime as rt
+
+    own = rt.load_model(blind, device="cpu", threads=1, batch_size=None).metadata
+    if (own.weights_sha256, own.graph) != (den.meta.weights_sha256, den.meta.graph):
+        raise DenoiserError(f"{den.path.name} is not the {flag(DenoiseOptions, 'sigma')} graph of {blind.name}: it "
+                            f"was exported from another model; export it again for this one "
+                            f"(aetk.export.sigma_graph) or remove it")
+    return den
+
+
 def load_denoiser(model: str | Path | None = None, device: str = "auto", ensemble: int | None = None,
                   **kwargs) -> Denoiser | RoutedDenoiser:
     """The denoiser for ``--model`` (see model_path), averaged over ``ensemble`` mirrorings
@@ -273,7 +286,7 @@ def load_denoiser(model: str | Path | None = None, device: str = "auto", ensembl
     path = model_path(model)
     given = with_noise_level(path, kwargs.get("sigma"))
     if given is not None:  # --sigma, and the model has a graph that takes it
-        return Denoiser(given, device=device, ensemble=ensemble or 1, **kwargs)
+        return check_sibling(Denoiser(given, device=device, ensemble=ensemble or 1, **kwargs), path)
     if model is None:
         return shipped_denoiser(device=device, ensemble=ensemble, **kwargs)
     kwargs["ensemble"] = ensemble or 1
@@ -289,5 +302,5 @@ def load_denoiser(model: str | Path | None = None, device: str = "auto", ensembl
 
 __all__ = ["DEFAULT_BATCH", "DEFAULT_OVERLAP", "DEFAULT_TILE", "ENSEMBLE_SIZES", "ENSEMBLE_TRANSFORMS", "LIGHT_BELOW", "LIGHT_ENSEMBLE",
            "SHIPPED_LIGHT_MODEL", "SHIPPED_MODEL", "AveragedDenoiser", "Denoiser", "DenoiserError", "RoutedDenoiser",
-           "load_denoiser", "model_path", "shipped_denoiser",
+           "check_sibling", "load_denoiser", "model_path", "shipped_denoiser",
            "with_noise_level"]
