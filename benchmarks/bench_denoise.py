@@ -5,6 +5,8 @@ OpenCV's non-local means, BM3D / CBM3D, DnCNN-S and aetk, PSNR, SSIM and seconds
     python benchmarks/bench_denoise.py --limit 2         # two images per set: a quick look
     python benchmarks/bench_denoise.py --sets set12 --sigmas 25 --methods noisy,dncnn,aetk
     python benchmarks/bench_denoise.py --model out/      # an aetk export folder or ONNX denoiser
+    python benchmarks/bench_denoise.py --methods noisy,aetk --reuse runs/baselines.json
+                                                         # aetk again beside an earlier run's peers
 
 Sets (from --data, default ../shared/data/denoise beside the repository; its README gives
 each set's source and licence):
@@ -423,6 +425,38 @@ def targets(rows: list[Row]) -> list[tuple[str, bool, str]]:
     return out
 
 
+def load_reused(path: Path, seed: int) -> dict:
+    """An earlier run's --json, whose rows lend this run the methods it does not run."""
+    try:
+        earlier = json.loads(path.read_text())
+        sets = earlier["sets"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserInputError(f"--reuse {path}: not a bench_denoise.py --json file ({exc})") from exc
+    if earlier.get("seed") != seed:
+        raise UserInputError(f"--reuse {path}: its noise seed is {earlier.get('seed')}, this run's {seed}; "
+                             f"the noisy files would differ")
+    return sets
+
+
+def merge_reused(set_name: str, images: list[Image], rows: list[Row], reused: dict) -> list[str]:
+    """Adds to ``rows`` the methods they lack from the earlier run's rows for the same set,
+    images, noise and protocol; returns the methods taken, as "method (noise protocol)"."""
+    earlier = reused.get(set_name)
+    if earlier is None or earlier.get("images") != [im.name for im in images]:
+        return []
+    taken = []
+    for r in rows:
+        match = next((e for e in earlier["rows"] if (e["set"], e["noise"], e["protocol"]) == (r.set, r.noise, r.protocol)),
+                     None)
+        for m in [] if match is None else [m for m in match["means"] if m not in r.methods and m in METHODS]:
+            r.means[m] = match["means"][m]
+            r.per_image += [p for p in match["per_image"] if p["method"] == m]
+            r.methods.append(m)
+            taken.append(f"{LABELS[m]} ({r.noise}, {r.protocol})")
+        r.methods.sort(key=METHODS.index)
+    return taken
+
+
 def table(set_name: str, rows: list[Row]):
     """One Rich table per set: per noise level, each method's mean PSNR, SSIM and s/MP in
     each protocol, then the published numbers (float noise) for that set and sigma."""
@@ -513,6 +547,7 @@ def run(args: argparse.Namespace, print_fn: Callable = print) -> dict:
     if not data.is_dir():
         raise UserInputError(f"--data {data} is not a folder (expected ../shared/data/denoise's layout)")
     loaded = {s: load_set(s, data, args.limit) for s in sets}  # every set found before any work
+    reused = load_reused(Path(args.reuse), args.seed) if args.reuse else {}
     threads = args.threads or os.cpu_count() or 1
     methods = Methods(methods_named, data, args.model, threads)
     methods.warm_up()
@@ -529,8 +564,13 @@ def run(args: argparse.Namespace, print_fn: Callable = print) -> dict:
             print_fn(f"note: {n}")
         rows = run_rows(s, images, [COLOUR_SIGMA] if s == "colour" else sigmas, methods, float_methods, args.seed,
                         log=print_fn if args.verbose else (lambda _: None))
+        taken = merge_reused(s, images, rows, reused)
+        if taken:
+            print_fn(f"from --reuse {args.reuse}: {', '.join(taken)}")
+        elif args.reuse:
+            print_fn(f"note: --reuse {args.reuse} has no {s} rows on these images; nothing taken")
         all_rows += rows
-        result["sets"][s] = {"images": [im.name for im in images], "megapixels": sum(im.megapixels for im in images),
+        result["sets"][s] = {"reused": taken, "images": [im.name for im in images], "megapixels": sum(im.megapixels for im in images),
                              "notes": notes, "rows": [r.to_dict() for r in rows]}
         if "nlm" in methods_named:
             result["nlm_h_over_sigma"] = {f"{'colour' if c else 'gray'} sigma {s_}": f
@@ -563,6 +603,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--float-methods", default="noisy,dncnn,aetk",
                     help="methods also run with unclipped float noise (the published protocol) at sigma 25 "
                          "on set12 and bsd68; empty for none")
+    ap.add_argument("--reuse", default=None, metavar="JSON",
+                    help="an earlier run's --json: methods this run does not run are taken from its rows for the "
+                         "same set, images, seed, noise and protocol (e.g. the hour of BM3D, run once)")
     ap.add_argument("--limit", type=int, default=None, help="at most N images per set (a quick run)")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="the denoising data folder (default: %(default)s)")
     ap.add_argument("--json", default=str(DEFAULT_JSON), help="where to write every number (default: %(default)s)")

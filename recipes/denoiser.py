@@ -6,6 +6,7 @@ script. Runs live in runs/ (git-ignored). See recipes/README.md for the design a
     python recipes/denoiser.py status               # progress: steps, losses, validation PSNR
     python recipes/denoiser.py validate [MODEL]     # PSNR of a run folder on the validation sets
     python recipes/denoiser.py export               # the selected checkpoint -> runs/denoiser/export
+    python recipes/denoiser.py ship                 # that export -> aetk/denoise/models/colour*.onnx
 
 ``train`` builds the data if missing, then runs ``aetk train`` on CONFIG under ``nice -n 19``
 with 2 torch threads, logging to runs/denoiser/log.txt, and a watcher beside it
@@ -37,7 +38,7 @@ THREADS = 2
 CONFIG = {
     "data": {"path": str(DATA / "train.npz"), "normalize": "unit"},
     "model": {"kind": "resunet", "width": 32, "blocks": 2, "scales": 4},
-    "train": {"epochs": 60, "batch_size": 16, "lr": 2e-4, "schedule": "cosine", "warmup_steps": 300,
+    "train": {"epochs": 45, "batch_size": 16, "lr": 2e-4, "schedule": "cosine", "warmup_steps": 300,
               "val_fraction": 0.0,  # validation is by photograph, done by `watch`, not a random split
               "flips": True, "checkpoint_every": CHECKPOINT_EVERY, "seed": 0,
               "tensorboard": False, "progress": False, "log_every": 50},
@@ -287,6 +288,20 @@ def cmd_export(args) -> None:
     print(f"exported {src} to {out}: {', '.join(res.files.values())}, {sigma.name} (--sigma override)")
 
 
+def cmd_ship(args) -> None:
+    """The export's blind graph and its --sigma sibling, weights stored as float16 (half the
+    file, float32 arithmetic; tools/float16_storage.py checks each), as the shipped colour model."""
+    from aetk.denoise.denoiser import SHIPPED_MODEL
+    from aetk.artifacts.export_dir import sigma_graph_beside
+
+    export = Path(args.export)
+    pairs = [(export / "autoencoder.onnx", SHIPPED_MODEL),
+             (sigma_graph_beside(export / "autoencoder.onnx"), sigma_graph_beside(SHIPPED_MODEL))]
+    for src, dst in pairs:
+        subprocess.run([*python(), str(ROOT / "tools" / "float16_storage.py"), str(src), str(dst)], env=env(), check=True)
+        print(f"{src} -> {dst} ({dst.stat().st_size / 1e6:.1f} MB)")
+
+
 def cmd_preview(args) -> None:
     """A PNG of noisy | denoised | clean crops (PolyU real noise; a held-out colour photo with
     sigma 25; a held-out gray photo with the camera pipeline) from a run folder's model."""
@@ -350,6 +365,9 @@ def main(argv=None) -> None:
     p.add_argument("model", nargs="?", help="a run folder (default: runs/denoiser/selected)")
     p.add_argument("--out", default=None)
     p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("ship", help="the export -> the shipped colour model (float16 storage)")
+    p.add_argument("--export", default=str(RUN / "export"))
+    p.set_defaults(fn=cmd_ship)
     p = sub.add_parser("preview", help="a PNG of noisy | denoised | clean validation crops")
     p.add_argument("model", nargs="?", help="a run folder (default: runs/denoiser), or "
                    "runs/denoiser/checkpoints/last for the latest checkpoint")

@@ -197,6 +197,36 @@ def test_benchmark_classical_methods_on_tiny_images(tiny_data, tmp_path):
     assert set(methods._nlm_factor) == {(True, 12)}
 
 
+def test_reuse_takes_the_methods_not_run_from_an_earlier_run(tiny_data, tmp_path):
+    """--reuse: the peers run once; aetk again beside them, in one table, with its targets."""
+    first, _ = run_bench("--data", str(tiny_data), "--sets", "set12,polyu", "--sigmas", "25", "--methods", "noisy,dncnn",
+                         "--float-methods", "noisy,dncnn", "--json", str(tmp_path / "peers.json"), "--threads", "1")
+    result, text = run_bench("--data", str(tiny_data), "--sets", "set12,polyu", "--sigmas", "25",
+                             "--methods", "noisy,aetk", "--float-methods", "noisy,aetk", "--threads", "1",
+                             "--json", str(tmp_path / "aetk.json"), "--reuse", str(tmp_path / "peers.json"))
+    old, new = first["sets"]["set12"]["rows"], result["sets"]["set12"]["rows"]
+    assert [(r["protocol"], list(r["means"])) for r in new] == [("8-bit", ["noisy", "aetk", "dncnn"]),
+                                                                ("float", ["noisy", "aetk", "dncnn"])]
+    for o, n in zip(old, new):
+        assert n["means"]["dncnn"] == o["means"]["dncnn"]
+        assert n["means"]["noisy"] == o["means"]["noisy"]  # the same seeded noisy files
+        assert [p for p in n["per_image"] if p["method"] == "dncnn"] == [p for p in o["per_image"] if p["method"] == "dncnn"]
+    assert result["sets"]["set12"]["reused"] == ["DnCNN-S (sigma 25, 8-bit)", "DnCNN-S (sigma 25, float)"]
+    assert result["sets"]["polyu"]["reused"] == []  # no DnCNN-S on real noise: nothing to take
+    assert "aetk >= DnCNN-S, set12 sigma 25 8-bit" in {t["target"] for t in result["targets"]}
+    assert "from --reuse" in text and "DnCNN-S" in text
+    # another seed's files, or a file that is not a result: one clear error, nothing written
+    out = tmp_path / "never.json"
+    with pytest.raises(UserInputError, match=r"--reuse .*peers.json: its noise seed is 0, this run's 1"):
+        run_bench("--data", str(tiny_data), "--sets", "set12", "--methods", "aetk", "--seed", "1",
+                  "--json", str(out), "--reuse", str(tmp_path / "peers.json"))
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(UserInputError, match=r"--reuse .*bad.json: not a bench_denoise.py --json file"):
+        run_bench("--data", str(tiny_data), "--sets", "set12", "--methods", "aetk", "--json", str(out),
+                  "--reuse", str(tmp_path / "bad.json"))
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("argv, match", [
     (("--sets", "set12,kodak"), r"--sets: kodak given; expected .*set12, bsd68, polyu, colour"),
     (("--methods", "aetk,drunet"), r"--methods: drunet"),

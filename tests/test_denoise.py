@@ -273,71 +273,109 @@ def test_killed_run_is_completed_by_skip_existing(random_model, tmp_path):
 
 
 # -- the shipped model ------------------------------------------------------------------------------------
-def test_shipped_model_denoises_a_photograph():
-    from aetk.denoise.photos import TEST, load_photo
-    from aetk.runtime.metadata import ModelMetadata
+def _psnr(a: np.ndarray, clean: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - clean) ** 2)))
 
-    assert SHIPPED_MODEL.is_file() and SHIPPED_MODEL.stat().st_size < 4_000_000
+
+def _props(path: Path) -> dict[str, str]:
     import onnx
 
-    meta = ModelMetadata.from_props({p.key: p.value for p in onnx.load(str(SHIPPED_MODEL)).metadata_props})
-    assert meta.kind == "resconv" and meta.graph == "autoencoder" and meta.dynamic_spatial
-    assert "camera" in TEST  # a photograph the model was not trained on
-    clean = load_photo("camera")[128:384, 128:384].astype(np.float32) / 255.0
-    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 25 / 255, clean.shape), 0, 1).astype(np.float32)
-    out = load_denoiser(device="cpu").denoise(noisy[None])[0]
-
-    def psnr(a):
-        return 10 * np.log10(1.0 / np.mean((a - clean) ** 2))
-
-    assert psnr(out) > psnr(noisy) + 6.0, (psnr(noisy), psnr(out))
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
 
-def test_shipped_model_spends_more_on_light_noise():
-    from aetk.denoise.denoiser import SHIPPED_LIGHT_MODEL, AveragedDenoiser, RoutedDenoiser, ensemble_transforms
-    from aetk.denoise.photos import load_photo
+def _metadata(path: Path):
+    from aetk.runtime.metadata import ModelMetadata
 
-    assert SHIPPED_LIGHT_MODEL.is_file() and SHIPPED_LIGHT_MODEL.stat().st_size < 4_000_000
+    return ModelMetadata.from_props(_props(path))
+
+
+def test_shipped_models_denoise_photographs():
+    from aetk.denoise.denoiser import SHIPPED_GRAY_MODEL
+    from aetk.denoise.photos import TEST, load_photo
+
+    colour, gray = _metadata(SHIPPED_MODEL), _metadata(SHIPPED_GRAY_MODEL)
+    assert SHIPPED_MODEL.stat().st_size < 6_000_000 and SHIPPED_GRAY_MODEL.stat().st_size < 4_000_000
+    assert colour.kind == "resunet" and colour.input_shape[0] == 3 and colour.dynamic_spatial
+    assert gray.kind == "resconv" and gray.input_shape[0] == 1 and gray.dynamic_spatial
+    assert _props(SHIPPED_MODEL)["aetk.weights_storage"] == _props(SHIPPED_GRAY_MODEL)["aetk.weights_storage"] == "float16"
+    assert {"camera", "astronaut"} <= set(TEST)  # photographs neither model was trained on
+    rng = np.random.default_rng(0)
     den = load_denoiser(device="cpu")
-    assert isinstance(den, RoutedDenoiser) and den.path == SHIPPED_MODEL and len(den.general.transforms) == 1
-    # light noise: the general model on two mirrorings, the light one on the other two
-    assert isinstance(den.light, AveragedDenoiser) and den.light.passes == 4
-    general2, light2 = den.light.members
-    meta = light2.meta  # as aetk.runtime read it from the file
-    assert meta.kind == "resconv" and meta.graph == "autoencoder" and meta.dynamic_spatial
-    assert meta.weights_sha256 != den.meta.weights_sha256 and meta.input_shape == den.meta.input_shape
-    assert general2.session is den.general.session and general2.transforms == ensemble_transforms(2)
-    assert light2.path == SHIPPED_LIGHT_MODEL and light2.transforms == ensemble_transforms(2, first=2)
-    assert den.describe() == ("estimated noise level below 22: blind-gaussian.onnx ×2 + "
-                              "blind-gaussian-light.onnx ×2 averaged; otherwise blind-gaussian.onnx ×1")
-    clean = load_photo("camera")[128:256, 128:256].astype(np.float32) / 255.0
-    rng = np.random.default_rng(1)
-    for sigma, expected in ((0, den.light), (12, den.light), (35, den.general), (50, den.general)):
-        noisy = np.clip(clean + rng.normal(0, sigma / 255, clean.shape), 0, 1).astype(np.float32)[None]
-        assert den.pick(noisy) is expected, sigma
-        np.testing.assert_array_equal(den.denoise(noisy), expected.denoise(noisy))
-    np.testing.assert_allclose(den.light.denoise(noisy), (general2.denoise(noisy) + light2.denoise(noisy)) / 2,
-                               atol=1e-6)
-    # --ensemble N: N passes for every image, shared between the two models on light noise
+    for name in ("camera", "astronaut"):
+        photo = load_photo(name)[128:320, 128:320].astype(np.float32) / 255.0
+        clean = photo[None] if photo.ndim == 2 else photo.transpose(2, 0, 1)
+        noisy = np.clip(clean + rng.normal(0, 25 / 255, clean.shape), 0, 1).astype(np.float32)
+        out = den.denoise(noisy)
+        assert out.shape == clean.shape
+        assert _psnr(out, clean) > _psnr(noisy, clean) + 6.0, (name, _psnr(noisy, clean), _psnr(out, clean))
+
+
+def test_shipped_pair_picks_its_model_by_channels():
+    from aetk.denoise.denoiser import SHIPPED_GRAY_MODEL, ShippedDenoiser
+
+    den = load_denoiser(device="cpu")
+    assert isinstance(den, ShippedDenoiser) and den.path == SHIPPED_MODEL and den.meta.kind == "resunet"
+    assert den.gray.path == SHIPPED_GRAY_MODEL and den.gray.meta.weights_sha256 != den.meta.weights_sha256
+    assert den.describe() == "colour images: colour.onnx ×1; gray images: gray.onnx ×1"
+    rng = np.random.default_rng(2)
+    gray = rng.random((1, 40, 48), dtype=np.float32)
+    rgb = rng.random((3, 40, 48), dtype=np.float32)
+    assert den.pick(gray) is den.gray and den.pick(rgb) is den.colour
+    np.testing.assert_array_equal(den.denoise(gray), den.gray.denoise(gray))
+    np.testing.assert_array_equal(den.denoise(rgb), den.colour.denoise(rgb))
+    # --ensemble N: N passes through whichever model runs
     two = load_denoiser(device="cpu", ensemble=2)
-    assert len(two.general.transforms) == 2 and two.light.passes == 2
-    one = load_denoiser(device="cpu", ensemble=1)
-    assert one.light.path == SHIPPED_LIGHT_MODEL and len(one.light.transforms) == 1
+    assert len(two.colour.transforms) == 2 and len(two.gray.transforms) == 2
     with pytest.raises(ValueError, match="--ensemble must be 1, 2, 4 or 8"):
         load_denoiser(device="cpu", ensemble=3)
     with pytest.raises(ValueError, match="mirrorings 6 to 9 asked for; there are 8"):
-        den.general.with_ensemble(4, first=6)
-    # an explicit --model is that model alone, the shipped general one included
+        den.colour.with_ensemble(4, first=6)
+    # an explicit --model is that model alone, on every image
     plain = load_denoiser(SHIPPED_MODEL, device="cpu")
-    assert not isinstance(plain, RoutedDenoiser) and len(plain.transforms) == 1
+    assert not isinstance(plain, ShippedDenoiser) and plain.path == SHIPPED_MODEL
+    assert plain.denoise(gray).shape == gray.shape  # gray repeated to RGB and averaged back
+    # --sigma: the colour model's sibling for every image, gray ones included
+    given = load_denoiser(device="cpu", sigma=25)
+    assert given.path.name == "colour-sigma.onnx" and given.non_blind
+    assert given.meta.weights_sha256 == den.meta.weights_sha256
+    assert given.denoise(gray).shape == gray.shape
 
 
-def test_shipped_model_without_its_light_copy_mirrors_the_general_one(monkeypatch, tmp_path):
+def test_shipped_pair_without_its_gray_model_runs_the_colour_one(monkeypatch, tmp_path):
     from aetk.denoise import denoiser
 
-    monkeypatch.setattr(denoiser, "SHIPPED_LIGHT_MODEL", tmp_path / "absent.onnx")
+    monkeypatch.setattr(denoiser, "SHIPPED_GRAY_MODEL", tmp_path / "absent.onnx")
     den = load_denoiser(device="cpu")
-    assert den.light.session is den.general.session and den.light.transforms == denoiser.ensemble_transforms(4)
+    gray = np.random.default_rng(3).random((1, 32, 32), dtype=np.float32)
+    assert den.gray is None and den.pick(gray) is den.colour
+    assert den.describe() == "colour.onnx ×1"
+
+
+def _real_noise_pairs() -> Path | None:
+    """PolyU's Canon pairs (development data, never in the repository; AETK_DENOISE_DATA or
+    ../shared/data/denoise beside the repository), or None where this machine has none."""
+    root = Path(os.environ.get("AETK_DENOISE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "denoise"))
+    folder = root / "realnoise" / "polyu-canon"
+    return folder if folder.is_dir() and any(folder.glob("*_real.JPG")) else None
+
+
+@pytest.mark.skipif(_real_noise_pairs() is None, reason="no real noisy/clean pairs on this machine "
+                    "(set AETK_DENOISE_DATA to ../shared/data/denoise)")
+def test_shipped_model_improves_real_camera_noise():
+    """Real camera noise, not synthetic: one shot against the mean of many (PolyU Canon), the
+    centre 128x128 of three scenes, through `aetk denoise`'s own file reading."""
+    from aetk.denoise.imagefiles import read_image
+
+    folder = _real_noise_pairs()
+    den = load_denoiser(device="cpu")
+    shots = sorted(folder.glob("*_real.JPG"))[::18][:3]
+    gains = []
+    for shot in shots:
+        noisy = read_image(shot).planes[:, 192:320, 192:320]
+        clean = read_image(shot.with_name(shot.name.replace("_real", "_mean"))).planes[:, 192:320, 192:320]
+        out = np.round(np.clip(den.denoise(noisy), 0, 1) * 255) / 255
+        gains.append(_psnr(out, clean) - _psnr(noisy, clean))
+    assert len(gains) == 3 and min(gains) > 0.3 and np.mean(gains) > 1.0, gains
 
 
 # -- the noise level estimate ------------------------------------------------------------------------------

@@ -1,24 +1,24 @@
 """The denoising model behind ``aetk denoise``: an exported autoencoder graph run through
 ``aetk.runtime`` on overlapping tiles.
 
-    den = load_denoiser()                      # the shipped blind Gaussian denoiser, routed by noise level
+    den = load_denoiser()                      # the shipped pair: colour.onnx, gray.onnx for gray images
     den = load_denoiser("out/")                # an export folder, an .onnx file or a run folder
     clean = den.denoise(planes)                # (C, H, W) float32 in [0, 1] -> same shape
 
-Models with one input channel (like the shipped one) denoise each colour channel as its own
-grayscale image; models with C channels take C-channel images (a grayscale image is repeated
-C times and the result averaged back). A model with a second input named ``sigma`` is
-non-blind: it gets the noise level (``--sigma``, on the 0-255 scale) as a (batch, 1) input.
-``ensemble=2``, ``4`` or ``8`` averages the model's outputs on mirrored tiles (left-right, then
-up-down too, then all four again transposed, i.e. rotated): a little more quality for 2x, 4x
-or 8x the time.
+Models with one input channel denoise each colour channel as its own grayscale image; models
+with C channels take C-channel images (a grayscale image is repeated C times and the result
+averaged back). A model with a second input named ``sigma`` is non-blind: it gets the noise
+level (``--sigma``, on the 0-255 scale) as a (batch, 1) input. ``ensemble=2``, ``4`` or ``8``
+averages the model's outputs on mirrored tiles (left-right, then up-down too, then all four
+again transposed, i.e. rotated): a little more quality for 2x, 4x or 8x the time.
 
-The shipped default spends more where a blind model is weakest against classical denoisers,
-light noise. Each image's noise level is estimated (noise_level.image_sigma); an image below
-LIGHT_BELOW (sigma on the 0-255 scale) runs 4 times: twice through the general model (sigma
-0-55) and twice, on the other two mirrorings, through a copy fine-tuned on sigma 0-30, the
-outputs averaged (two models make a better ensemble than one model mirrored more); the rest
-runs once through the general model. ``ensemble=N`` makes it N passes for every image.
+The shipped default is two blind models, one pass each, chosen by the image's channels:
+``models/colour.onnx`` (a ``resunet``, recipes/denoiser.py) for colour images, trained on
+synthetic camera noise, JPEG and Gaussian noise, and ``models/gray.onnx`` (a ``resconv``,
+recipes/blind_gaussian.py) for grayscale ones, trained on Gaussian noise. The gray sibling was
+chosen on the validation photographs: on gray images it scores 0.4-0.6 dB above the colour
+model on Gaussian noise and 0.8 dB below it on synthetic camera noise, 0.17 dB above it on the
+mean (recipes/README.md). ``--sigma`` runs ``colour-sigma.onnx`` for every image.
 """
 
 from __future__ import annotations
@@ -30,19 +30,14 @@ from typing import Any
 import numpy as np
 
 from aetk import dihedral
-from aetk.denoise.noise_level import image_sigma
 from aetk.errors import UserInputError
 from aetk.denoise.tiling import Blender, pad_to, tile_shape
 from aetk.denoise.options import DenoiseOptions
 from aetk.options import flag
 
-SHIPPED_MODEL = Path(__file__).parent / "models" / "blind-gaussian.onnx"
-SHIPPED_LIGHT_MODEL = Path(__file__).parent / "models" / "blind-gaussian-light.onnx"
-# Images whose estimated sigma is below this get the light-noise treatment. The light model
-# was trained on sigma up to 30; the estimate reads up to about 1.5 high at light noise on
-# textured photos and a little low at heavy noise where clipping bites: room on both sides.
-LIGHT_BELOW = 22.0
-LIGHT_ENSEMBLE = 4  # passes on lightly noisy images (see the module docstring)
+MODELS = Path(__file__).parent / "models"
+SHIPPED_MODEL = MODELS / "colour.onnx"  # what --sigma's colour-sigma.onnx sits beside
+SHIPPED_GRAY_MODEL = MODELS / "gray.onnx"
 # A photo of up to about 512 pixels a side is one tile; larger images run as evenly sized
 # tiles (tiling.tile_shape). Four 512-pixel tiles a call peak at about 1.3 GB on a
 # 12-megapixel colour photo (the shipped model); 256-pixel tiles cost 1.5x the time.
@@ -205,52 +200,33 @@ class Denoiser:
         return result[0]
 
 
-class AveragedDenoiser:
-    """Denoisers whose outputs are averaged, each weighted by its number of passes."""
+class ShippedDenoiser:
+    """The shipped pair behind one ``denoise`` (module docstring): ``gray`` for one-channel
+    images, ``colour`` for the rest. Otherwise it reads as ``colour`` (path, metadata, tile)."""
 
-    def __init__(self, *members: Denoiser):
-        self.members = members
-        self.passes = sum(len(m.transforms) for m in members)
-
-    def describe(self) -> str:
-        return " + ".join(m.describe() for m in self.members) + " averaged"
-
-    def denoise(self, planes: np.ndarray) -> np.ndarray:
-        return sum(len(m.transforms) * m.denoise(planes) for m in self.members) / self.passes
-
-
-class RoutedDenoiser:
-    """Two denoisers behind one ``denoise``: ``light`` for images whose estimated noise level
-    (0-255 scale) is below ``light_below``, ``general`` for the rest. Otherwise it reads as
-    ``general`` (path, metadata, tile)."""
-
-    def __init__(self, general: Denoiser, light: Denoiser | AveragedDenoiser, light_below: float = LIGHT_BELOW):
-        self.general, self.light, self.light_below = general, light, float(light_below)
-        self.path, self.meta, self.tile, self.blind = general.path, general.meta, general.tile, general.blind
+    def __init__(self, colour: Denoiser, gray: Denoiser | None):
+        self.colour, self.gray = colour, gray
+        self.path, self.meta, self.tile, self.blind = colour.path, colour.meta, colour.tile, colour.blind
 
     def describe(self) -> str:
-        return (f"estimated noise level below {self.light_below:g}: {self.light.describe()}; "
-                f"otherwise {self.general.describe()}")
+        if self.gray is None:
+            return self.colour.describe()
+        return f"colour images: {self.colour.describe()}; gray images: {self.gray.describe()}"
 
-    def pick(self, planes: np.ndarray) -> Denoiser | AveragedDenoiser:
-        return self.light if image_sigma(planes) < self.light_below else self.general
+    def pick(self, planes: np.ndarray) -> Denoiser:
+        return self.gray if planes.shape[0] == 1 and self.gray is not None else self.colour
 
     def denoise(self, planes: np.ndarray) -> np.ndarray:
         return self.pick(planes).denoise(planes)
 
 
-def shipped_denoiser(device: str = "auto", ensemble: int | None = None, **kwargs) -> RoutedDenoiser:
-    """The shipped pair, routed by noise level (module docstring); ``ensemble`` passes for
-    every image if given, shared between the two models on light noise."""
-    general = Denoiser(SHIPPED_MODEL, device=device, ensemble=ensemble or 1, **kwargs)
-    passes = ensemble or LIGHT_ENSEMBLE
-    if not SHIPPED_LIGHT_MODEL.is_file():  # an installation without it: the general model, mirrored
-        return RoutedDenoiser(general, general.with_ensemble(passes))
-    light = Denoiser(SHIPPED_LIGHT_MODEL, device=device, **kwargs)
-    if passes == 1:
-        return RoutedDenoiser(general, light)
-    half = passes // 2
-    return RoutedDenoiser(general, AveragedDenoiser(general.with_ensemble(half), light.with_ensemble(half, first=half)))
+def shipped_denoiser(device: str = "auto", ensemble: int | None = None, **kwargs) -> ShippedDenoiser:
+    """The shipped pair (module docstring), ``ensemble`` passes each (default 1). An
+    installation without gray.onnx runs gray images through the colour model."""
+    colour = Denoiser(SHIPPED_MODEL, device=device, ensemble=ensemble or 1, **kwargs)
+    if not SHIPPED_GRAY_MODEL.is_file():
+        return ShippedDenoiser(colour, None)
+    return ShippedDenoiser(colour, Denoiser(SHIPPED_GRAY_MODEL, device=device, ensemble=ensemble or 1, **kwargs))
 
 
 def with_noise_level(path: Path, sigma: float | None) -> Path | None:
@@ -279,7 +255,7 @@ def check_sibling(den: Denoiser, blind: Path) -> Denoiser:
 
 
 def load_denoiser(model: str | Path | None = None, device: str = "auto", ensemble: int | None = None,
-                  **kwargs) -> Denoiser | RoutedDenoiser:
+                  **kwargs) -> Denoiser | ShippedDenoiser:
     """The denoiser for ``--model`` (see model_path), averaged over ``ensemble`` mirrorings
     (default 1); with no model, the shipped one (shipped_denoiser). Given ``sigma``, a blind
     model's sibling that takes the level is run instead (with_noise_level)."""
@@ -300,7 +276,7 @@ def load_denoiser(model: str | Path | None = None, device: str = "auto", ensembl
     return Denoiser(ensure_export(RunDir(path)).graph("autoencoder"), device=device, **kwargs)
 
 
-__all__ = ["DEFAULT_BATCH", "DEFAULT_OVERLAP", "DEFAULT_TILE", "ENSEMBLE_SIZES", "ENSEMBLE_TRANSFORMS", "LIGHT_BELOW", "LIGHT_ENSEMBLE",
-           "SHIPPED_LIGHT_MODEL", "SHIPPED_MODEL", "AveragedDenoiser", "Denoiser", "DenoiserError", "RoutedDenoiser",
+__all__ = ["DEFAULT_BATCH", "DEFAULT_OVERLAP", "DEFAULT_TILE", "ENSEMBLE_SIZES", "ENSEMBLE_TRANSFORMS", "MODELS",
+           "SHIPPED_GRAY_MODEL", "SHIPPED_MODEL", "Denoiser", "DenoiserError", "ShippedDenoiser",
            "check_sibling", "load_denoiser", "model_path", "shipped_denoiser",
            "with_noise_level"]
