@@ -425,30 +425,49 @@ def targets(rows: list[Row]) -> list[tuple[str, bool, str]]:
     return out
 
 
-def load_reused(path: Path, seed: int) -> dict:
-    """An earlier run's --json, whose rows lend this run the methods it does not run."""
+@dataclass
+class Reused:
+    """An earlier run's --json, which lends this run the methods it does not run."""
+    path: Path
+    sets: dict
+    environment: dict
+
+
+def load_reused(path: Path, seed: int, loaded: dict[str, tuple[list[Image], list[str]]]) -> Reused:
+    """The earlier run, checked before any work: its form, its seed, and for each set of this
+    run, the same images (another --limit or data folder would pair other images)."""
     try:
         earlier = json.loads(path.read_text())
-        sets = earlier["sets"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserInputError(f"--reuse {path}: not a bench_denoise.py --json file ({exc})") from exc
+        sets, env = earlier["sets"], earlier["environment"]
+        for name, entry in sets.items():
+            for r in entry["rows"]:
+                _ = (r["set"], r["noise"], r["protocol"], dict(r["means"]), list(r["per_image"]), entry["images"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserInputError(f"--reuse {path}: not a bench_denoise.py --json file ({type(exc).__name__}: {exc})") from exc
     if earlier.get("seed") != seed:
         raise UserInputError(f"--reuse {path}: its noise seed is {earlier.get('seed')}, this run's {seed}; "
                              f"the noisy files would differ")
-    return sets
+    for name, (images, _notes) in loaded.items():
+        if name in sets and sets[name]["images"] != [im.name for im in images]:
+            raise UserInputError(f"--reuse {path}: its {name} rows are on other images "
+                                 f"({len(sets[name]['images'])} against this run's {len(images)}); "
+                                 f"give the same --data and --limit")
+    return Reused(path, sets, dict(env))
 
 
-def merge_reused(set_name: str, images: list[Image], rows: list[Row], reused: dict) -> list[str]:
-    """Adds to ``rows`` the methods they lack from the earlier run's rows for the same set,
-    images, noise and protocol; returns the methods taken, as "method (noise protocol)"."""
-    earlier = reused.get(set_name)
-    if earlier is None or earlier.get("images") != [im.name for im in images]:
+def merge_reused(set_name: str, rows: list[Row], reused: Reused, running: set[str]) -> list[str]:
+    """Adds to ``rows`` the methods this run does not run, from the earlier run's rows for the
+    same set, noise and protocol; returns them as "method (noise, protocol)". Never aetk: the
+    earlier run's may be another model (the shipped one changes), and it is what is measured."""
+    earlier = reused.sets.get(set_name)
+    if earlier is None:
         return []
+    skip = running | {"aetk"}
     taken = []
     for r in rows:
         match = next((e for e in earlier["rows"] if (e["set"], e["noise"], e["protocol"]) == (r.set, r.noise, r.protocol)),
                      None)
-        for m in [] if match is None else [m for m in match["means"] if m not in r.methods and m in METHODS]:
+        for m in [] if match is None else [m for m in match["means"] if m not in skip and m in METHODS]:
             r.means[m] = match["means"][m]
             r.per_image += [p for p in match["per_image"] if p["method"] == m]
             r.methods.append(m)
@@ -547,7 +566,7 @@ def run(args: argparse.Namespace, print_fn: Callable = print) -> dict:
     if not data.is_dir():
         raise UserInputError(f"--data {data} is not a folder (expected ../shared/data/denoise's layout)")
     loaded = {s: load_set(s, data, args.limit) for s in sets}  # every set found before any work
-    reused = load_reused(Path(args.reuse), args.seed) if args.reuse else {}
+    reused = load_reused(Path(args.reuse), args.seed, loaded) if args.reuse else None
     threads = args.threads or os.cpu_count() or 1
     methods = Methods(methods_named, data, args.model, threads)
     methods.warm_up()
@@ -556,6 +575,12 @@ def run(args: argparse.Namespace, print_fn: Callable = print) -> dict:
                                                                                    for k, v in PUBLISHED.items()}}
     print_fn(f"aetk {result['environment']['aetk']} · {result['environment']['cpu']} · {threads} thread(s) · "
              f"{methods.describe()}")
+    if reused is not None:
+        result["reused_from"] = {"path": str(reused.path), "environment": reused.environment}
+        other = {k: (reused.environment.get(k), v) for k, v in result["environment"].items()
+                 if k in ("cpu", "threads") and reused.environment.get(k) != v}
+        if other:  # its seconds were measured otherwise: the speed ratios compare unlike runs
+            print_fn(f"note: --reuse {args.reuse} ran with " + ", ".join(f"{k} {a} (here {b})" for k, (a, b) in other.items()))
     all_rows: list[Row] = []
     json_path = Path(args.json)
     for s in sets:
@@ -564,11 +589,9 @@ def run(args: argparse.Namespace, print_fn: Callable = print) -> dict:
             print_fn(f"note: {n}")
         rows = run_rows(s, images, [COLOUR_SIGMA] if s == "colour" else sigmas, methods, float_methods, args.seed,
                         log=print_fn if args.verbose else (lambda _: None))
-        taken = merge_reused(s, images, rows, reused)
+        taken = [] if reused is None else merge_reused(s, rows, reused, set(methods_named))
         if taken:
             print_fn(f"from --reuse {args.reuse}: {', '.join(taken)}")
-        elif args.reuse:
-            print_fn(f"note: --reuse {args.reuse} has no {s} rows on these images; nothing taken")
         all_rows += rows
         result["sets"][s] = {"reused": taken, "images": [im.name for im in images], "megapixels": sum(im.megapixels for im in images),
                              "notes": notes, "rows": [r.to_dict() for r in rows]}
@@ -604,8 +627,8 @@ def parser() -> argparse.ArgumentParser:
                     help="methods also run with unclipped float noise (the published protocol) at sigma 25 "
                          "on set12 and bsd68; empty for none")
     ap.add_argument("--reuse", default=None, metavar="JSON",
-                    help="an earlier run's --json: methods this run does not run are taken from its rows for the "
-                         "same set, images, seed, noise and protocol (e.g. the hour of BM3D, run once)")
+                    help="an earlier run's --json: methods this run does not run (aetk never) are taken from its "
+                         "rows for the same set, images, seed, noise and protocol (e.g. the hour of BM3D, run once)")
     ap.add_argument("--limit", type=int, default=None, help="at most N images per set (a quick run)")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="the denoising data folder (default: %(default)s)")
     ap.add_argument("--json", default=str(DEFAULT_JSON), help="where to write every number (default: %(default)s)")

@@ -27,7 +27,8 @@ def denoise_cli(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: <input>_denoised "
                                        "beside each input folder, <name>_denoised.<ext> beside each file)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="An exported .onnx, an `aetk export` folder "
-                                        "or an `aetk train` run (default: the shipped blind Gaussian denoiser)."),
+                                        "or an `aetk train` run (default: the shipped blind denoisers, "
+                                        "colour.onnx for colour images and gray.onnx for grayscale ones)."),
     report: bool = typer.Option(False, "--report", help="Print PSNR/SSIM of each image before and after, "
                                 "against its clean reference (--reference), and the mean."),
     given: Given = None,

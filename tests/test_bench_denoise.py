@@ -215,12 +215,21 @@ def test_reuse_takes_the_methods_not_run_from_an_earlier_run(tiny_data, tmp_path
     assert result["sets"]["polyu"]["reused"] == []  # no DnCNN-S on real noise: nothing to take
     assert "aetk >= DnCNN-S, set12 sigma 25 8-bit" in {t["target"] for t in result["targets"]}
     assert "from --reuse" in text and "DnCNN-S" in text
+    # aetk is never taken (the earlier run's may be another model), nor a method this run runs
+    again, _ = run_bench("--data", str(tiny_data), "--sets", "set12", "--sigmas", "25", "--methods", "noisy,dncnn",
+                         "--float-methods", "", "--threads", "1", "--json", str(tmp_path / "again.json"),
+                         "--reuse", str(tmp_path / "aetk.json"))
+    assert list(again["sets"]["set12"]["rows"][0]["means"]) == ["noisy", "dncnn"] and again["sets"]["set12"]["reused"] == []
     # another seed's files, or a file that is not a result: one clear error, nothing written
     out = tmp_path / "never.json"
     with pytest.raises(UserInputError, match=r"--reuse .*peers.json: its noise seed is 0, this run's 1"):
         run_bench("--data", str(tiny_data), "--sets", "set12", "--methods", "aetk", "--seed", "1",
                   "--json", str(out), "--reuse", str(tmp_path / "peers.json"))
-    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(UserInputError, match=r"--reuse .*peers.json: its set12 rows are on other images \(2 against "
+                                             r"this run's 1\); give the same --data and --limit"):
+        run_bench("--data", str(tiny_data), "--sets", "set12", "--methods", "aetk", "--limit", "1",
+                  "--json", str(out), "--reuse", str(tmp_path / "peers.json"))
+    (tmp_path / "bad.json").write_text('{"seed": 0, "environment": {}, "sets": {"set12": {"images": [], "rows": [{}]}}}')
     with pytest.raises(UserInputError, match=r"--reuse .*bad.json: not a bench_denoise.py --json file"):
         run_bench("--data", str(tiny_data), "--sets", "set12", "--methods", "aetk", "--json", str(out),
                   "--reuse", str(tmp_path / "bad.json"))

@@ -341,6 +341,36 @@ def test_shipped_pair_picks_its_model_by_channels():
     assert given.denoise(gray).shape == gray.shape
 
 
+def test_shipped_pair_routes_files_by_their_mode(tmp_path):
+    """Through the command's own reading and writing: gray (L, LA, 16-bit I;16) files go to
+    gray.onnx, colour (RGB, RGBA, palette) ones to colour.onnx, each output as that model gives it."""
+    from aetk.denoise.imagefiles import read_image
+
+    rng = np.random.default_rng(4)
+    src = tmp_path / "in"
+    src.mkdir()
+    gray8 = rng.integers(0, 256, (40, 48), dtype=np.uint8)
+    rgb8 = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(gray8).save(src / "l.png")
+    Image.fromarray(gray8).convert("LA").save(src / "la.png")
+    Image.fromarray(rng.integers(0, 65536, (40, 48), dtype=np.uint16)).save(src / "i16.png")
+    Image.fromarray(rgb8).save(src / "rgb.png")
+    Image.fromarray(rgb8).convert("RGBA").save(src / "rgba.png")
+    Image.fromarray(rgb8).convert("P").save(src / "p.png")
+    summary = denoise_paths([src], tmp_path / "out", None, DenoiseOptions(device="cpu"))
+    assert summary.ok
+    den = load_denoiser(device="cpu")
+    for name, model in (("l", den.gray), ("la", den.gray), ("i16", den.gray),
+                        ("rgb", den.colour), ("rgba", den.colour), ("p", den.colour)):
+        planes = read_image(src / f"{name}.png").planes
+        written = read_image(tmp_path / "out" / f"{name}.png").planes
+        other = den.colour if model is den.gray else den.gray
+        expected = np.clip(model.denoise(planes), 0, 1)
+        step = 1 / 65535 if name == "i16" else 1 / 255
+        assert np.abs(written - expected).max() <= step, name
+        assert np.abs(written - np.clip(other.denoise(planes), 0, 1)).max() > 10 * step, name
+
+
 def test_shipped_pair_without_its_gray_model_runs_the_colour_one(monkeypatch, tmp_path):
     from aetk.denoise import denoiser
 
@@ -368,14 +398,15 @@ def test_shipped_model_improves_real_camera_noise():
 
     folder = _real_noise_pairs()
     den = load_denoiser(device="cpu")
-    shots = sorted(folder.glob("*_real.JPG"))[::18][:3]
+    shots = sorted(folder.glob("*_real.JPG"))
+    shots = shots[::max(1, len(shots) // 3)][:3]  # three scenes spread over the set (55 pairs: 0, 18, 36)
     gains = []
     for shot in shots:
         noisy = read_image(shot).planes[:, 192:320, 192:320]
         clean = read_image(shot.with_name(shot.name.replace("_real", "_mean"))).planes[:, 192:320, 192:320]
         out = np.round(np.clip(den.denoise(noisy), 0, 1) * 255) / 255
         gains.append(_psnr(out, clean) - _psnr(noisy, clean))
-    assert len(gains) == 3 and min(gains) > 0.3 and np.mean(gains) > 1.0, gains
+    assert len(gains) == min(3, len(shots)) and min(gains) > 0.3 and np.mean(gains) > 1.0, gains
 
 
 # -- the noise level estimate ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 """A conv model's exported ONNX graph turned back into a run folder (aetk/export/from_onnx.py),
 so ``train.init_from`` can start a bigger model from it.
 
-    python tools/onnx_to_run.py aetk/denoise/models/blind-gaussian.onnx runs/shipped \\
+    python tools/onnx_to_run.py aetk/denoise/models/gray.onnx runs/shipped \\
         features=48 depth=10 context=96 [--calibrate DATA --calibrate-examples N]
 """
 

@@ -24,8 +24,7 @@ class DenoiseOptions:
                                  "equal tiles.", min=8)
     overlap: Optional[int] = option(None, "--overlap", "Tile overlap in pixels (default 32).", min=0)
     ensemble: Optional[int] = option(None, "--ensemble", "Average the model over 1, 2, 4 or 8 mirrored and rotated "
-                                     "copies of each tile: a little more quality for 2x, 4x or 8x the time. Default "
-                                     "1; with the shipped model, 4 on lightly noisy images.")
+                                     "copies of each tile: a little more quality for 2x, 4x or 8x the time (default 1).")
     format: Optional[str] = option(None, "--format", "Write this format instead of the input's: png, jpeg, tiff, "
                                    "bmp or webp.")
     quality: int = option(95, "--quality", "JPEG/WebP quality.", min=1, max=100)

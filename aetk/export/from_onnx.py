@@ -8,7 +8,7 @@ it, so the folded convolution goes back into the conv and its bias into the batc
 function exactly. Convolutions are matched in the order they run; the rebuilt model is checked
 against ONNX Runtime on a random input before anything is written.
 
-    python tools/onnx_to_run.py aetk/denoise/models/blind-gaussian.onnx runs/shipped \\
+    python tools/onnx_to_run.py aetk/denoise/models/gray.onnx runs/shipped \\
         features=48 depth=10 context=96
 
 A folded batch norm computes the graph's function in eval mode only: in training it would
