@@ -15,7 +15,8 @@ from aetk.options import option
 
 @dataclass(frozen=True)
 class DenoiseOptions:
-    sigma: Optional[float] = option(None, "--sigma", "Noise level (0-255 scale), for a non-blind model, or a blind one with an X-sigma.onnx sibling (run instead).", min=0)
+    sigma: Optional[float] = option(None, "--sigma", "Noise level (0-255 scale), for a non-blind model, or a blind one with an X-sigma.onnx "
+                                    "sibling (run instead; the shipped default runs colour-sigma.onnx on every image).", min=0)
     device: str = option("auto", "--device", "auto, cpu or cuda.")
     batch_size: Optional[int] = option(None, "--batch-size", "Tiles per model call (default 4).", min=1)
     workers: int = option(2, "--workers", "Threads decoding and encoding files.", min=1)
