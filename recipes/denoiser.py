@@ -297,12 +297,13 @@ def cmd_ship(args) -> None:
 
     import onnx
 
+    from aetk.artifacts import ExportDir
     from aetk.artifacts.export_dir import sigma_graph_beside
     from aetk.denoise.denoiser import SHIPPED_MODEL, load_denoiser
 
     export = Path(args.export)
-    pairs = [(export / "autoencoder.onnx", SHIPPED_MODEL),
-             (sigma_graph_beside(export / "autoencoder.onnx"), sigma_graph_beside(SHIPPED_MODEL))]
+    blind_graph = ExportDir(export).graph("autoencoder")
+    pairs = [(blind_graph, SHIPPED_MODEL), (sigma_graph_beside(blind_graph), sigma_graph_beside(SHIPPED_MODEL))]
     hashes = set()
     for src, _dst in pairs:
         if not src.is_file():
