@@ -291,41 +291,36 @@ def cmd_export(args) -> None:
 def cmd_ship(args) -> None:
     """The export's blind graph and its --sigma sibling, weights stored as float16 (half the
     file, float32 arithmetic; tools/float16_storage.py checks each), as the shipped colour
-    model. Both are checked to be one model's before anything is written, written beside the
-    shipped files first, then swapped in, then loaded as `aetk denoise` loads them."""
+    model: written beside the shipped files first, checked to be one model's (the check
+    `aetk denoise --sigma` makes), then swapped in."""
     import tempfile
-
-    import onnx
 
     from aetk.artifacts import ExportDir
     from aetk.artifacts.export_dir import sigma_graph_beside
-    from aetk.denoise.denoiser import SHIPPED_MODEL, load_denoiser
+    from aetk.denoise.denoiser import SHIPPED_MODEL, Denoiser, DenoiserError, check_sibling
 
     export = Path(args.export)
     blind_graph = ExportDir(export).graph("autoencoder")
     pairs = [(blind_graph, SHIPPED_MODEL), (sigma_graph_beside(blind_graph), sigma_graph_beside(SHIPPED_MODEL))]
-    hashes = set()
     for src, _dst in pairs:
         if not src.is_file():
             raise SystemExit(f"{src} is missing: run `python recipes/denoiser.py export` first")
-        props = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
-        hashes.add(props.get("aetk.weights_sha256"))
-    if len(hashes) != 1:
-        raise SystemExit(f"{pairs[1][0].name} was not exported from the model of {pairs[0][0].name}: export again")
     with tempfile.TemporaryDirectory(prefix=".ship-", dir=SHIPPED_MODEL.parent) as tmp:
-        staged = []
-        for src, dst in pairs:
-            subprocess.run([*python(), str(ROOT / "tools" / "float16_storage.py"), str(src), str(Path(tmp) / dst.name)],
+        staged = [(Path(tmp) / dst.name, dst) for _src, dst in pairs]
+        for (src, _dst), (tmp_file, _) in zip(pairs, staged):
+            subprocess.run([*python(), str(ROOT / "tools" / "float16_storage.py"), str(src), str(tmp_file)],
                            env=env(), check=True)
-            staged.append((Path(tmp) / dst.name, dst))
+        try:
+            given = check_sibling(Denoiser(staged[1][0], device="cpu", sigma=25), staged[0][0])
+        except DenoiserError as exc:
+            raise SystemExit(f"{export}: {exc}") from exc
         for tmp_file, dst in staged:
             os.replace(tmp_file, dst)
-    blind, given = load_denoiser(device="cpu"), load_denoiser(device="cpu", sigma=25)
     step = ""
     if (export.parent / "selected" / "score.json").is_file():
         step = f", step {json.loads((export.parent / 'selected' / 'score.json').read_text())['step']}"
-    print(f"shipped {blind.path} and {given.path} ({SHIPPED_MODEL.stat().st_size / 1e6:.1f} MB each; "
-          f"weights {hashes.pop()[:12]}{step})")
+    print(f"shipped {SHIPPED_MODEL} and {sigma_graph_beside(SHIPPED_MODEL)} ({SHIPPED_MODEL.stat().st_size / 1e6:.1f} "
+          f"MB each; weights {given.meta.weights_sha256[:12]}{step})")
 
 
 def cmd_preview(args) -> None:

@@ -277,30 +277,19 @@ def _psnr(a: np.ndarray, clean: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - clean) ** 2)))
 
 
-def _props(path: Path) -> dict[str, str]:
-    import onnx
-
-    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-
-
-def _metadata(path: Path):
-    from aetk.runtime.metadata import ModelMetadata
-
-    return ModelMetadata.from_props(_props(path))
-
-
 def test_shipped_models_denoise_photographs():
     from aetk.denoise.denoiser import SHIPPED_GRAY_MODEL
     from aetk.denoise.photos import TEST, load_photo
 
-    colour, gray = _metadata(SHIPPED_MODEL), _metadata(SHIPPED_GRAY_MODEL)
+    den = load_denoiser(device="cpu")
+    colour, gray = den.colour.meta, den.gray.meta  # as aetk.runtime read them from the files
+    assert den.colour.path == SHIPPED_MODEL and den.gray.path == SHIPPED_GRAY_MODEL
     assert SHIPPED_MODEL.stat().st_size < 6_000_000 and SHIPPED_GRAY_MODEL.stat().st_size < 4_000_000
     assert colour.kind == "resunet" and colour.input_shape[0] == 3 and colour.dynamic_spatial
     assert gray.kind == "resconv" and gray.input_shape[0] == 1 and gray.dynamic_spatial
-    assert _props(SHIPPED_MODEL)["aetk.weights_storage"] == _props(SHIPPED_GRAY_MODEL)["aetk.weights_storage"] == "float16"
+    assert colour.extra["weights_storage"] == gray.extra["weights_storage"] == "float16"
     assert {"camera", "astronaut"} <= set(TEST)  # photographs neither model was trained on
     rng = np.random.default_rng(0)
-    den = load_denoiser(device="cpu")
     for name in ("camera", "astronaut"):
         photo = load_photo(name)[128:320, 128:320].astype(np.float32) / 255.0
         clean = photo[None] if photo.ndim == 2 else photo.transpose(2, 0, 1)
@@ -384,7 +373,9 @@ def test_shipped_pair_without_its_gray_model_runs_the_colour_one(monkeypatch, tm
 def _real_noise_pairs() -> Path | None:
     """PolyU's Canon pairs (development data, never in the repository; AETK_DENOISE_DATA or
     ../shared/data/denoise beside the repository), or None where this machine has none."""
-    root = Path(os.environ.get("AETK_DENOISE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "denoise"))
+    from aetk.denoise.training_photos import SHARED
+
+    root = Path(os.environ.get("AETK_DENOISE_DATA", SHARED))
     folder = root / "realnoise" / "polyu-canon"
     return folder if folder.is_dir() and any(folder.glob("*_real.JPG")) else None
 
